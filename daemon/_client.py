@@ -1,0 +1,108 @@
+"""Blocking client for the control socket (used by autopackctl, tests and benches).
+
+No trio here on purpose: ``autopackctl status`` should start fast.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+from autopack.protocol import (
+    DEFAULT_MAX_FRAME,
+    Error,
+    FrameBuffer,
+    Hello,
+    RemoteError,
+    Request,
+    Welcome,
+    decode_reply,
+    encode_frame,
+    recv_frame_blocking,
+)
+
+
+class DaemonUnavailable(Exception):
+    """Raised when the daemon's socket cannot be reached (not running, wrong path, no permission)."""
+
+
+def resolve_socket(explicit: str | None = None) -> str:
+    """``--socket``, then ``AUTOPACK_SOCKET``, then the daemon's default path."""
+    if explicit:
+        return explicit
+    if os.environ.get("AUTOPACK_SOCKET"):
+        return os.environ["AUTOPACK_SOCKET"]
+    from ._config import default_socket_for, default_state_dir
+
+    state = os.environ.get("AUTOPACK_STATE_DIR") or default_state_dir()
+    return default_socket_for(state)
+
+
+class Client:
+    """One connection to ``autopackd``. Use as a context manager; closes the socket on exit."""
+
+    def __init__(self, path: str, *, timeout: float | None = 30.0,
+                 max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.connect(path)
+        except FileNotFoundError:
+            self.sock.close()
+            raise DaemonUnavailable(f"autopackd is not running (no socket at {path})") from None
+        except ConnectionRefusedError:
+            self.sock.close()
+            raise DaemonUnavailable(f"autopackd is not running (socket {path} refuses connections)") from None
+        except PermissionError:
+            self.sock.close()
+            raise DaemonUnavailable(f"no permission to use the socket {path}") from None
+        except OSError as exc:
+            self.sock.close()
+            raise DaemonUnavailable(f"cannot connect to {path}: {exc.strerror or exc}") from None
+        self._buf = FrameBuffer(max_frame)
+        self.welcome: Welcome = self._hello()
+
+    def _hello(self) -> Welcome:
+        reply = self.request(Hello())
+        if not isinstance(reply, Welcome):
+            raise RemoteError("bad_frame", f"unexpected reply to hello: {type(reply).__name__}")
+        return reply
+
+    def send(self, msg: Request) -> None:
+        try:
+            self.sock.sendall(encode_frame(msg))
+        except OSError as exc:
+            raise DaemonUnavailable(f"connection to autopackd lost: {exc}") from None
+
+    def recv(self) -> Any:
+        try:
+            body = recv_frame_blocking(self.sock, self._buf)
+        except (EOFError, OSError) as exc:
+            raise DaemonUnavailable(f"connection to autopackd lost: {exc}") from None
+        reply = decode_reply(body)
+        if isinstance(reply, Error):
+            raise RemoteError(reply.code, reply.message)
+        return reply
+
+    def request(self, msg: Request) -> Any:
+        """Send one request and return its reply; raises :class:`RemoteError` on an ``Error`` reply."""
+        self.send(msg)
+        return self.recv()
+
+    def stream(self, msg: Request) -> Iterator[Any]:
+        """Send one request and yield replies until the connection ends or the caller stops."""
+        self.send(msg)
+        while True:
+            yield self.recv()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,211 @@
+"""Settings: TOML file, then ``AUTOPACK_*`` environment variables, then flags.
+
+Pure code (no trio, no I/O besides reading the config file). Every setting is
+a field of :class:`Settings` with a default and a one-line doc in
+``SETTING_DOCS``; ``autopackd --help`` prints them all.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+DEFAULT_AUTO_MITIGATE = ["python_missing_dep", "node_missing_dep", "rate_limited", "network_timeout"]
+
+
+def default_state_dir() -> str:
+    """``$STATE_DIRECTORY`` (systemd), else ``$XDG_STATE_HOME/autopack``, else ``~/.local/state/autopack``."""
+    if os.environ.get("STATE_DIRECTORY"):
+        return os.environ["STATE_DIRECTORY"].split(":")[0]
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "autopack")
+
+
+def default_socket() -> str:
+    """``$RUNTIME_DIRECTORY/autopackd.sock`` (systemd), else ``$XDG_RUNTIME_DIR/autopack/autopackd.sock``,
+    else ``<state_dir>/autopackd.sock``."""
+    if os.environ.get("RUNTIME_DIRECTORY"):
+        return os.path.join(os.environ["RUNTIME_DIRECTORY"].split(":")[0], "autopackd.sock")
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        return os.path.join(os.environ["XDG_RUNTIME_DIR"], "autopack", "autopackd.sock")
+    return os.path.join(default_state_dir(), "autopackd.sock")
+
+
+class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    state_dir: str = msgspec.field(default_factory=default_state_dir)
+    socket: str = ""  # "" = derived, see default_socket()
+    socket_mode: int = 0o600
+    socket_group: str | None = None
+    allowed_uids: list[int] = []
+    allowed_gids: list[int] = []
+    max_frame_bytes: int = 1024 * 1024
+    health_listen: str = "127.0.0.1:7878"
+    max_concurrent_runs: int = 4
+    auto_mitigate: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_AUTO_MITIGATE))
+    enable_failure_hardening: bool = True
+    enable_intention_context: bool = True
+    ab_fraction: float = 0.0
+    grace_period_s: float = 10.0
+    restart_limit: int = 5  # R restarts ...
+    restart_window_s: float = 60.0  # ... in T seconds, then exit non-zero
+    min_free_disk_mb: int = 500
+    retention_days: float | None = None  # delete ended runs' branches/reports older than this
+    memory_deadline_ms: int = 250
+    builder_context_bytes: int = 2048
+    doctor_context_bytes: int = 512
+    default_doctor_tokens: int = 11_000  # 'tokens avoided' value until real Doctor calls are measured
+    drift_policy: str = "revert"  # revert | fail
+    model: str = "claude-sonnet-4-5"
+    max_tokens: int = 8192
+    anthropic_base_url: str | None = None
+    api_key_file: str | None = None  # e.g. $CREDENTIALS_DIRECTORY/anthropic_api_key
+    builder_max_turns: int = 30
+    builder_attempt_wall_s: float = 1200
+    llm_max_concurrency: int = 4
+    prices: dict[str, list[float]] = {}  # model -> [usd per Mtok input, output, cache write, cache read]
+    watchdog: bool = True
+    log_format: str = "text"  # text | json
+    log_level: str = "INFO"
+
+    def resolved_socket(self) -> str:
+        return self.socket or default_socket_for(self.state_dir)
+
+
+def default_socket_for(state_dir: str) -> str:
+    if os.environ.get("RUNTIME_DIRECTORY"):
+        return os.path.join(os.environ["RUNTIME_DIRECTORY"].split(":")[0], "autopackd.sock")
+    return os.path.join(state_dir, "autopackd.sock")
+
+
+SETTING_DOCS: dict[str, str] = {
+    "state_dir": "directory for the database, worktrees, reports and locks",
+    "socket": "control socket path (default: $RUNTIME_DIRECTORY/autopackd.sock or <state_dir>/autopackd.sock)",
+    "socket_mode": "permission bits of the control socket (0o600; 0o660 with socket_group)",
+    "socket_group": "group that owns the socket and may use it",
+    "allowed_uids": "extra uids allowed on the control socket (own uid and root always are)",
+    "allowed_gids": "gids whose members may use the control socket",
+    "max_frame_bytes": "largest control frame accepted (bytes)",
+    "health_listen": "host:port of the HTTP health endpoint; loopback; port 0 picks one",
+    "max_concurrent_runs": "runs executed at once; the rest wait in submit order (live-reloadable)",
+    "auto_mitigate": "pattern ids whose mitigation may act by itself (comma-separated in env)",
+    "enable_failure_hardening": "deterministic classifier + mitigations before any Doctor call",
+    "enable_intention_context": "inject the memory actor's bounded intention context into prompts",
+    "ab_fraction": "fraction of new runs assigned to the baseline arm (hardening and context off)",
+    "grace_period_s": "on SIGTERM, how long running phases get to reach a checkpoint",
+    "restart_limit": "crashed-child restarts allowed within restart_window_s before exiting non-zero",
+    "restart_window_s": "window for restart_limit",
+    "min_free_disk_mb": "free disk required before a run and each phase starts",
+    "retention_days": "delete branches and reports of runs ended longer ago than this (off by default)",
+    "memory_deadline_ms": "deadline of every request to the memory actor",
+    "builder_context_bytes": "intention context bound for the Builder (UTF-8 bytes)",
+    "doctor_context_bytes": "intention context bound for the Doctor (UTF-8 bytes)",
+    "default_doctor_tokens": "tokens a Doctor call is assumed to cost until real ones are measured",
+    "drift_policy": "files changed outside a phase's scope: 'revert' them or 'fail' the attempt",
+    "model": "Claude model for the Builder and Doctor",
+    "max_tokens": "max output tokens per LLM call",
+    "anthropic_base_url": "Messages API base URL (ANTHROPIC_BASE_URL works too)",
+    "api_key_file": "file holding the API key (default: $CREDENTIALS_DIRECTORY/anthropic_api_key)",
+    "builder_max_turns": "Builder turns per attempt",
+    "builder_attempt_wall_s": "wall time per Builder attempt",
+    "llm_max_concurrency": "LLM calls in flight across all runs",
+    "prices": "model -> [USD per million tokens: input, output, cache write, cache read]",
+    "watchdog": "send WATCHDOG=1 to systemd when WatchdogSec is set",
+    "log_format": "text or json (journald prefixes are added under systemd)",
+    "log_level": "DEBUG, INFO, WARNING, ERROR",
+}
+
+LIVE_RELOADABLE = {
+    "max_concurrent_runs", "auto_mitigate", "enable_failure_hardening", "enable_intention_context",
+    "ab_fraction", "min_free_disk_mb", "retention_days", "memory_deadline_ms", "drift_policy",
+    "builder_max_turns", "log_level", "default_doctor_tokens", "grace_period_s",
+}
+
+
+class ConfigError(Exception):
+    """Raised by :func:`load_settings` for a bad file, variable or flag (message says which)."""
+
+
+def _coerce_env(field: str, value: str, current: Any) -> Any:
+    ftype = type(current)
+    if isinstance(current, bool):
+        low = value.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"AUTOPACK_{field.upper()}: expected true/false, got {value!r}")
+    if isinstance(current, list):
+        items = [v.strip() for v in value.split(",") if v.strip()]
+        if field in ("allowed_uids", "allowed_gids"):
+            try:
+                return [int(v) for v in items]
+            except ValueError:
+                raise ConfigError(f"AUTOPACK_{field.upper()}: expected comma-separated integers") from None
+        return items
+    if isinstance(current, dict):
+        raise ConfigError(f"AUTOPACK_{field.upper()}: set this one in the config file")
+    if field == "socket_mode":
+        return int(value, 8)
+    if isinstance(current, int):
+        try:
+            return int(value)
+        except ValueError:
+            raise ConfigError(f"AUTOPACK_{field.upper()}: expected an integer, got {value!r}") from None
+    if isinstance(current, float) or field in ("retention_days",):
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"AUTOPACK_{field.upper()}: expected a number, got {value!r}") from None
+    del ftype
+    return value
+
+
+def load_settings(
+    config_file: str | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build settings from file, then ``AUTOPACK_*`` env, then ``overrides`` (flags).
+
+    Raises :class:`ConfigError` naming the offending key.
+    """
+    env = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    if config_file:
+        try:
+            data = tomllib.loads(Path(config_file).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {config_file}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from None
+        if "socket_mode" in data and isinstance(data["socket_mode"], str):
+            data["socket_mode"] = int(data["socket_mode"], 8)
+    unknown = set(data) - set(Settings.__struct_fields__)
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in {config_file}: {', '.join(sorted(unknown))}")
+    defaults = Settings()
+    for field in Settings.__struct_fields__:
+        key = f"AUTOPACK_{field.upper()}"
+        if key in env:
+            data[field] = _coerce_env(field, env[key], getattr(defaults, field))
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            data[key] = value
+    try:
+        settings = msgspec.convert(data, Settings)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid setting: {exc}") from None
+    if settings.drift_policy not in ("revert", "fail"):
+        raise ConfigError("drift_policy must be 'revert' or 'fail'")
+    if settings.max_concurrent_runs < 1:
+        raise ConfigError("max_concurrent_runs must be >= 1")
+    if not 0.0 <= settings.ab_fraction <= 1.0:
+        raise ConfigError("ab_fraction must be within [0, 1]")
+    if settings.log_format not in ("text", "json"):
+        raise ConfigError("log_format must be 'text' or 'json'")
+    return settings

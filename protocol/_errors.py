@@ -1,0 +1,72 @@
+"""Exceptions and stable error codes of the control protocol.
+
+Hierarchy::
+
+    AutopackError                 base of everything autopack raises on purpose
+    ├── ProtocolError             the peer sent bytes that are not a valid frame/message
+    │   └── FrameTooLarge         a frame's declared length exceeds the limit
+    ├── SpecError                 a run spec is invalid; carries every problem found
+    └── RemoteError               the daemon answered with an ``Error`` reply (client side)
+
+A "bug in autopack" is any other exception: it is never turned into a reply
+code other than ``internal``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    """Stable error codes carried by ``Error`` replies. Never rename one."""
+
+    BAD_FRAME = "bad_frame"  # undecodable msgpack or unknown message tag
+    FRAME_TOO_LARGE = "frame_too_large"
+    VERSION_MISMATCH = "version_mismatch"
+    HELLO_REQUIRED = "hello_required"
+    FORBIDDEN = "forbidden"  # peer uid/gid not allowed
+    INVALID_SPEC = "invalid_spec"
+    INVALID_PLAN = "invalid_plan"
+    UNKNOWN_RUN = "unknown_run"
+    NOT_SUPPORTED = "not_supported"
+    INVALID_STATE = "invalid_state"  # e.g. cancel of a finished run
+    SHUTTING_DOWN = "shutting_down"
+    UNAVAILABLE = "unavailable"
+    INTERNAL = "internal"
+
+
+class AutopackError(Exception):
+    """Base of the errors autopack raises on purpose."""
+
+
+class ProtocolError(AutopackError):
+    """Raised by the framing/decoding layer when the peer sent garbage."""
+
+    code = ErrorCode.BAD_FRAME
+
+
+class FrameTooLarge(ProtocolError):
+    """Raised when a frame header announces more than the configured maximum."""
+
+    code = ErrorCode.FRAME_TOO_LARGE
+
+
+class SpecError(AutopackError):
+    """Raised by :func:`load_spec` / :func:`validate_spec` with *every* problem.
+
+    ``problems`` is a list of ``(path, reason)`` pairs, e.g.
+    ``("phases[1].id", "duplicate id 'build'")``.
+    """
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{p}: {r}" if p else r for p, r in problems))
+
+
+class RemoteError(AutopackError):
+    """Raised by the client when the daemon answers with an ``Error`` reply."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(f"{code}: {message}")

@@ -1,0 +1,89 @@
+"""Length-prefixed msgpack frames: 4-byte big-endian length, then the body.
+
+Pure functions plus a blocking-socket helper for the CLI; the daemon side
+uses :class:`FrameBuffer` over whatever stream it has.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from typing import Any
+
+import msgspec
+
+from ._errors import FrameTooLarge, ProtocolError
+from ._messages import ClientMessage, Reply, Request, ServerMessage
+
+DEFAULT_MAX_FRAME = 1024 * 1024
+_HEADER = struct.Struct(">I")
+
+_encoder = msgspec.msgpack.Encoder()
+_request_decoder = msgspec.msgpack.Decoder(ClientMessage)
+_reply_decoder = msgspec.msgpack.Decoder(ServerMessage)
+
+
+def encode_frame(msg: Request | Reply) -> bytes:
+    """Encode one message as a frame (header + body)."""
+    body = _encoder.encode(msg)
+    return _HEADER.pack(len(body)) + body
+
+
+def decode_request(body: bytes) -> Any:
+    """Decode a request body; raises :class:`ProtocolError` on garbage."""
+    try:
+        return _request_decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ProtocolError(f"cannot decode request: {exc}") from None
+
+
+def decode_reply(body: bytes) -> Any:
+    """Decode a reply body; raises :class:`ProtocolError` on garbage."""
+    try:
+        return _reply_decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ProtocolError(f"cannot decode reply: {exc}") from None
+
+
+class FrameBuffer:
+    """Incremental frame splitter: ``feed`` bytes, iterate ``frames()``.
+
+    Raises :class:`FrameTooLarge` as soon as a header announces more than
+    ``max_frame`` bytes, before any body is buffered.
+    """
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self.max_frame = max_frame
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+
+    def next_frame(self) -> bytes | None:
+        """Return the next complete body, or ``None`` if more bytes are needed."""
+        if len(self._buf) < 4:
+            return None
+        (size,) = _HEADER.unpack_from(self._buf)
+        if size > self.max_frame:
+            raise FrameTooLarge(f"frame of {size} bytes exceeds the limit of {self.max_frame}")
+        if len(self._buf) < 4 + size:
+            return None
+        body = bytes(self._buf[4 : 4 + size])
+        del self._buf[: 4 + size]
+        return body
+
+    @property
+    def pending(self) -> int:
+        return len(self._buf)
+
+
+def recv_frame_blocking(sock: socket.socket, buf: FrameBuffer) -> bytes:
+    """Read one frame body from a blocking socket; ``EOFError`` if the peer closed."""
+    while True:
+        body = buf.next_frame()
+        if body is not None:
+            return body
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise EOFError("connection closed by the daemon")
+        buf.feed(chunk)

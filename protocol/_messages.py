@@ -1,0 +1,207 @@
+"""Messages on the control socket.
+
+One tagged base per direction: ``Request`` (client → daemon) and ``Reply``
+(daemon → client). Tags live in the ``"t"`` field. New fields always get
+defaults so older peers keep working. The connection starts with
+``Hello`` → ``Welcome``; every failure is an ``Error`` with a stable code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from ._classification import Classification
+from ._spec import RunSpec
+
+PROTOCOL_VERSION = 1
+
+
+class Request(msgspec.Struct, tag_field="t", frozen=True, kw_only=True):
+    """Base of every client → daemon message."""
+
+
+class Reply(msgspec.Struct, tag_field="t", frozen=True, kw_only=True):
+    """Base of every daemon → client message."""
+
+
+# ---------------------------------------------------------------- requests
+class Hello(Request, tag="hello"):
+    version: int = PROTOCOL_VERSION
+    client: str = "autopackctl"
+
+
+class Submit(Request, tag="submit"):
+    spec: RunSpec
+    repo: str | None = None  # overrides spec.repo; absolute path
+    arm: str | None = None  # force an A/B arm ("hardened" / "baseline"); None = daemon decides
+
+
+class NormalizePlan(Request, tag="normalize"):
+    plan: str
+    repo: str | None = None
+
+
+class ListRuns(Request, tag="list"):
+    state: str | None = None
+    limit: int = 100
+
+
+class GetStatus(Request, tag="status"):
+    run_id: str
+
+
+class GetReport(Request, tag="report"):
+    run_id: str
+
+
+class Cancel(Request, tag="cancel"):
+    run_id: str
+
+
+class Follow(Request, tag="logs"):
+    """Stream events of a run: ``EventMsg`` replies, then ``LogsEnd``.
+
+    With ``follow`` the stream stays open until the run ends.
+    """
+
+    run_id: str
+    follow: bool = False
+    after: int = 0  # event id to start after
+
+
+class GetHealth(Request, tag="health"):
+    pass
+
+
+class GetContext(Request, tag="context"):
+    run_id: str
+    phase: str | None = None
+    role: str = "builder"
+
+
+class GetLessons(Request, tag="lessons"):
+    repo: str | None = None
+    search: str | None = None
+    limit: int = 50
+
+
+class GetStats(Request, tag="stats"):
+    since_s: float | None = None
+    by_arm: bool = False
+
+
+# ---------------------------------------------------------------- replies
+class Welcome(Reply, tag="welcome"):
+    version: int = PROTOCOL_VERSION
+    daemon: str = ""
+    pid: int = 0
+
+
+class Error(Reply, tag="error"):
+    code: str
+    message: str
+    details: list[str] = []
+
+
+class Submitted(Reply, tag="submitted"):
+    run_id: str
+
+
+class PhaseState(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    state: str
+    attempts: int = 0
+    kind: str = "build"
+    reason: str | None = None
+    commit: str | None = None
+
+
+class RunStatus(Reply, tag="run_status"):
+    run_id: str
+    state: str
+    reason: str | None = None
+    phases: list[PhaseState] = []
+    goal: str = ""
+    repo: str = ""
+    branch: str = ""
+    arm: str = "hardened"
+    created_at: float = 0.0
+    started_at: float | None = None
+    ended_at: float | None = None
+
+
+class RunList(Reply, tag="run_list"):
+    runs: list[RunStatus]
+
+
+class Report(Reply, tag="report"):
+    """The run report; ``data`` holds the JSON report (keys per DESIGN.md)."""
+
+    data: dict[str, Any]
+    markdown: str = ""
+
+
+class Ok(Reply, tag="ok"):
+    message: str = ""
+
+
+class EventMsg(Reply, tag="event"):
+    id: int
+    run_id: str
+    phase_id: str | None
+    attempt: int | None
+    kind: str
+    ts: float
+    payload: dict[str, Any] = {}
+
+
+class LogsEnd(Reply, tag="logs_end"):
+    state: str
+
+
+class Health(Reply, tag="health"):
+    alive: bool
+    ready: bool
+    parts: dict[str, str] = {}  # actor -> "ok" | "degraded" | "down"
+    degraded: list[str] = []
+    runs: dict[str, int] = {}
+    version: str = ""
+
+
+class Normalized(Reply, tag="normalized"):
+    spec: dict[str, Any]
+    confidence: float
+    warnings: list[str] = []
+    phases: list[dict[str, Any]] = []  # per-phase confidence and reasons
+
+
+class ContextReply(Reply, tag="context"):
+    text: str
+    bytes: int
+    degraded: bool = False
+
+
+class Lessons(Reply, tag="lessons"):
+    lessons: list[dict[str, Any]]
+
+
+class Stats(Reply, tag="stats"):
+    data: dict[str, Any]
+
+
+class Classified(Reply, tag="classified"):
+    classification: Classification
+
+
+ClientMessage = (
+    Hello | Submit | NormalizePlan | ListRuns | GetStatus | GetReport | Cancel | Follow
+    | GetHealth | GetContext | GetLessons | GetStats
+)
+ServerMessage = (
+    Welcome | Error | Submitted | RunStatus | RunList | Report | Ok | EventMsg | LogsEnd
+    | Health | Normalized | ContextReply | Lessons | Stats | Classified
+)
+
+__all__ = ['Cancel', 'Classified', 'ClientMessage', 'ContextReply', 'Error', 'EventMsg', 'Follow', 'GetContext', 'GetHealth', 'GetLessons', 'GetReport', 'GetStats', 'GetStatus', 'Health', 'Hello', 'Lessons', 'ListRuns', 'LogsEnd', 'NormalizePlan', 'Normalized', 'Ok', 'PROTOCOL_VERSION', 'PhaseState', 'Reply', 'Report', 'Request', 'RunList', 'RunStatus', 'ServerMessage', 'Stats', 'Submit', 'Submitted', 'Welcome']
