@@ -1,0 +1,232 @@
+"""SQL of the run database. Every function runs on the store thread: ``fn(conn, ...)``.
+
+State changes go through the state machine of ``autopack.actors._states`` and
+write their event in the same transaction (a phase completion and its event
+are one commit).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from autopack.actors._states import check_phase_transition, check_run_transition
+from autopack.protocol import RunSpec
+
+_json_enc = msgspec.json.Encoder()
+_json_dec = msgspec.json.Decoder()
+
+
+def dumps(obj: Any) -> str:
+    return _json_enc.encode(obj).decode()
+
+
+def loads(text: str | None) -> Any:
+    return _json_dec.decode(text) if text else {}
+
+
+class UnknownRun(LookupError):
+    """Raised when a run id is not in the database."""
+
+
+def _event(conn: sqlite3.Connection, run_id: str, phase_id: str | None, attempt: int | None,
+           kind: str, ts: float, payload: dict[str, Any] | None) -> int:
+    cur = conn.execute(
+        "INSERT INTO events(run_id, phase_id, attempt, kind, ts, payload) VALUES (?,?,?,?,?,?)",
+        (run_id, phase_id, attempt, kind, ts, dumps(payload or {})),
+    )
+    return int(cur.lastrowid or 0)
+
+
+def insert_run(conn: sqlite3.Connection, make_id: Callable[[], str], spec: RunSpec, repo: str,
+               arm: str, ts: float) -> str:
+    run_id = make_id()
+    while conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone():
+        run_id = make_id()
+    (seq,) = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM runs").fetchone()
+    conn.execute(
+        "INSERT INTO runs(id, seq, state, goal, repo, base, branch, spec, arm, created_at)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?)",
+        (run_id, seq, "queued", spec.goal, repo, spec.base, f"autopack/{run_id}",
+         dumps(spec), arm, ts),
+    )
+    conn.executemany(
+        "INSERT INTO phases(run_id, idx, id, kind, state) VALUES (?,?,?,?, 'queued')",
+        [(run_id, i, p.id, p.kind) for i, p in enumerate(spec.phases)],
+    )
+    _event(conn, run_id, None, None, "submitted", ts,
+           {"repo": repo, "phases": len(spec.phases), "arm": arm})
+    return run_id
+
+
+def get_run(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
+    row = conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+    if row is None:
+        raise UnknownRun(run_id)
+    run = dict(row)
+    run["phases"] = [
+        dict(r) for r in conn.execute(
+            "SELECT * FROM phases WHERE run_id = ? ORDER BY idx", (run_id,))
+    ]
+    return run
+
+
+def list_runs(conn: sqlite3.Connection, state: str | None, limit: int) -> list[dict[str, Any]]:
+    if state:
+        rows = conn.execute("SELECT id FROM runs WHERE state = ? ORDER BY seq DESC LIMIT ?",
+                            (state, limit)).fetchall()
+    else:
+        rows = conn.execute("SELECT id FROM runs ORDER BY seq DESC LIMIT ?", (limit,)).fetchall()
+    return [get_run(conn, r["id"]) for r in rows]
+
+
+def run_ids_in_states(conn: sqlite3.Connection, states: list[str]) -> list[str]:
+    marks = ",".join("?" * len(states))
+    return [r["id"] for r in conn.execute(
+        f"SELECT id FROM runs WHERE state IN ({marks}) ORDER BY seq", states)]
+
+
+def count_by_state(conn: sqlite3.Connection) -> dict[str, int]:
+    return {r["state"]: r["n"] for r in conn.execute(
+        "SELECT state, COUNT(*) AS n FROM runs GROUP BY state")}
+
+
+def set_run_state(conn: sqlite3.Connection, run_id: str, target: str, reason: str | None,
+                  ts: float, payload: dict[str, Any] | None = None) -> str:
+    row = conn.execute("SELECT state FROM runs WHERE id = ?", (run_id,)).fetchone()
+    if row is None:
+        raise UnknownRun(run_id)
+    check_run_transition(row["state"], target)
+    sets = "state = ?, reason = ?"
+    args: list[Any] = [target, reason]
+    if target == "running":
+        sets += ", started_at = COALESCE(started_at, ?)"
+        args.append(ts)
+    if target in ("succeeded", "failed", "cancelled"):
+        sets += ", ended_at = ?"
+        args.append(ts)
+    conn.execute(f"UPDATE runs SET {sets} WHERE id = ?", (*args, run_id))
+    _event(conn, run_id, None, None, "run_" + target, ts,
+           {"from": row["state"], "reason": reason, **(payload or {})})
+    return str(row["state"])
+
+
+def set_run_fields(conn: sqlite3.Connection, run_id: str, **fields: Any) -> None:
+    allowed = {"base_commit", "final_commit", "report_path", "reason"}
+    bad = set(fields) - allowed
+    if bad:
+        raise ValueError(f"not settable: {bad}")
+    cols = ", ".join(f"{k} = ?" for k in fields)
+    conn.execute(f"UPDATE runs SET {cols} WHERE id = ?", (*fields.values(), run_id))
+
+
+def set_phase_state(conn: sqlite3.Connection, run_id: str, idx: int, target: str, ts: float, *,
+                    reason: str | None = None, commit: str | None = None,
+                    payload: dict[str, Any] | None = None) -> None:
+    row = conn.execute("SELECT id, state, attempts FROM phases WHERE run_id = ? AND idx = ?",
+                       (run_id, idx)).fetchone()
+    if row is None:
+        raise UnknownRun(f"{run_id} phase #{idx}")
+    check_phase_transition(row["state"], target)
+    sets = "state = ?, reason = ?, commit_sha = COALESCE(?, commit_sha)"
+    args: list[Any] = [target, reason, commit]
+    if target == "running":
+        sets += ", started_at = COALESCE(started_at, ?)"
+        args.append(ts)
+    else:
+        sets += ", ended_at = ?"
+        args.append(ts)
+    conn.execute(f"UPDATE phases SET {sets} WHERE run_id = ? AND idx = ?", (*args, run_id, idx))
+    _event(conn, run_id, row["id"], row["attempts"] or None, "phase_" + target, ts,
+           {"reason": reason, "commit": commit, **(payload or {})})
+
+
+def begin_attempt(conn: sqlite3.Connection, run_id: str, idx: int, ts: float,
+                  payload: dict[str, Any] | None = None) -> int:
+    row = conn.execute("SELECT id, attempts FROM phases WHERE run_id = ? AND idx = ?",
+                       (run_id, idx)).fetchone()
+    if row is None:
+        raise UnknownRun(f"{run_id} phase #{idx}")
+    n = int(row["attempts"]) + 1
+    conn.execute("UPDATE phases SET attempts = ? WHERE run_id = ? AND idx = ?", (n, run_id, idx))
+    _event(conn, run_id, row["id"], n, "attempt_started", ts, payload)
+    return n
+
+
+def add_doctor_call(conn: sqlite3.Connection, run_id: str, idx: int) -> int:
+    conn.execute("UPDATE phases SET doctor_calls = doctor_calls + 1 WHERE run_id = ? AND idx = ?",
+                 (run_id, idx))
+    (total,) = conn.execute("SELECT SUM(doctor_calls) FROM phases WHERE run_id = ?",
+                            (run_id,)).fetchone()
+    return int(total or 0)
+
+
+def add_event(conn: sqlite3.Connection, run_id: str, phase_id: str | None, attempt: int | None,
+              kind: str, ts: float, payload: dict[str, Any] | None) -> int:
+    return _event(conn, run_id, phase_id, attempt, kind, ts, payload)
+
+
+def events_after(conn: sqlite3.Connection, run_id: str, after: int,
+                 limit: int = 1000) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        "SELECT id, run_id, phase_id, attempt, kind, ts, payload FROM events"
+        " WHERE run_id = ? AND id > ? ORDER BY id LIMIT ?", (run_id, after, limit)).fetchall()
+    return [{**dict(r), "payload": loads(r["payload"])} for r in rows]
+
+
+def record_llm_call(conn: sqlite3.Connection, run_id: str, phase_id: str | None,
+                    attempt: int | None, role: str, model: str, usage: dict[str, int],
+                    ts: float) -> dict[str, int]:
+    conn.execute(
+        "INSERT INTO llm_calls(run_id, phase_id, attempt, role, model, input_tokens,"
+        " output_tokens, cache_creation, cache_read, ts) VALUES (?,?,?,?,?,?,?,?,?,?)",
+        (run_id, phase_id, attempt, role, model, usage.get("input", 0), usage.get("output", 0),
+         usage.get("cache_creation", 0), usage.get("cache_read", 0), ts))
+    return run_tokens(conn, run_id)
+
+
+def run_tokens(conn: sqlite3.Connection, run_id: str | None = None) -> dict[str, int]:
+    where, args = ("WHERE run_id = ?", (run_id,)) if run_id else ("", ())
+    row = conn.execute(
+        "SELECT COALESCE(SUM(input_tokens),0) AS input, COALESCE(SUM(output_tokens),0) AS output,"
+        " COALESCE(SUM(cache_creation),0) AS cache_creation,"
+        f" COALESCE(SUM(cache_read),0) AS cache_read FROM llm_calls {where}", args).fetchone()
+    return {k: int(row[k]) for k in ("input", "output", "cache_creation", "cache_read")}
+
+
+def mean_doctor_tokens(conn: sqlite3.Connection) -> float | None:
+    row = conn.execute(
+        "SELECT AVG(input_tokens + output_tokens + cache_creation + cache_read) AS m, COUNT(*) AS n"
+        " FROM llm_calls WHERE role = 'doctor'").fetchone()
+    return float(row["m"]) if row["n"] else None
+
+
+def add_process(conn: sqlite3.Connection, pgid: int, run_id: str, command: str, ts: float,
+                daemon_pid: int, boot_id: str | None) -> None:
+    conn.execute("INSERT OR REPLACE INTO processes VALUES (?,?,?,?,?,?)",
+                 (pgid, run_id, command, ts, daemon_pid, boot_id))
+
+
+def remove_process(conn: sqlite3.Connection, pgid: int) -> None:
+    conn.execute("DELETE FROM processes WHERE pgid = ?", (pgid,))
+
+
+def take_processes(conn: sqlite3.Connection, daemon_pid: int) -> list[dict[str, Any]]:
+    """Processes recorded by other (dead) daemons; removed from the table as they are returned."""
+    rows = [dict(r) for r in conn.execute(
+        "SELECT * FROM processes WHERE daemon_pid != ?", (daemon_pid,))]
+    conn.execute("DELETE FROM processes WHERE daemon_pid != ?", (daemon_pid,))
+    return rows
+
+
+def run_events(conn: sqlite3.Connection, run_id: str) -> list[dict[str, Any]]:
+    return events_after(conn, run_id, 0, limit=1_000_000)
+
+
+def ended_runs_before(conn: sqlite3.Connection, ts: float) -> list[dict[str, Any]]:
+    return [dict(r) for r in conn.execute(
+        "SELECT id, repo, branch, report_path FROM runs WHERE state IN"
+        " ('succeeded','failed','cancelled') AND ended_at < ?", (ts,))]

@@ -1,0 +1,225 @@
+"""The Store: sole owner of the run database.
+
+Theory of operation
+-------------------
+One dedicated thread owns one ``sqlite3`` connection (aiosqlite does not run
+under trio). Callers on the trio side ``await store.call(fn, *args)``: the job
+goes on a queue, the thread takes *every* job waiting (group commit), runs each
+inside its own SAVEPOINT of one ``BEGIN IMMEDIATE`` transaction, commits once,
+and only then wakes the callers. So a ``submit`` is acknowledged only after its
+run is committed, and 100 concurrent submits cost one commit, not 100.
+
+A job that raises rolls back its own savepoint only; its caller gets the
+exception. If the thread itself dies, every later call raises
+:class:`StoreUnavailable` and the supervisor stops the daemon (the store is a
+required actor).
+
+The SQL lives in ``_queries.py``; this module is the machinery.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import msgspec
+import trio
+
+from ._schema import migrate
+
+LOGGER = logging.getLogger(__name__)
+T = TypeVar("T")
+_MAX_BATCH = 512
+
+
+class StoreUnavailable(Exception):
+    """Raised by :meth:`Store.call` when the store thread is not running."""
+
+
+class StoreStats(msgspec.Struct, frozen=True, kw_only=True):
+    state: str
+    jobs: int
+    batches: int
+    queue_depth: int
+    last_error: str | None
+
+
+class _Job:
+    __slots__ = ("fn", "args", "kwargs", "result", "error", "done", "token")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                 token: Any) -> None:
+        self.fn, self.args, self.kwargs, self.token = fn, args, kwargs, token
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.done = trio.Event()
+
+
+class Store:
+    """Owner of ``path``. Start with ``await store.open()``, stop with ``close()``."""
+
+    def __init__(self, path: str, *, synchronous: str = "NORMAL") -> None:
+        self.path = path
+        self.synchronous = synchronous
+        self._q: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._alive = False
+        self._jobs = 0
+        self._batches = 0
+        self._last_error: str | None = None
+        self._changed = trio.Event()  # set (and replaced) whenever events were committed
+
+    # ------------------------------------------------------------------ lifecycle
+    async def open(self) -> None:
+        """Open the database, run migrations, start the owner thread."""
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def main() -> None:
+            try:
+                conn = self._connect()
+            except BaseException as exc:  # reported to open()'s caller below
+                failure.append(exc)
+                ready.set()
+                return
+            self._alive = True
+            ready.set()
+            try:
+                self._loop(conn)
+            finally:
+                self._alive = False
+                conn.close()
+
+        self._thread = threading.Thread(target=main, name="autopack-store", daemon=True)
+        self._thread.start()
+        await trio.to_thread.run_sync(ready.wait)
+        if failure:
+            raise failure[0]
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=5000")
+        migrate(conn)
+        return conn
+
+    async def close(self) -> None:
+        """Stop the thread after the jobs already queued. Safe to call twice."""
+        if self._thread is None:
+            return
+        self._q.put(None)
+        thread, self._thread = self._thread, None
+        await trio.to_thread.run_sync(thread.join)
+
+    @property
+    def alive(self) -> bool:
+        return self._alive
+
+    def statistics(self) -> StoreStats:
+        return StoreStats(
+            state="ok" if self._alive else "down",
+            jobs=self._jobs,
+            batches=self._batches,
+            queue_depth=self._q.qsize(),
+            last_error=self._last_error,
+        )
+
+    # ------------------------------------------------------------------ calls
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(conn, *args)`` on the store thread inside a committed transaction.
+
+        Returns its result after the commit; re-raises what ``fn`` raised. Not
+        cancellable once queued (the job may still commit): callers that are
+        cancelled simply stop waiting.
+        """
+        if not self._alive:
+            raise StoreUnavailable("the store is not running")
+        job = _Job(fn, args, kwargs, trio.lowlevel.current_trio_token())
+        self._q.put(job)
+        await job.done.wait()
+        if job.error is not None:
+            raise job.error
+        return job.result  # type: ignore[no-any-return]
+
+    def notify_changed(self) -> None:
+        """Wake everyone waiting in :meth:`wait_changed` (call on the trio side)."""
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_changed(self) -> None:
+        """Wait until some event was committed after this call started."""
+        await self._changed.wait()
+
+    # ------------------------------------------------------------------ thread side
+    def _loop(self, conn: sqlite3.Connection) -> None:
+        while True:
+            first = self._q.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < _MAX_BATCH:
+                try:
+                    nxt = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            self._run_batch(conn, batch)
+            if stop:
+                return
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            self._last_error = str(exc)
+            for job in batch:
+                job.error = exc
+            self._wake(batch)
+            return
+        for job in batch:
+            conn.execute("SAVEPOINT job")
+            try:
+                job.result = job.fn(conn, *job.args, **job.kwargs)
+            except Exception as exc:  # the caller gets it; others in the batch are unaffected
+                job.error = exc
+                conn.execute("ROLLBACK TO job")
+            conn.execute("RELEASE job")
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            LOGGER.error("store commit failed: %s", exc)
+            self._last_error = str(exc)
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            for job in batch:
+                if job.error is None:
+                    job.error = exc
+        self._jobs += len(batch)
+        self._batches += 1
+        self._wake(batch)
+
+    @staticmethod
+    def _wake(batch: list[_Job]) -> None:
+        for job in batch:
+            try:
+                job.token.run_sync_soon(job.done.set)
+            except trio.RunFinishedError:
+                pass
+
+
+def now() -> float:
+    return time.time()
