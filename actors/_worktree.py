@@ -1,0 +1,188 @@
+"""Git worktrees and per-run locks.
+
+Each run works in ``<state>/worktrees/<run-id>`` on branch ``autopack/<run-id>``,
+never in the user's checkout. The per-run lock is an ``flock`` on
+``<state>/locks/<run-id>.lock`` holding the owner's pid and host: the kernel
+drops it when the owner dies, so a crashed daemon never leaves a run stuck,
+and two live daemons never execute the same run.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import socket
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
+import anyio
+
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "autopack",
+    "GIT_AUTHOR_EMAIL": "autopack@localhost",
+    "GIT_COMMITTER_NAME": "autopack",
+    "GIT_COMMITTER_EMAIL": "autopack@localhost",
+}
+PHASE_TRAILER = "Autopack-Phase"
+
+
+class GitError(Exception):
+    """Raised when a git command fails; the message carries git's own words."""
+
+
+class RunLocked(Exception):
+    """Raised by :func:`acquire_run_lock` when another live process holds the run."""
+
+
+def _git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env.update(GIT_IDENTITY)
+    env["GIT_TERMINAL_PROMPT"] = "0"
+    env["LC_ALL"] = "C"
+    if extra:
+        env.update(extra)
+    return env
+
+
+async def git(cwd: Path | str, *args: str, check: bool = True) -> str:
+    """Run ``git args`` in ``cwd``; return stdout (stripped). Raises :class:`GitError`."""
+    proc = await anyio.run_process(["git", *args], cwd=str(cwd), env=_git_env(), check=False,
+                                   stdin=subprocess.DEVNULL)
+    if check and proc.returncode != 0:
+        err = proc.stderr.decode("utf-8", "replace").strip() or proc.stdout.decode().strip()
+        raise GitError(f"git {' '.join(args)}: {err}")
+    return proc.stdout.decode("utf-8", "replace").strip()
+
+
+def is_git_repo(path: str | Path) -> bool:
+    """Cheap check without running git: a ``.git`` dir or file at ``path``."""
+    return (Path(path) / ".git").exists()
+
+
+async def resolve_base(repo: Path, base: str) -> str:
+    """The commit sha ``base`` names in ``repo``."""
+    return await git(repo, "rev-parse", "--verify", "--quiet", f"{base}^{{commit}}")
+
+
+async def branch_exists(repo: Path, branch: str) -> bool:
+    out = await git(repo, "branch", "--list", branch)
+    return bool(out.strip())
+
+
+async def ensure_worktree(repo: Path, path: Path, branch: str, base_sha: str) -> bool:
+    """Create the run's worktree, or re-attach the existing one after a restart.
+
+    Returns ``True`` when an existing worktree/branch was reused. Uncommitted
+    changes of an interrupted attempt are discarded: the attempt restarts.
+    """
+    if (path / ".git").exists():
+        try:
+            head = await git(path, "rev-parse", "--abbrev-ref", "HEAD")
+        except GitError:
+            head = ""
+        if head == branch:
+            await git(path, "reset", "--hard", "--quiet", "HEAD")
+            await git(path, "clean", "-fdq")
+            return True
+        await remove_worktree(repo, path)
+    elif path.exists():
+        shutil.rmtree(path, ignore_errors=True)
+    await git(repo, "worktree", "prune")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if await branch_exists(repo, branch):
+        await git(repo, "worktree", "add", "--quiet", str(path), branch)
+        return True
+    await git(repo, "worktree", "add", "--quiet", "-b", branch, str(path), base_sha)
+    return False
+
+
+async def remove_worktree(repo: Path, path: Path) -> None:
+    """Remove a worktree (its branch stays). Never raises for a worktree already gone."""
+    if path.exists():
+        try:
+            await git(repo, "worktree", "remove", "--force", "--force", str(path))
+        except GitError:
+            shutil.rmtree(path, ignore_errors=True)
+    try:
+        await git(repo, "worktree", "prune")
+    except GitError:
+        pass
+
+
+async def changed(worktree: Path) -> bool:
+    return bool(await git(worktree, "status", "--porcelain", "--untracked-files=all"))
+
+
+async def commit_phase(worktree: Path, run_id: str, phase_id: str, goal: str) -> str | None:
+    """Commit everything in the worktree for a finished phase; ``None`` when nothing changed.
+
+    The commit carries an ``Autopack-Phase: <run>/<phase>`` trailer so that a
+    restarted daemon can tell that the phase was already committed.
+    """
+    await git(worktree, "add", "--all")
+    proc = await anyio.run_process(["git", "diff", "--cached", "--quiet"], cwd=str(worktree),
+                                   env=_git_env(), check=False)
+    if proc.returncode == 0:
+        return None
+    title = goal.strip().splitlines()[0][:72] if goal.strip() else phase_id
+    message = f"{phase_id}: {title}\n\n{PHASE_TRAILER}: {run_id}/{phase_id}\n"
+    await git(worktree, "commit", "--quiet", "--no-verify", "-m", message)
+    return await git(worktree, "rev-parse", "HEAD")
+
+
+async def committed_phase(worktree: Path, base_sha: str, run_id: str, phase_id: str) -> str | None:
+    """The sha of the commit recording ``phase_id`` on the run branch, if there is one."""
+    out = await git(worktree, "log", "--format=%H", "--fixed-strings",
+                    f"--grep={PHASE_TRAILER}: {run_id}/{phase_id}", f"{base_sha}..HEAD")
+    return out.splitlines()[0] if out else None
+
+
+async def branch_commits(repo: Path, base_sha: str, branch: str) -> list[dict[str, str]]:
+    out = await git(repo, "log", "--reverse", "--format=%H%x09%s", f"{base_sha}..{branch}")
+    result = []
+    for line in out.splitlines():
+        sha, _, subject = line.partition("\t")
+        result.append({"sha": sha, "subject": subject})
+    return result
+
+
+class RunLock:
+    """An acquired per-run lock; ``release()`` (or process death) frees it."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path, self.fd = path, fd
+
+    def release(self) -> None:
+        # the file is not unlinked: another process may already hold an fd to it, and
+        # unlinking would let a third lock a fresh inode of the same name
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def acquire_run_lock(lock_dir: Path, run_id: str) -> RunLock:
+    """Take the run's lock or raise :class:`RunLocked` naming the holder (pid@host)."""
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    path = lock_dir / f"{run_id}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+        os.close(fd)
+        raise RunLocked(f"run {run_id} is being executed by {holder}") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+    return RunLock(path, fd)
+
+
+def lock_is_held(lock_dir: Path, run_id: str) -> bool:
+    """True when some live process holds the run's lock (probe without keeping it)."""
+    try:
+        lock = acquire_run_lock(lock_dir, run_id)
+    except RunLocked:
+        return True
+    lock.release()
+    return False
