@@ -1,0 +1,464 @@
+"""A scripted Messages API server on loopback, for tests and the offline demo.
+
+It speaks enough of ``POST /v1/messages`` for the official ``anthropic`` SDK:
+JSON responses, or server-sent events when the request asks for
+``"stream": true``. It answers from a *scenario*, never from a model.
+
+Theory of operation
+-------------------
+A scenario is JSON: either a list of scripts, or an object
+``{"scripts": [...], "storm": {...}}``. Each request is routed to the first
+script whose ``match`` substring appears in the request's system prompt or in
+its first user message (so a phase goal is a good ``match``). A request no
+script matches gets a 400 ``invalid_request_error`` naming the problem.
+
+Within a script, the *step* of a request is the number of assistant messages it
+carries: the first call of a conversation is step 0, the call after the first
+tool round is step 1, and so on. That makes replies stateless with respect to
+the conversation's content and lets any number of conversations run at once.
+A conversation is identified by ``metadata.user_id`` (``autopack``'s client
+sends the run id and role there); without it every request of a script shares
+one conversation key.
+
+Script format::
+
+    {"match": "Add GET /health",
+     "steps": [
+       {"errors": [{"status": 429, "retry_after": 0.2, "times": 2},
+                   {"status": 529}, {"status": 500}, {"status": 401},
+                   {"hang": 5.0}],
+        "content": [{"type": "text", "text": "Creating the file."},
+                    {"type": "tool_use", "name": "str_replace_based_edit_tool",
+                     "input": {"command": "create", "path": "app.py", "file_text": "..."}}],
+        "stop_reason": "tool_use",
+        "usage": {"input_tokens": 1200, "output_tokens": 80,
+                  "cache_creation_input_tokens": 1000, "cache_read_input_tokens": 0}},
+       {"content": [{"type": "text", "text": "Done."}]}
+     ]}
+
+- ``errors`` are served first, one per request, for *each* conversation at
+  that step (``times`` repeats an entry); then the step's response. ``hang``
+  sleeps that many seconds before answering normally (a client with a shorter
+  timeout has gone by then, and its retry gets the next entry).
+  ``status`` 429 and 529 carry ``retry-after`` / ``retry-after-ms`` headers
+  when ``retry_after`` is given.
+- ``stop_reason`` defaults to ``tool_use`` when the content has a tool_use
+  block, else ``end_turn``; tool_use ids default to unique ``toolu_…`` ids;
+  ``usage`` defaults to 100 input / 20 output tokens.
+- Past its last step a script answers ``end_turn`` with the text
+  ``(script exhausted)``, counted as ``unscripted`` in the statistics.
+
+``storm`` (optional, scenario level): ``{"status": 429, "retry_after": 0.2,
+"seconds": 0.6}`` answers *every* request with that error for ``seconds``
+after the first request the server sees — a rate-limit storm or an outage
+shared by all conversations.
+
+Statistics: ``GET /_stats`` (or :meth:`ScriptedServer.stats` in-process)
+returns request counts by status and by script, the number of hangs,
+unscripted replies, the most requests in flight at once, and the sum of the
+usage figures of every 200 reply (``usage_totals``), which tests compare with
+what the client accounted.
+
+Run it as a process for the demo::
+
+    python -m autopack.actors._modelserver --scenario FILE [--port 0]
+
+It prints its base URL (``http://127.0.0.1:PORT``) as the first line of
+stdout and serves until SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+LOGGER = logging.getLogger(__name__)
+
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    503: "overloaded_error",
+    529: "overloaded_error",
+}
+_DEFAULT_USAGE = {
+    "input_tokens": 100,
+    "output_tokens": 20,
+    "cache_creation_input_tokens": 0,
+    "cache_read_input_tokens": 0,
+}
+_USAGE_KEYS = tuple(_DEFAULT_USAGE)
+
+
+def load_scenario(source: str | Path | list[Any] | dict[str, Any]) -> dict[str, Any]:
+    """Normalise a scenario (path, JSON list of scripts, or object) to ``{"scripts": [...], ...}``.
+
+    Raises ``ValueError`` for a scenario without scripts or a script without ``match``.
+    """
+    if isinstance(source, str | Path):
+        data: Any = json.loads(Path(source).read_text(encoding="utf-8"))
+    else:
+        data = source
+    if isinstance(data, list):
+        data = {"scripts": data}
+    if not isinstance(data, dict) or not isinstance(data.get("scripts"), list):
+        raise ValueError("scenario must be a list of scripts or an object with 'scripts'")
+    for i, script in enumerate(data["scripts"]):
+        if not isinstance(script, dict) or not isinstance(script.get("match"), str):
+            raise ValueError(f"scripts[{i}] needs a 'match' string")
+        if not isinstance(script.get("steps", []), list):
+            raise ValueError(f"scripts[{i}].steps must be a list")
+    return data
+
+
+def _text_of(value: Any) -> str:
+    """Plain text of a system prompt or message content (string or list of blocks)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        parts = []
+        for block in value:
+            if isinstance(block, dict) and isinstance(block.get("text"), str):
+                parts.append(block["text"])
+        return "\n".join(parts)
+    return ""
+
+
+class _Reply:
+    """What to send for one request: an error, a message, and an optional delay first."""
+
+    def __init__(self, status: int, body: dict[str, Any], headers: dict[str, str],
+                 delay: float = 0.0) -> None:
+        self.status = status
+        self.body = body
+        self.headers = headers
+        self.delay = delay
+
+
+class ScriptedServer:
+    """The scripted server. ``start()`` returns the base URL; ``stop()`` ends it.
+
+    Thread-safe: the HTTP server handles each connection on its own thread and
+    every piece of shared state is guarded by one lock.
+    """
+
+    def __init__(self, scenario: str | Path | list[Any] | dict[str, Any], *,
+                 host: str = "127.0.0.1", port: int = 0, keep_bodies: bool = True) -> None:
+        self.scenario = load_scenario(scenario)
+        self._host = host
+        self._port = port
+        self._keep_bodies = keep_bodies
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._counters: Counter[tuple[int, str, int]] = Counter()
+        self._by_status: Counter[str] = Counter()
+        self._by_script: Counter[str] = Counter()
+        self._usage_totals: Counter[str] = Counter()
+        self._unscripted = 0
+        self._hangs = 0
+        self._in_flight = 0
+        self._max_in_flight = 0
+        self._first_request_at: float | None = None
+        self._ids = itertools.count(1)
+        self.requests: list[dict[str, Any]] = []  # in-process only: request bodies, in order
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -----------------------------------------------------------------
+    def start(self) -> str:
+        """Bind, start serving on a daemon thread, and return the base URL."""
+        server = self
+
+        class Handler(_Handler):
+            scripted = server
+
+        self._httpd = ThreadingHTTPServer((self._host, self._port), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="modelserver",
+                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+        return self.url
+
+    @property
+    def url(self) -> str:
+        assert self._httpd is not None, "server not started"
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def stop(self) -> None:
+        """Stop serving; hanging handlers wake up at once. Idempotent."""
+        self._stopping.set()
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    # -- statistics ----------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """Request counts and usage totals (see the module docstring)."""
+        with self._lock:
+            return {
+                "requests": sum(self._by_status.values()),
+                "by_status": dict(self._by_status),
+                "by_script": dict(self._by_script),
+                "unscripted": self._unscripted,
+                "hangs": self._hangs,
+                "max_in_flight": self._max_in_flight,
+                "usage_totals": {k: self._usage_totals[k] for k in _USAGE_KEYS},
+            }
+
+    # -- routing -------------------------------------------------------------------
+    def _route(self, body: dict[str, Any]) -> tuple[int | None, str]:
+        haystacks = [_text_of(body.get("system"))]
+        messages = body.get("messages") or []
+        if messages and isinstance(messages[0], dict):
+            haystacks.append(_text_of(messages[0].get("content")))
+        for index, script in enumerate(self.scenario["scripts"]):
+            if any(script["match"] in text for text in haystacks):
+                return index, script["match"]
+        return None, ""
+
+    def decide(self, body: dict[str, Any]) -> _Reply:
+        """Choose the reply for one decoded request body (and record it)."""
+        with self._lock:
+            now = time.monotonic()
+            if self._first_request_at is None:
+                self._first_request_at = now
+            if self._keep_bodies:
+                self.requests.append(body)
+            storm = self.scenario.get("storm")
+            if storm and now - self._first_request_at < float(storm.get("seconds", 0)):
+                return self._error(storm, "storm")
+            index, match = self._route(body)
+            if index is None:
+                return self._error({"status": 400, "message": "no script matches this request"},
+                                   "unmatched")
+            script = self.scenario["scripts"][index]
+            self._by_script[match] += 1
+            messages = body.get("messages") or []
+            step = sum(1 for m in messages if isinstance(m, dict) and m.get("role") == "assistant")
+            conv = str((body.get("metadata") or {}).get("user_id") or "")
+            seen = self._counters[(index, conv, step)]
+            self._counters[(index, conv, step)] += 1
+            steps = script.get("steps", [])
+            if step >= len(steps):
+                self._unscripted += 1
+                return self._message(body, {"content": [{"type": "text", "text": "(script exhausted)"}]})
+            spec = steps[step]
+            errors = [e for e in spec.get("errors", []) for _ in range(int(e.get("times", 1)))]
+            if seen < len(errors):
+                entry = errors[seen]
+                if "hang" in entry:
+                    self._hangs += 1
+                    reply = self._message(body, spec)
+                    reply.delay = float(entry["hang"])
+                    return reply
+                return self._error(entry, match)
+            return self._message(body, spec)
+
+    def _error(self, entry: dict[str, Any], label: str) -> _Reply:
+        status = int(entry.get("status", 500))
+        etype = entry.get("type") or _ERROR_TYPES.get(status, "api_error")
+        headers = {"request-id": f"req_scr_{next(self._ids)}"}
+        if "retry_after" in entry:
+            seconds = float(entry["retry_after"])
+            headers["retry-after-ms"] = str(int(seconds * 1000))
+            headers["retry-after"] = str(max(1, round(seconds)))
+        message = entry.get("message") or f"scripted {etype} ({label})"
+        body = {"type": "error", "error": {"type": etype, "message": message},
+                "request_id": headers["request-id"]}
+        return _Reply(status, body, headers)
+
+    def _message(self, request: dict[str, Any], spec: dict[str, Any]) -> _Reply:
+        n = next(self._ids)
+        content = []
+        for i, block in enumerate(spec.get("content", [])):
+            block = dict(block)
+            if block.get("type") == "tool_use":
+                block.setdefault("id", f"toolu_scr_{n}_{i}")
+                block.setdefault("input", {})
+            content.append(block)
+        has_tool = any(b.get("type") == "tool_use" for b in content)
+        usage = {**_DEFAULT_USAGE, **spec.get("usage", {})}
+        body = {
+            "id": f"msg_scr_{n}",
+            "type": "message",
+            "role": "assistant",
+            "model": spec.get("model") or request.get("model") or "scripted",
+            "content": content,
+            "stop_reason": spec.get("stop_reason") or ("tool_use" if has_tool else "end_turn"),
+            "stop_sequence": None,
+            "usage": usage,
+        }
+        return _Reply(200, body, {"request-id": f"req_scr_{n}"})
+
+    def _finished(self, reply: _Reply) -> None:
+        with self._lock:
+            self._by_status[str(reply.status)] += 1
+            if reply.status == 200:
+                for key in _USAGE_KEYS:
+                    self._usage_totals[key] += int(reply.body["usage"].get(key) or 0)
+
+    @contextlib.contextmanager
+    def _tracking(self) -> Iterator[None]:
+        with self._lock:
+            self._in_flight += 1
+            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+
+class _Handler(BaseHTTPRequestHandler):
+    scripted: ScriptedServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
+        LOGGER.debug("modelserver: " + format, *args)
+
+    def _send_json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:  # noqa: N802 (stdlib name)
+        if self.path.rstrip("/") == "/_stats":
+            self._send_json(200, self.scripted.stats())
+        else:
+            self._send_json(404, {"type": "error", "error": {"type": "not_found_error",
+                                                             "message": self.path}})
+
+    def do_POST(self) -> None:  # noqa: N802 (stdlib name)
+        length = int(self.headers.get("content-length") or 0)
+        raw = self.rfile.read(length)
+        if self.path.split("?")[0].rstrip("/") != "/v1/messages":
+            self._send_json(404, {"type": "error", "error": {"type": "not_found_error",
+                                                             "message": self.path}})
+            return
+        try:
+            body = json.loads(raw)
+            if not isinstance(body, dict):
+                raise ValueError("body is not an object")
+        except ValueError as exc:
+            self._send_json(400, {"type": "error", "error": {"type": "invalid_request_error",
+                                                             "message": f"bad JSON: {exc}"}})
+            return
+        with self.scripted._tracking():
+            reply = self.scripted.decide(body)
+            if reply.delay and self.scripted._stopping.wait(reply.delay):
+                return  # stopping: drop the connection
+            self.scripted._finished(reply)
+            try:
+                if reply.status == 200 and body.get("stream"):
+                    self._send_stream(reply)
+                else:
+                    self._send_json(reply.status, reply.body, reply.headers)
+            except (BrokenPipeError, ConnectionResetError):
+                LOGGER.debug("modelserver: client went away (timed out?)")
+
+    def _send_stream(self, reply: _Reply) -> None:
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("cache-control", "no-cache")
+        self.send_header("connection", "close")
+        for key, value in reply.headers.items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.close_connection = True
+        for event, data in _sse_events(reply.body):
+            self.wfile.write(f"event: {event}\ndata: {json.dumps(data)}\n\n".encode())
+        self.wfile.flush()
+
+
+def _sse_events(message: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The streaming events that rebuild ``message`` on the client side."""
+    usage = message["usage"]
+    start = {**message, "content": [], "stop_reason": None,
+             "usage": {**usage, "output_tokens": 0}}
+    yield "message_start", {"type": "message_start", "message": start}
+    for i, block in enumerate(message["content"]):
+        if block.get("type") == "tool_use":
+            yield "content_block_start", {"type": "content_block_start", "index": i,
+                                          "content_block": {**block, "input": {}}}
+            delta: dict[str, Any] = {"type": "input_json_delta",
+                                     "partial_json": json.dumps(block["input"])}
+        else:
+            yield "content_block_start", {"type": "content_block_start", "index": i,
+                                          "content_block": {**block, "text": ""}}
+            delta = {"type": "text_delta", "text": block.get("text", "")}
+        yield "content_block_delta", {"type": "content_block_delta", "index": i, "delta": delta}
+        yield "content_block_stop", {"type": "content_block_stop", "index": i}
+    yield "message_delta", {"type": "message_delta",
+                            "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+                            "usage": usage}
+    yield "message_stop", {"type": "message_stop"}
+
+
+@contextlib.asynccontextmanager
+async def serve_scripted(scenario: str | Path | list[Any] | dict[str, Any]
+                         ) -> AsyncIterator[ScriptedServer]:
+    """Run a :class:`ScriptedServer` for the duration of the block; yields it (``.url``, ``.stats()``).
+
+    Works under trio and asyncio (the server lives on its own threads).
+    """
+    import anyio
+
+    server = ScriptedServer(scenario)
+    server.start()
+    try:
+        yield server
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(server.stop)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m autopack.actors._modelserver --scenario FILE [--port N] [--host H]``."""
+    parser = argparse.ArgumentParser(prog="python -m autopack.actors._modelserver",
+                                     description="Scripted Messages API server (offline demo, tests)")
+    parser.add_argument("--scenario", required=True, help="scenario JSON file")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    args = parser.parse_args(argv)
+    try:
+        server = ScriptedServer(args.scenario, host=args.host, port=args.port, keep_bodies=False)
+    except (OSError, ValueError) as exc:
+        print(f"modelserver: {exc}", file=sys.stderr)
+        return 2
+    print(server.start(), flush=True)
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait()
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

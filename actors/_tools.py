@@ -1,0 +1,350 @@
+"""Executors of Anthropic's client-side tools, confined to one worktree.
+
+The Builder offers the model two tools it was trained on, and we execute them:
+
+- ``text_editor_20250728`` (name ``str_replace_based_edit_tool``): ``view``
+  (a file with line numbers, optionally a ``view_range``; a directory listing
+  two levels deep), ``create``, ``str_replace`` (``old_str`` must match exactly
+  once) and ``insert`` (after ``insert_line``; 0 = at the top).
+- ``bash_20250124`` (name ``bash``): a command run by ``bash -c`` in the
+  worktree, in its own process group (the whole group is killed on timeout and
+  when the command ends), stdin from ``/dev/null``, stdout+stderr captured with
+  a size bound (head and tail kept), in the environment the caller gives (the
+  run's venv on ``PATH``). Each command starts a fresh shell at the worktree
+  root; ``restart`` is accepted and answers that the tool restarted.
+
+Confinement: every editor path is resolved (symlinks followed, ``..``
+collapsed) and must stay inside the worktree and outside its ``.git``; if not,
+the model gets an error ``tool_result`` (``is_error``) and nothing is touched.
+Relative paths are relative to the worktree root; absolute paths are accepted
+only when they point inside it. Commands run with the worktree as working
+directory but are *not* sandboxed: a command can still name paths outside
+(that needs OS isolation, which is out of scope here).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgspec
+
+LOGGER = logging.getLogger(__name__)
+
+EDITOR_NAME = "str_replace_based_edit_tool"
+BASH_NAME = "bash"
+EDITOR_TOOL: dict[str, Any] = {"type": "text_editor_20250728", "name": EDITOR_NAME}
+BASH_TOOL: dict[str, Any] = {"type": "bash_20250124", "name": BASH_NAME}
+#: The tool definitions the Builder sends (the last one carries the cache breakpoint).
+BUILDER_TOOLS: list[dict[str, Any]] = [EDITOR_TOOL, BASH_TOOL]
+
+DEFAULT_MAX_OUTPUT = 30_000  # characters of command output / file view returned to the model
+_EXIT_GRACE_S = 1.0  # after the shell exits, how long its children may keep writing
+
+
+class ToolResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What a tool call returns to the model."""
+
+    content: str
+    is_error: bool = False
+
+    def to_block(self, tool_use_id: str) -> dict[str, Any]:
+        """The ``tool_result`` content block for the next user message."""
+        block: dict[str, Any] = {"type": "tool_result", "tool_use_id": tool_use_id,
+                                 "content": self.content or "(no output)"}
+        if self.is_error:
+            block["is_error"] = True
+        return block
+
+
+class CommandResult(msgspec.Struct, frozen=True, kw_only=True):
+    """Outcome of :func:`run_command`."""
+
+    exit_code: int | None  # None when it had to be killed on timeout
+    output: str  # stdout and stderr interleaved, bounded
+    timed_out: bool = False
+    truncated: bool = False
+
+
+class PathRefused(Exception):
+    """Raised by :func:`confine` for a path that leaves the worktree or enters ``.git``."""
+
+
+def confine(worktree: Path, path: str) -> Path:
+    """Resolve ``path`` (relative to ``worktree``, or absolute) and return it if it stays inside.
+
+    Raises :class:`PathRefused` otherwise (the message is safe to show the model).
+    """
+    if not isinstance(path, str) or not path.strip():
+        raise PathRefused("a non-empty 'path' is required")
+    if "\x00" in path:
+        raise PathRefused("path contains a NUL byte")
+    root = worktree.resolve()
+    raw = Path(path)
+    candidate = raw if raw.is_absolute() else root / raw
+    resolved = Path(os.path.realpath(candidate))
+    if resolved != root and not resolved.is_relative_to(root):
+        raise PathRefused(f"refused: {path} is outside the worktree (it resolves outside it); "
+                          "only paths inside the repository may be used")
+    rel = resolved.relative_to(root)
+    if rel.parts and rel.parts[0] == ".git":
+        raise PathRefused(f"refused: {path} is inside .git, which is off limits")
+    return resolved
+
+
+def _bound(text: str, limit: int) -> tuple[str, bool]:
+    if len(text) <= limit:
+        return text, False
+    half = limit // 2
+    dropped = len(text) - 2 * half
+    return f"{text[:half]}\n[... {dropped} characters omitted ...]\n{text[-half:]}", True
+
+
+class _Capture:
+    """Bounded capture: keeps the first and last ``limit // 2`` bytes."""
+
+    def __init__(self, limit: int) -> None:
+        self.half = max(1, limit // 2)
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.dropped = 0
+
+    def add(self, chunk: bytes) -> None:
+        room = self.half - len(self.head)
+        if room > 0:
+            self.head += chunk[:room]
+            chunk = chunk[room:]
+        if chunk:
+            self.tail += chunk
+            excess = len(self.tail) - self.half
+            if excess > 0:
+                self.dropped += excess
+                del self.tail[:excess]
+
+    def text(self) -> str:
+        head = self.head.decode("utf-8", "replace")
+        tail = self.tail.decode("utf-8", "replace")
+        if self.dropped:
+            return f"{head}\n[... {self.dropped} bytes omitted ...]\n{tail}"
+        return head + tail
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+async def run_command(command: str, *, cwd: Path, env: Mapping[str, str], timeout_s: float,
+                      max_output: int = DEFAULT_MAX_OUTPUT) -> CommandResult:
+    """Run ``bash -c command`` in ``cwd`` in its own process group; kill the group at the end.
+
+    Output (stdout and stderr together) is bounded to ``max_output`` bytes,
+    keeping head and tail. Never raises for the command's own failure; raises
+    ``OSError`` if bash cannot be started.
+    """
+    proc = await anyio.open_process(
+        ["bash", "--noprofile", "--norc", "-c", command], cwd=str(cwd), env=dict(env),
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=True)
+    capture = _Capture(max_output)
+    timed_out = False
+    try:
+        with anyio.move_on_after(timeout_s) as deadline:
+            async with anyio.create_task_group() as tg:
+                eof = anyio.Event()
+
+                async def read() -> None:
+                    assert proc.stdout is not None
+                    async for chunk in proc.stdout:
+                        capture.add(chunk)
+                    eof.set()
+
+                tg.start_soon(read)
+                await proc.wait()
+                # The shell is done; background children may hold the pipe open.
+                with anyio.move_on_after(_EXIT_GRACE_S):
+                    await eof.wait()
+                tg.cancel_scope.cancel()
+        timed_out = deadline.cancelled_caught
+    finally:
+        _kill_group(proc.pid)
+        with anyio.CancelScope(shield=True):
+            await proc.wait()
+            await proc.aclose()
+    output = capture.text()
+    if timed_out:
+        return CommandResult(exit_code=None, output=output, timed_out=True,
+                             truncated=bool(capture.dropped))
+    return CommandResult(exit_code=proc.returncode, output=output, truncated=bool(capture.dropped))
+
+
+class Tools:
+    """The Builder's tool executor for one worktree and environment.
+
+    ``await tools.run(name, input)`` returns a :class:`ToolResult`; it never
+    raises for a bad tool call (the model gets an error result instead).
+    ``refused`` counts confinement refusals.
+    """
+
+    def __init__(self, worktree: Path, env: Mapping[str, str], *, command_timeout_s: float = 300.0,
+                 max_output: int = DEFAULT_MAX_OUTPUT) -> None:
+        self.worktree = worktree.resolve()
+        self.env = dict(env)
+        self.command_timeout_s = command_timeout_s
+        self.max_output = max_output
+        self.refused = 0
+        self.calls = 0
+
+    async def run(self, name: str, tool_input: Any) -> ToolResult:
+        """Execute one ``tool_use`` block's ``name`` and ``input``."""
+        self.calls += 1
+        if not isinstance(tool_input, dict):
+            return ToolResult(content="tool input must be an object", is_error=True)
+        try:
+            if name == EDITOR_NAME:
+                return await anyio.to_thread.run_sync(self._edit, tool_input)
+            if name == BASH_NAME:
+                return await self._bash(tool_input)
+        except PathRefused as exc:
+            self.refused += 1
+            LOGGER.info("tool %s refused in %s: %s", name, self.worktree, exc)
+            return ToolResult(content=str(exc), is_error=True)
+        return ToolResult(content=f"unknown tool {name!r}", is_error=True)
+
+    # -- bash ------------------------------------------------------------------------
+    async def _bash(self, tool_input: dict[str, Any]) -> ToolResult:
+        if tool_input.get("restart"):
+            return ToolResult(content="tool has been restarted.")
+        command = tool_input.get("command")
+        if not isinstance(command, str) or not command.strip():
+            return ToolResult(content="a non-empty 'command' is required", is_error=True)
+        result = await run_command(command, cwd=self.worktree, env=self.env,
+                                   timeout_s=self.command_timeout_s, max_output=self.max_output)
+        if result.timed_out:
+            return ToolResult(content=f"{result.output}\n[command timed out after "
+                                      f"{self.command_timeout_s:g} s and was killed]",
+                              is_error=True)
+        text = result.output
+        if result.exit_code:
+            text = f"{text}\n[exit status {result.exit_code}]"
+        return ToolResult(content=text)
+
+    # -- text editor -----------------------------------------------------------------
+    def _edit(self, tool_input: dict[str, Any]) -> ToolResult:
+        command = tool_input.get("command")
+        path_text = tool_input.get("path", "")
+        path = confine(self.worktree, path_text)
+        shown = str(path.relative_to(self.worktree)) or "."
+        handler = {"view": self._view, "create": self._create, "str_replace": self._str_replace,
+                   "insert": self._insert}.get(str(command))
+        if handler is None:
+            return ToolResult(content=f"unsupported command {command!r}; use view, create, "
+                                      "str_replace or insert", is_error=True)
+        try:
+            return handler(path, shown, tool_input)
+        except (OSError, UnicodeError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            return ToolResult(content=f"{command} {shown}: {reason}", is_error=True)
+
+    def _view(self, path: Path, shown: str, tool_input: dict[str, Any]) -> ToolResult:
+        if path.is_dir():
+            return ToolResult(content=self._listing(path, shown))
+        if not path.exists():
+            return ToolResult(content=f"{shown} does not exist", is_error=True)
+        lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
+        start, end = 1, len(lines)
+        view_range = tool_input.get("view_range")
+        if view_range is not None:
+            if (not isinstance(view_range, list) or len(view_range) != 2
+                    or not all(isinstance(v, int) for v in view_range)):
+                return ToolResult(content="view_range must be [start, end]", is_error=True)
+            start, end = view_range
+            if end == -1:
+                end = len(lines)
+            if not 1 <= start <= len(lines) or end < start:
+                return ToolResult(content=f"invalid view_range {view_range}: the file has "
+                                          f"{len(lines)} lines", is_error=True)
+            end = min(end, len(lines))
+        numbered = "\n".join(f"{i:6}\t{lines[i - 1]}" for i in range(start, end + 1))
+        text, _ = _bound(numbered, self.max_output)
+        return ToolResult(content=text)
+
+    def _listing(self, path: Path, shown: str) -> str:
+        entries: list[str] = []
+        for current, dirs, files in os.walk(path):
+            rel = Path(current).relative_to(path)
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in dirs + sorted(f for f in files if not f.startswith(".")):
+                entries.append(str(Path(shown) / rel / name))
+            if rel.parts:  # two levels listed: do not descend further
+                dirs[:] = []
+        text, _ = _bound("\n".join(entries), self.max_output)
+        return (f"Files and directories up to 2 levels deep in {shown}, excluding hidden items:\n"
+                f"{text}")
+
+    def _create(self, path: Path, shown: str, tool_input: dict[str, Any]) -> ToolResult:
+        file_text = tool_input.get("file_text")
+        if not isinstance(file_text, str):
+            return ToolResult(content="create needs 'file_text'", is_error=True)
+        if path.is_dir():
+            return ToolResult(content=f"{shown} is a directory", is_error=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(file_text, encoding="utf-8")
+        return ToolResult(content=f"File created successfully at: {shown}")
+
+    def _read_file(self, path: Path, shown: str) -> str:
+        if not path.is_file():
+            raise FileNotFoundError(2, f"{shown} is not an existing file")
+        return path.read_text(encoding="utf-8")
+
+    def _str_replace(self, path: Path, shown: str, tool_input: dict[str, Any]) -> ToolResult:
+        old, new = tool_input.get("old_str"), tool_input.get("new_str", "")
+        if not isinstance(old, str) or not old or not isinstance(new, str):
+            return ToolResult(content="str_replace needs a non-empty 'old_str' (and a string "
+                                      "'new_str')", is_error=True)
+        text = self._read_file(path, shown)
+        count = text.count(old)
+        if count == 0:
+            return ToolResult(content=f"No replacement was performed: old_str did not appear "
+                                      f"verbatim in {shown}.", is_error=True)
+        if count > 1:
+            lines = [text[:i].count("\n") + 1 for i in _find_all(text, old)]
+            return ToolResult(content=f"No replacement was performed: old_str appears {count} "
+                                      f"times in {shown} (lines {lines}); make it unique.",
+                              is_error=True)
+        at = text.index(old)
+        path.write_text(text.replace(old, new, 1), encoding="utf-8")
+        line = text[:at].count("\n") + 1
+        return ToolResult(content=f"The file {shown} has been edited (at line {line}).")
+
+    def _insert(self, path: Path, shown: str, tool_input: dict[str, Any]) -> ToolResult:
+        line = tool_input.get("insert_line")
+        new = tool_input.get("insert_text", tool_input.get("new_str"))
+        if not isinstance(line, int) or isinstance(line, bool) or not isinstance(new, str):
+            return ToolResult(content="insert needs an integer 'insert_line' and 'insert_text'",
+                              is_error=True)
+        text = self._read_file(path, shown)
+        lines = text.split("\n")
+        if not 0 <= line <= len(lines):
+            return ToolResult(content=f"insert_line {line} is out of range 0..{len(lines)}",
+                              is_error=True)
+        new_lines = new.split("\n")
+        path.write_text("\n".join(lines[:line] + new_lines + lines[line:]), encoding="utf-8")
+        return ToolResult(content=f"The file {shown} has been edited: {len(new_lines)} line(s) "
+                                  f"inserted after line {line}.")
+
+
+def _find_all(text: str, needle: str) -> list[int]:
+    found, start = [], 0
+    while (i := text.find(needle, start)) != -1:
+        found.append(i)
+        start = i + 1
+    return found
