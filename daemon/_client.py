@@ -84,7 +84,7 @@ class Client:
             raise DaemonUnavailable(f"connection to autopackd lost: {exc}") from None
         reply = decode_reply(body)
         if isinstance(reply, Error):
-            raise RemoteError(reply.code, reply.message)
+            raise RemoteError(reply.code, reply.message, reply.details)
         return reply
 
     def request(self, msg: Request) -> Any:

@@ -158,6 +158,10 @@ class Store:
         """Wait until some event was committed after this call started."""
         await self._changed.wait()
 
+    def changed_event(self) -> trio.Event:
+        """The event that the next commit of events will set (take it *before* reading)."""
+        return self._changed
+
     # ------------------------------------------------------------------ thread side
     def _loop(self, conn: sqlite3.Connection) -> None:
         while True:

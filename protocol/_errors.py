@@ -66,7 +66,8 @@ class SpecError(AutopackError):
 class RemoteError(AutopackError):
     """Raised by the client when the daemon answers with an ``Error`` reply."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, details: list[str] | None = None) -> None:
         self.code = code
         self.message = message
+        self.details = details or []
         super().__init__(f"{code}: {message}")

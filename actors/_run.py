@@ -1,0 +1,365 @@
+"""RunActor: carries out one run, phase by phase, in its own worktree.
+
+Theory of operation
+-------------------
+The scheduler starts one :class:`RunActor` per run inside a cancel scope it
+owns; cancelling that scope cancels the run (the running check's process group
+is killed by ``run_command`` on the way out). Every step that a person could
+observe is written through ``records`` before the actor moves on, so a daemon
+killed at any instant resumes from the last completed phase:
+
+* a phase commit carries an ``Autopack-Phase`` trailer, so a phase committed
+  on the branch but not yet recorded (killed in between) is recorded on resume
+  instead of being done twice;
+* the in-flight phase starts a new attempt (the attempt counter is durable);
+* the worktree is re-attached from the branch, or recreated.
+
+Decisions about a failed check (classify, mitigate, ask the Doctor, retry,
+give up) are taken by :mod:`._policy` (pure); this module only does the I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import anyio
+
+from autopack.protocol import Classification, ClassifyContext, PhaseSpec, RunSpec, validate_spec
+
+from . import _worktree as wt
+from ._env import base_env, ensure_venv, with_venv
+from ._proc import CommandResult, run_command
+
+LOGGER = logging.getLogger(__name__)
+EXCERPT_BYTES = 4000
+
+
+class RecordsPort(Protocol):
+    """What the run actor needs from the Store (implemented by ``autopack.daemon``)."""
+
+    async def run(self, run_id: str) -> dict[str, Any]: ...
+    async def set_run_state(self, run_id: str, target: str, reason: str | None = None,
+                            **payload: Any) -> str: ...
+    async def set_run_fields(self, run_id: str, **fields: Any) -> None: ...
+    async def set_phase_state(self, run_id: str, idx: int, target: str, *,
+                              reason: str | None = None, commit: str | None = None,
+                              **payload: Any) -> None: ...
+    async def begin_attempt(self, run_id: str, idx: int, **payload: Any) -> int: ...
+    async def event(self, run_id: str, phase_id: str | None, attempt: int | None, kind: str,
+                    **payload: Any) -> int: ...
+    async def add_process(self, pgid: int, run_id: str, command: str) -> None: ...
+    async def remove_process(self, pgid: int) -> None: ...
+
+
+class Drained(Exception):
+    """Raised at a phase boundary when the daemon is stopping: the run stays resumable."""
+
+
+class RunEnded(Exception):
+    """Raised inside the actor to end the run with a state and a named reason."""
+
+    def __init__(self, state: str, reason: str) -> None:
+        self.state, self.reason = state, reason
+        super().__init__(f"{state}: {reason}")
+
+
+@dataclass
+class RunServices:
+    """Everything a run actor talks to. Optional parts may be ``None`` (not configured)."""
+
+    records: RecordsPort
+    state_dir: Path
+    settings: Any  # autopack.daemon Settings (read live: SIGHUP may change it)
+    classify: Callable[[str, int | None, ClassifyContext], Awaitable[Classification]] | None = None
+    phase_runner: Any = None  # strategy for failures/builder (see _phase.py); None = plain checks
+    free_disk_mb: Callable[[Path], float] | None = None
+    draining: bool = False  # set on shutdown: stop at the next phase boundary
+    repo_locks: dict[str, anyio.Lock] = field(default_factory=dict)
+
+    def repo_lock(self, repo: str) -> anyio.Lock:
+        lock = self.repo_locks.get(repo)
+        if lock is None:
+            lock = self.repo_locks[repo] = anyio.Lock()
+        return lock
+
+
+def disk_free_mb(path: Path) -> float:
+    usage = shutil.disk_usage(path)
+    return usage.free / (1024 * 1024)
+
+
+@dataclass
+class RunWorkspace:
+    """The run's working state, shared with the phase runner."""
+
+    run_id: str
+    spec: RunSpec
+    repo: Path
+    worktree: Path
+    venv: Path
+    base_sha: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+
+    async def activate_venv(self) -> Path:
+        python = await ensure_venv(self.venv)
+        self.env = with_venv(self.env, self.venv)
+        return python
+
+    @property
+    def venv_active(self) -> bool:
+        return self.env.get("VIRTUAL_ENV") == str(self.venv)
+
+
+class RunActor:
+    """Executes one run. ``await actor.execute()``; cancel its scope to cancel the run."""
+
+    def __init__(self, run_id: str, services: RunServices) -> None:
+        self.run_id = run_id
+        self.s = services
+        self.rec = services.records
+        self.current_pgid: int | None = None
+        self._scope: anyio.CancelScope | None = None
+        self._cancel_reason: str | None = None
+        self._cancel_early = False
+
+    def cancel(self, reason: str = "cancelled by user") -> None:
+        """Cancel the run: the running check's process group is killed, the run ends
+        ``cancelled``. Safe to call before the run started executing."""
+        self._cancel_reason = reason
+        if self._scope is not None:
+            self._scope.cancel()
+        else:
+            self._cancel_early = True
+
+    # -------------------------------------------------------------- entry point
+    async def execute(self) -> str:
+        """Run to an end state; returns it. Raises ``wt.RunLocked`` if another process holds the run."""
+        lock = wt.acquire_run_lock(self.s.state_dir / "locks", self.run_id)
+        try:
+            return await self._execute_locked()
+        finally:
+            lock.release()
+
+    async def _execute_locked(self) -> str:
+        run = await self.rec.run(self.run_id)
+        if run["state"] in ("succeeded", "failed", "cancelled"):
+            return str(run["state"])
+        spec = validate_spec(_loads(run["spec"]))
+        ws = RunWorkspace(
+            run_id=self.run_id, spec=spec, repo=Path(run["repo"]),
+            worktree=self.s.state_dir / "worktrees" / self.run_id,
+            venv=self.s.state_dir / "envs" / self.run_id,
+            base_sha=run.get("base_commit") or "",
+        )
+        resumed = run["state"] in ("interrupted", "running")
+        await self.rec.set_run_state(self.run_id, "running",
+                                     "resumed after restart" if resumed else None)
+        end_state, reason = "failed", "internal error"
+        with anyio.CancelScope() as self._scope:
+            if self._cancel_early:
+                self._scope.cancel()
+            try:
+                end_state, reason = await self._run_phases(ws, run)
+            except RunEnded as ended:
+                end_state, reason = ended.state, ended.reason
+            except Drained:
+                with anyio.CancelScope(shield=True):
+                    await self.rec.set_run_state(self.run_id, "interrupted", "daemon stopping")
+                return "interrupted"
+            except Exception as exc:  # a bug or an environment failure: the run fails, the daemon lives
+                LOGGER.exception("run %s failed with an internal error", self.run_id)
+                end_state, reason = "failed", f"internal error: {type(exc).__name__}: {exc}"
+        if self._scope.cancel_called:
+            end_state, reason = "cancelled", self._cancel_reason or "cancelled"
+        # daemon shutdown cancels from outside and skips this: the run stays resumable
+        with anyio.CancelScope(shield=True):
+            await self._finish(ws, end_state, reason)
+        return end_state
+
+    async def _run_phases(self, ws: RunWorkspace, run: dict[str, Any]) -> tuple[str, str | None]:
+        self._check_disk()
+        if not wt.is_git_repo(ws.repo):
+            raise RunEnded("failed", f"{ws.repo} is not a git repository")
+        if not ws.base_sha:
+            try:
+                ws.base_sha = await wt.resolve_base(ws.repo, ws.spec.base)
+            except wt.GitError:
+                raise RunEnded("failed", f"base ref {ws.spec.base!r} not found in {ws.repo}") from None
+            await self.rec.set_run_fields(self.run_id, base_commit=ws.base_sha)
+        async with self.s.repo_lock(str(ws.repo)):
+            reused = await wt.ensure_worktree(ws.repo, ws.worktree, f"autopack/{self.run_id}",
+                                              ws.base_sha)
+        await self.rec.event(self.run_id, None, None, "worktree_ready", path=str(ws.worktree),
+                             reused=reused, base=ws.base_sha)
+        ws.env = base_env()
+        if ws.venv.exists():
+            await ws.activate_venv()
+        for idx, phase in enumerate(ws.spec.phases):
+            prow = run["phases"][idx]
+            if prow["state"] in ("succeeded", "skipped"):
+                continue
+            if prow["state"] in ("failed", "cancelled"):
+                return prow["state"], prow["reason"]
+            sha = await wt.committed_phase(ws.worktree, ws.base_sha, self.run_id, phase.id)
+            if sha is not None:
+                # killed between the commit and its record: record it, never redo it
+                if prow["state"] == "queued":
+                    await self.rec.set_phase_state(self.run_id, idx, "running")
+                await self.rec.set_phase_state(self.run_id, idx, "succeeded", commit=sha,
+                                               recovered=True)
+                continue
+            if self.s.draining:
+                raise Drained()
+            self._check_limits(ws)
+            self._check_disk()
+            await self.rec.set_phase_state(self.run_id, idx, "running",
+                                           resumed=prow["state"] == "running")
+            outcome, reason, commit = await self._run_phase(ws, idx, phase)
+            await self.rec.set_phase_state(self.run_id, idx, outcome, reason=reason, commit=commit)
+            if outcome == "failed":
+                return "failed", f"phase {phase.id}: {reason}"
+        return "succeeded", None
+
+    # -------------------------------------------------------------- one phase
+    async def _run_phase(self, ws: RunWorkspace, idx: int,
+                         phase: PhaseSpec) -> tuple[str, str | None, str | None]:
+        """Attempts until success or a limit; returns (state, reason, commit)."""
+        if self.s.phase_runner is not None:
+            result: tuple[str, str | None, str | None] = await self.s.phase_runner.run_phase(
+                self, ws, idx, phase)
+            return result
+        return await self.plain_phase(ws, idx, phase)
+
+    async def plain_phase(self, ws: RunWorkspace, idx: int,
+                          phase: PhaseSpec) -> tuple[str, str | None, str | None]:
+        """Checks only, no classifier/LLM: one attempt per allowed attempt, no retry of a
+        deterministic failure (the same command would fail the same way)."""
+        if phase.kind == "build":
+            return "failed", "build phases need the Builder (LLM), which is not configured", None
+        attempt = await self.rec.begin_attempt(self.run_id, idx)
+        checks = await self.checks_for(ws, idx, phase, attempt)
+        failed = await self.run_checks(ws, idx, phase, attempt, checks)
+        if failed is None:
+            return "succeeded", None, await self.commit(ws, phase)
+        return "failed", f"check failed: {failed.command} (exit {failed.exit_code})", None
+
+    async def checks_for(self, ws: RunWorkspace, idx: int, phase: PhaseSpec,
+                         attempt: int) -> list[str]:
+        """The phase's checks, or the toolchain's defaults when it lists none."""
+        if phase.checks:
+            return list(phase.checks)
+        from ._toolchain import default_checks, detect_toolchains
+
+        checks, reasons = default_checks(ws.worktree)
+        if any(tc.env == "venv" for tc in detect_toolchains(ws.worktree)) and not ws.venv_active:
+            await ws.activate_venv()
+        await self.rec.event(self.run_id, phase.id, attempt, "checks_detected", checks=checks,
+                             reasons=reasons)
+        if not checks:
+            raise RunEnded("failed", f"phase {phase.id}: no checks given and none detected")
+        return checks
+
+    async def run_checks(self, ws: RunWorkspace, idx: int, phase: PhaseSpec, attempt: int,
+                         checks: list[str]) -> CommandResult | None:
+        """Run checks in order; return the first failing result, or ``None`` if all passed."""
+        for command in checks:
+            self._check_limits(ws)
+            result = await self.run_one(ws, phase, attempt, command)
+            if not result.ok:
+                return result
+        return None
+
+    async def run_one(self, ws: RunWorkspace, phase: PhaseSpec, attempt: int,
+                      command: str) -> CommandResult:
+        await self.rec.event(self.run_id, phase.id, attempt, "check_started", command=command)
+        limits = ws.spec.limits
+        timeout = min(phase.timeout_s, self._run_time_left(ws))
+
+        async def on_start(pgid: int) -> None:
+            self.current_pgid = pgid
+            await self.rec.add_process(pgid, self.run_id, command)
+
+        async def on_end(pgid: int) -> None:
+            self.current_pgid = None
+            await self.rec.remove_process(pgid)
+
+        result = await run_command(command, cwd=ws.worktree, env=ws.env, timeout_s=timeout,
+                                   max_output=limits.max_output_bytes, on_start=on_start,
+                                   on_end=on_end)
+        await self.rec.event(
+            self.run_id, phase.id, attempt, "check_finished", command=command,
+            exit_code=result.exit_code, duration_s=result.duration_s, timed_out=result.timed_out,
+            truncated=result.truncated, output_bytes=result.output_bytes,
+            excerpt=excerpt(result.output),
+        )
+        return result
+
+    async def commit(self, ws: RunWorkspace, phase: PhaseSpec) -> str | None:
+        return await wt.commit_phase(ws.worktree, self.run_id, phase.id, phase.goal)
+
+    # -------------------------------------------------------------- limits
+    def _run_time_left(self, ws: RunWorkspace) -> float:
+        return max(ws.spec.limits.wall_time_s - (time.monotonic() - ws.started), 0.1)
+
+    def _check_limits(self, ws: RunWorkspace) -> None:
+        if time.monotonic() - ws.started > ws.spec.limits.wall_time_s:
+            raise RunEnded("failed", f"wall time limit of {ws.spec.limits.wall_time_s:g} s reached")
+
+    def _check_disk(self) -> None:
+        need = float(getattr(self.s.settings, "min_free_disk_mb", 0) or 0)
+        if need <= 0:
+            return
+        free = (self.s.free_disk_mb or disk_free_mb)(self.s.state_dir)
+        if free < need:
+            raise RunEnded("failed", f"not enough free disk: {free:.0f} MB free in "
+                                     f"{self.s.state_dir}, {need:.0f} MB required (min_free_disk_mb)")
+
+    # -------------------------------------------------------------- endings
+    async def _finish(self, ws: RunWorkspace, state: str, reason: str | None) -> None:
+        run = await self.rec.run(self.run_id)
+        for prow in run["phases"]:
+            if prow["state"] == "running":
+                await self.rec.set_phase_state(self.run_id, prow["idx"], "cancelled"
+                                               if state == "cancelled" else "failed", reason=reason)
+            elif prow["state"] == "queued" and state != "succeeded":
+                await self.rec.set_phase_state(self.run_id, prow["idx"], "cancelled",
+                                               reason=f"run {state} before this phase")
+        if state == "succeeded":
+            try:
+                head = await wt.git(ws.worktree, "rev-parse", "HEAD")
+                await self.rec.set_run_fields(self.run_id, final_commit=head)
+            except wt.GitError:
+                pass
+        await self.rec.set_run_state(self.run_id, state, reason)
+        await self._cleanup(ws)
+
+    async def _cleanup(self, ws: RunWorkspace) -> None:
+        try:
+            async with self.s.repo_lock(str(ws.repo)):
+                await wt.remove_worktree(ws.repo, ws.worktree)
+        except (OSError, wt.GitError) as exc:
+            LOGGER.warning("run %s: cannot remove worktree %s: %s", self.run_id, ws.worktree, exc)
+        if ws.venv.exists():
+            await anyio.to_thread.run_sync(shutil.rmtree, ws.venv, True)
+        await self.rec.event(self.run_id, None, None, "worktree_removed", path=str(ws.worktree))
+
+
+def excerpt(output: str, limit: int = EXCERPT_BYTES) -> str:
+    """The tail of ``output`` within ``limit`` UTF-8 bytes (errors are usually at the end)."""
+    data = output.encode("utf-8", "replace")
+    if len(data) <= limit:
+        return output
+    return "[…]\n" + data[-limit:].decode("utf-8", "ignore")
+
+
+def _loads(text: str) -> Any:
+    import msgspec
+
+    return msgspec.json.decode(text)

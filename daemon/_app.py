@@ -1,0 +1,425 @@
+"""The daemon: composes store, actors, servers; answers control requests.
+
+Start-up order (READY=1 is sent only at the end): state dir → store (migrated)
+→ reconcile (kill leftovers of a dead daemon, interrupted runs, orphan
+worktrees) → supervised actors (memory, classifier, scheduler) → control
+socket → health endpoint → READY. Stop: SIGTERM/SIGINT → stop accepting,
+let runs reach a phase boundary within the grace period, record the rest as
+interrupted, exit 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgspec
+import trio
+
+from autopack.actors import _worktree as wt
+from autopack.actors._proc import kill_group
+from autopack.actors._run import RunServices
+from autopack.actors._scheduler import Scheduler
+from autopack.protocol import (
+    Cancel,
+    ErrorCode,
+    EventMsg,
+    Follow,
+    GetContext,
+    GetHealth,
+    GetLessons,
+    GetReport,
+    GetStats,
+    GetStatus,
+    Health,
+    ListRuns,
+    LogsEnd,
+    NormalizePlan,
+    Ok,
+    PhaseState,
+    Report,
+    RunList,
+    RunStatus,
+    SpecError,
+    Submit,
+    Submitted,
+    validate_spec,
+)
+
+from . import _queries as q
+from ._config import Settings
+from ._control import Connection, ControlServer, bind_unix_socket
+from ._records import Records
+from ._report import build_report, render_markdown
+from ._store import Store
+from ._supervisor import Supervisor
+
+LOGGER = logging.getLogger(__name__)
+VERSION = "0.1.0"
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+class StartupError(Exception):
+    """Raised when the daemon cannot start (bad state dir, socket in use, …); exit status 2."""
+
+
+def status_reply(run: dict[str, Any]) -> RunStatus:
+    return RunStatus(
+        run_id=run["id"], state=run["state"], reason=run["reason"], goal=run["goal"],
+        repo=run["repo"], branch=run["branch"], arm=run["arm"], created_at=run["created_at"],
+        started_at=run["started_at"], ended_at=run["ended_at"],
+        phases=[PhaseState(id=p["id"], state=p["state"], attempts=p["attempts"], kind=p["kind"],
+                           reason=p["reason"], commit=p["commit_sha"]) for p in run["phases"]],
+    )
+
+
+class Daemon:
+    version = VERSION
+
+    def __init__(self, settings: Settings, *, config_file: str | None = None,
+                 listen_fd: int | None = None) -> None:
+        self.settings = settings
+        self.config_file = config_file
+        self.listen_fd = listen_fd
+        self.state_dir = Path(settings.state_dir).resolve()
+        self.store = Store(str(self.state_dir / "autopack.db"))
+        self.records = Records(self.store)
+        self.supervisor = Supervisor(limit=settings.restart_limit, window_s=settings.restart_window_s)
+        self.services = RunServices(records=self.records, state_dir=self.state_dir,
+                                    settings=settings)
+        self.scheduler = Scheduler(self.services, limit=lambda: self.settings.max_concurrent_runs)
+        self.scheduler.on_run_end = self._after_run
+        self.control: ControlServer | None = None
+        self.health_port: int | None = None
+        self.stopping = False
+        self.started_at = time.time()
+        self._rng = random.Random()
+
+    # ================================================================ lifecycle
+    async def run(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        """Serve until SIGTERM/SIGINT (or cancellation). Raises SupervisorGaveUp/StartupError."""
+        self._prepare_dirs()
+        try:
+            await self.store.open()
+        except Exception as exc:
+            raise StartupError(f"cannot open the database in {self.state_dir}: {exc}") from exc
+        try:
+            await self._serve(task_status)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.store.close()
+
+    def _prepare_dirs(self) -> None:
+        try:
+            for sub in ("", "worktrees", "envs", "locks", "reports"):
+                (self.state_dir / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StartupError(f"cannot create state dir {self.state_dir}: {exc.strerror}") from exc
+
+    async def _serve(self, task_status: Any) -> None:
+        await self.reconcile()
+        sock = self._control_socket()
+        self.control = ControlServer(
+            sock, self, max_frame=self.settings.max_frame_bytes,
+            allowed_uids=lambda: set(self.settings.allowed_uids),
+            allowed_gids=lambda: set(self.settings.allowed_gids))
+        async with trio.open_nursery() as nursery:
+            await self.supervisor.start_child(nursery, "scheduler", self.scheduler.serve)
+            await nursery.start(self.control.serve)
+            self.health_port = await nursery.start(self._health_server().serve)
+            nursery.start_soon(self._signals, nursery.cancel_scope)
+            LOGGER.info("autopackd %s ready: socket %s, health http://%s", VERSION,
+                        self.socket_path, self._health_addr())
+            task_status.started(self)
+
+    # ---------------------------------------------------------------- startup pieces
+    @property
+    def socket_path(self) -> str:
+        return self.settings.resolved_socket()
+
+    def _control_socket(self) -> Any:
+        import socket as _socket
+
+        if self.listen_fd is not None:
+            return _socket.socket(fileno=self.listen_fd)
+        try:
+            return bind_unix_socket(self.socket_path, self.settings.socket_mode,
+                                    self.settings.socket_group)
+        except (OSError, KeyError) as exc:
+            raise StartupError(f"cannot listen on {self.socket_path}: {exc}") from exc
+
+    def _health_addr(self) -> str:
+        host, _, _ = self.settings.health_listen.rpartition(":")
+        return f"{host}:{self.health_port}"
+
+    def _health_server(self) -> Any:
+        from ._health import HealthServer, json_body
+
+        host, _, port = self.settings.health_listen.rpartition(":")
+        host = host.strip("[]") or "127.0.0.1"
+
+        async def healthz() -> tuple[int, str, bytes]:
+            return json_body(200, {"alive": True, "pid": os.getpid(), "version": VERSION})
+
+        async def readyz() -> tuple[int, str, bytes]:
+            h = await self.health()
+            return json_body(200 if h.ready else 503, msgspec.to_builtins(h))
+
+        async def metrics() -> tuple[int, str, bytes]:
+            return 200, "text/plain; version=0.0.4", await self.metrics_text()
+
+        return HealthServer(host, int(port or 0), {"/healthz": healthz, "/readyz": readyz,
+                                                   "/metrics": metrics})
+
+    async def reconcile(self) -> None:
+        """After a crash: kill leftover process groups, mark orphaned running runs
+        interrupted, sweep worktrees that belong to no live run."""
+        for proc in await self.records.take_stale_processes():
+            if proc["boot_id"] and proc["boot_id"] != self.records.boot_id:
+                continue  # recorded before a reboot: the pgid may now be someone else's
+            if kill_group(proc["pgid"], signal.SIGKILL):
+                LOGGER.warning("killed leftover process group %d of run %s (%s)", proc["pgid"],
+                               proc["run_id"], proc["command"])
+                await self.records.event(proc["run_id"], None, None, "leftover_killed",
+                                         pgid=proc["pgid"], command=proc["command"])
+        lock_dir = self.state_dir / "locks"
+        for run_id in await self.records.runs_in("running"):
+            if not wt.lock_is_held(lock_dir, run_id):
+                await self.records.set_run_state(run_id, "interrupted", "daemon died while running")
+        await self._sweep_worktrees()
+
+    async def _sweep_worktrees(self) -> None:
+        live = set(await self.records.runs_in("queued", "running", "interrupted"))
+        root = self.state_dir / "worktrees"
+        lock_dir = self.state_dir / "locks"
+        for path in sorted(root.iterdir()) if root.exists() else []:
+            run_id = path.name
+            if run_id in live or wt.lock_is_held(lock_dir, run_id):
+                continue
+            repo = None
+            try:
+                repo = (await self.records.run(run_id))["repo"]
+            except q.UnknownRun:
+                pass
+            if repo and wt.is_git_repo(repo):
+                await wt.remove_worktree(Path(repo), path)
+            shutil.rmtree(path, ignore_errors=True)
+            env = self.state_dir / "envs" / run_id
+            shutil.rmtree(env, ignore_errors=True)
+            LOGGER.info("swept orphan worktree %s", path)
+
+    async def _signals(self, scope: Any) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    self.reload()
+                    continue
+                LOGGER.info("signal %s: stopping (grace %.0f s)", signal.Signals(signum).name,
+                            self.settings.grace_period_s)
+                await self.shutdown(scope)
+                return
+
+    async def shutdown(self, scope: Any) -> None:
+        """Stop accepting, drain runs at phase boundaries within the grace period, cancel."""
+        self.stopping = True
+        self.scheduler.stop_starting()
+        if self.control is not None:
+            await self.control.stop_accepting()
+        with trio.move_on_after(self.settings.grace_period_s):
+            while self.scheduler.active:
+                await trio.sleep(0.05)
+        active = list(self.scheduler.active)
+        scope.cancel()
+        with trio.CancelScope(shield=True):
+            for run_id in active:
+                try:
+                    run = await self.records.run(run_id)
+                    if run["state"] == "running":
+                        await self.records.set_run_state(run_id, "interrupted", "daemon stopped")
+                except Exception:
+                    LOGGER.exception("could not record run %s as interrupted", run_id)
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the settings that can change live."""
+        from ._config import LIVE_RELOADABLE, ConfigError, load_settings
+
+        try:
+            fresh = load_settings(self.config_file)
+        except ConfigError as exc:
+            LOGGER.error("reload refused: %s", exc)
+            return
+        changed = []
+        for key in sorted(LIVE_RELOADABLE):
+            if getattr(fresh, key) != getattr(self.settings, key):
+                setattr(self.settings, key, getattr(fresh, key))
+                changed.append(key)
+        LOGGER.info("reloaded settings: %s", ", ".join(changed) or "nothing changed")
+        self.scheduler.poke()
+
+    # ================================================================ requests
+    async def dispatch(self, conn: Connection, req: Any) -> bool | None:
+        """Answer one request. Return ``False`` to close the connection."""
+        try:
+            match req:
+                case Submit():
+                    await conn.send(await self.submit(req))
+                case GetStatus(run_id=run_id):
+                    await conn.send(status_reply(await self.records.run(run_id)))
+                case ListRuns(state=state, limit=limit):
+                    runs = await self.records.list_runs(state, min(max(limit, 1), 10_000))
+                    await conn.send(RunList(runs=[status_reply(r) for r in runs]))
+                case Cancel(run_id=run_id):
+                    await conn.send(await self.cancel(run_id))
+                case Follow():
+                    await self.follow(conn, req)
+                case GetReport(run_id=run_id):
+                    data = await self.report(run_id)
+                    await conn.send(Report(data=data, markdown=render_markdown(data)))
+                case GetHealth():
+                    await conn.send(await self.health())
+                case NormalizePlan() | GetContext() | GetLessons() | GetStats():
+                    await conn.send(await self.extension_request(req))
+                case _:
+                    await conn.error(ErrorCode.BAD_FRAME, f"unexpected message {type(req).__name__}")
+                    return False
+        except q.UnknownRun as exc:
+            await conn.error(ErrorCode.UNKNOWN_RUN, f"no run with id {exc.args[0]!r}")
+        except SpecError as exc:
+            await conn.error(ErrorCode.INVALID_SPEC, f"invalid run spec ({len(exc.problems)} problem(s))",
+                             [f"{p}: {r}" if p else r for p, r in exc.problems])
+        except RequestError as exc:
+            await conn.error(exc.code, exc.message, exc.details)
+        return None
+
+    async def submit(self, req: Submit) -> Submitted:
+        if self.stopping:
+            raise RequestError(ErrorCode.SHUTTING_DOWN, "the daemon is stopping; submit again later")
+        spec = validate_spec(msgspec.to_builtins(req.spec))  # same checks as a file
+        repo = req.repo or spec.repo
+        problems = []
+        if not repo:
+            problems.append("repo: no repository given (spec 'repo' or submit --repo)")
+        elif not os.path.isabs(repo):
+            problems.append(f"repo: must be an absolute path on the daemon's host, got {repo!r}")
+        elif not os.path.isdir(repo):
+            problems.append(f"repo: {repo} does not exist or is not a directory")
+        elif not wt.is_git_repo(repo):
+            problems.append(f"repo: {repo} is not a git repository")
+        unsupported = [p.id for p in spec.phases if p.kind == "build" and not self.build_supported()]
+        if unsupported:
+            raise RequestError(ErrorCode.NOT_SUPPORTED,
+                               "build phases are not supported yet by this daemon (no Builder): "
+                               + ", ".join(unsupported))
+        if problems:
+            raise RequestError(ErrorCode.INVALID_SPEC, "invalid run spec", problems)
+        arm = req.arm or self._pick_arm()
+        run_id = await self.records.submit(spec, os.path.realpath(str(repo)), arm)
+        self.scheduler.poke()
+        return Submitted(run_id=run_id)
+
+    def build_supported(self) -> bool:
+        return self.services.phase_runner is not None and getattr(
+            self.services.phase_runner, "builder_available", False)
+
+    def _pick_arm(self) -> str:
+        frac = self.settings.ab_fraction
+        return "baseline" if frac > 0 and self._rng.random() < frac else "hardened"
+
+    async def cancel(self, run_id: str) -> Ok:
+        run = await self.records.run(run_id)
+        state = run["state"]
+        if state in TERMINAL:
+            raise RequestError(ErrorCode.INVALID_STATE, f"run {run_id} already ended ({state})")
+        if self.scheduler.cancel(run_id):
+            with trio.move_on_after(30):
+                while run_id in self.scheduler.active:
+                    await self.store.wait_changed()
+            return Ok(message=f"run {run_id} cancelled")
+        # queued or interrupted and not executing here: record it directly
+        for p in run["phases"]:
+            if p["state"] in ("queued", "running"):
+                await self.records.set_phase_state(run_id, p["idx"], "cancelled",
+                                                   reason="cancelled by user")
+        try:
+            await self.records.set_run_state(run_id, "cancelled", "cancelled by user")
+        except Exception as exc:
+            raise RequestError(ErrorCode.INVALID_STATE, f"cannot cancel run {run_id}: {exc}") from None
+        return Ok(message=f"run {run_id} cancelled")
+
+    async def follow(self, conn: Connection, req: Follow) -> None:
+        run = await self.records.run(req.run_id)
+        after = req.after
+        while True:
+            waiter = self.store.changed_event()  # taken before reading: no lost wake-ups
+            events = await self.records.events_after(req.run_id, after, 1000)
+            for ev in events:
+                after = ev["id"]
+                await conn.send(EventMsg(**ev))
+            if len(events) == 1000:
+                continue
+            run = await self.records.run(req.run_id)
+            if not req.follow or run["state"] in TERMINAL:
+                await conn.send(LogsEnd(state=run["state"]))
+                return
+            with trio.move_on_after(5):
+                await waiter.wait()
+
+    async def report(self, run_id: str) -> dict[str, Any]:
+        run = await self.records.run(run_id)
+        events = await self.records.all_events(run_id)
+        tokens = await self.records.tokens(run_id)
+        commits: list[dict[str, str]] = []
+        if run["base_commit"] and wt.is_git_repo(run["repo"]):
+            try:
+                commits = await wt.branch_commits(Path(run["repo"]), run["base_commit"],
+                                                  run["branch"])
+            except wt.GitError:
+                commits = []
+        return build_report(run, events, tokens, commits)
+
+    async def _after_run(self, run_id: str, state: str) -> None:
+        data = await self.report(run_id)
+        base = self.state_dir / "reports" / run_id
+        base.with_suffix(".json").write_bytes(msgspec.json.format(msgspec.json.encode(data)))
+        base.with_suffix(".md").write_text(render_markdown(data), encoding="utf-8")
+        await self.records.set_run_fields(run_id, report_path=str(base.with_suffix(".md")))
+        await self.records.event(run_id, None, None, "report_written", path=str(base) + ".md")
+
+    async def health(self) -> Health:
+        parts: dict[str, str] = {"store": "ok" if self.store.alive else "down"}
+        for child in self.supervisor.statistics():
+            parts[child.name] = "ok" if child.state == "up" else (
+                "degraded" if child.name == "memory" else "down")
+        parts.update(self.extra_health_parts())
+        degraded = sorted(k for k, v in parts.items() if v == "degraded")
+        required_down = [k for k, v in parts.items() if v == "down"]
+        counts = await self.records.counts() if self.store.alive else {}
+        return Health(alive=True, ready=not required_down and not self.stopping, parts=parts,
+                      degraded=degraded, runs=counts, version=VERSION)
+
+    def extra_health_parts(self) -> dict[str, str]:
+        return {}
+
+    async def metrics_text(self) -> bytes:
+        counts = await self.records.counts()
+        lines = ["# TYPE autopack_runs gauge"]
+        lines += [f'autopack_runs{{state="{k}"}} {v}' for k, v in sorted(counts.items())]
+        return ("\n".join(lines) + "\n").encode()
+
+    async def extension_request(self, req: Any) -> Any:
+        raise RequestError(ErrorCode.NOT_SUPPORTED, f"{type(req).__name__} is not available yet")
+
+
+class RequestError(Exception):
+    """Raised by a handler to answer with an ``Error`` reply (the client's fault or a refusal)."""
+
+    def __init__(self, code: ErrorCode | str, message: str, details: list[str] | None = None) -> None:
+        self.code, self.message, self.details = str(code), message, details or []
+        super().__init__(message)
