@@ -1,0 +1,181 @@
+"""The Builder: one attempt at a build phase, as a tool-using agent loop on Claude.
+
+``run_builder`` sends the phase (goal, scope, checks), the intention context
+and, on a retry, the previous failure, then loops: every ``tool_use`` block of
+the answer is executed by :class:`~autopack.actors._tools.Tools` inside the
+worktree and answered with a ``tool_result``; the loop ends when the model
+ends its turn or a limit of the attempt is reached (turns, tokens, wall time).
+
+It never raises for an LLM failure: the result's ``stop_reason`` says what
+happened, so that the usage already spent is always returned.
+
+Stop reasons: ``end_turn`` (the model is done; run the checks), ``max_turns``,
+``token_limit``, ``wall_time``, ``max_tokens`` / ``refusal`` (as the API
+said), ``budget_exhausted`` (the run's budget; end the run), ``auth_error``
+(the key is missing or rejected; fail the run at once), ``llm_unavailable``
+(outage: retries exhausted), ``llm_error`` (the API refused the request).
+
+Scripted-model note: the first user message starts with
+``Carry out phase <id> (attempt <n>): <goal>`` so a scenario can script each
+attempt separately.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgspec
+
+from autopack.protocol import Classification, PhaseSpec
+
+from ._llm import (
+    LLM,
+    Budget,
+    BudgetExhausted,
+    CallUsage,
+    LLMAuthError,
+    LLMRequestError,
+    LLMUnavailable,
+    message_blocks,
+)
+from ._tools import BUILDER_TOOLS, Tools
+
+LOGGER = logging.getLogger(__name__)
+
+CONTEXT_BYTES = 2048
+
+
+class BuilderResult(msgspec.Struct, frozen=True, kw_only=True):
+    """Outcome of one Builder attempt (see the module docstring for ``stop_reason``)."""
+
+    turns: int
+    usage: list[CallUsage]
+    stop_reason: str
+    error: str | None = None
+    tool_calls: int = 0
+    refused: int = 0  # tool calls refused for leaving the worktree
+    summary: str = ""  # the model's last text
+
+    @property
+    def total_tokens(self) -> int:
+        return sum(u.total_tokens for u in self.usage)
+
+
+def clip_utf8(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes, on a character boundary."""
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return text
+    return data[:limit].decode("utf-8", "ignore")
+
+
+def builder_system_prompt(*, phase: PhaseSpec, context_text: str, retry_hint: str | None,
+                          previous: Classification | None, command_timeout_s: float) -> str:
+    """The Builder's system prompt (stable for the whole attempt, so it is cached)."""
+    scope = ", ".join(phase.scope) if phase.scope else "any file in the repository"
+    checks = "\n".join(f"  - {c}" for c in phase.checks) or "  - (detected from the toolchain)"
+    parts = [
+        "You are the Builder of autopack, an unattended coding supervisor. You carry out one "
+        "phase of a planned change in a git worktree of the repository, with the tools given: "
+        "str_replace_based_edit_tool to view and edit files (paths relative to the repository "
+        "root) and bash to run commands (each command starts a fresh shell at the repository "
+        f"root, stdin closed, killed after {command_timeout_s:g} s).",
+        "",
+        f"Phase {phase.id}: {phase.goal}",
+        f"Scope (the only paths you may change): {scope}",
+        "Checks that must pass when you are done:",
+        checks,
+        "",
+        "Rules: stay within the scope; do not commit, push or change git configuration "
+        "(autopack commits); do not install system packages. Run the checks yourself before "
+        "you finish. When the phase is done, reply with a two-line summary and stop.",
+    ]
+    context = clip_utf8(context_text.strip(), CONTEXT_BYTES)
+    if context:
+        parts += ["", "Intention of the run (keep to it):", context]
+    if previous is not None or retry_hint:
+        parts += ["", "The previous attempt at this phase failed."]
+        if previous is not None:
+            evidence = "; ".join(previous.evidence)[:1000]
+            parts.append(f"Failure pattern: {previous.pattern or 'unknown'}; evidence: {evidence}")
+        if retry_hint:
+            parts.append(f"Hint: {retry_hint[:2000]}")
+    return "\n".join(parts)
+
+
+async def run_builder(llm: LLM, *, worktree: Path, env: Mapping[str, str], run_id: str,
+                      phase: PhaseSpec, context_text: str, retry_hint: str | None,
+                      max_turns: int, wall_s: float, token_limit: int | None,
+                      attempt: int = 1, previous: Classification | None = None,
+                      budget: Budget | None = None, command_timeout_s: float = 300.0,
+                      on_usage: Callable[[CallUsage], None] | None = None) -> BuilderResult:
+    """Run one Builder attempt in ``worktree`` and return what happened.
+
+    ``env`` is the environment of bash commands (the run's venv on ``PATH``).
+    ``token_limit`` bounds this attempt's tokens, ``budget`` the run's;
+    ``on_usage`` is called after every call (so a cancelled attempt's tokens
+    are still recorded). Cancellation propagates (the running command's
+    process group is killed).
+    """
+    tools = Tools(worktree, env, command_timeout_s=command_timeout_s)
+    system = builder_system_prompt(phase=phase, context_text=context_text, retry_hint=retry_hint,
+                                   previous=previous, command_timeout_s=command_timeout_s)
+    first = f"Carry out phase {phase.id} (attempt {attempt}): {phase.goal}"
+    messages: list[dict[str, Any]] = [{"role": "user", "content": first}]
+    usage: list[CallUsage] = []
+    stop_reason, error, summary = "wall_time", None, ""
+    turns = 0
+    with anyio.move_on_after(wall_s):
+        while True:
+            if turns >= max_turns:
+                stop_reason = "max_turns"
+                break
+            if token_limit is not None and sum(u.total_tokens for u in usage) >= token_limit:
+                stop_reason = "token_limit"
+                break
+            try:
+                message, call_usage = await llm.create(
+                    system=system, messages=messages, tools=BUILDER_TOOLS, role="builder",
+                    run_id=run_id, budget=budget, cache_messages=True)
+            except LLMAuthError as exc:
+                stop_reason, error = "auth_error", str(exc)
+                break
+            except BudgetExhausted as exc:
+                stop_reason, error = "budget_exhausted", str(exc)
+                break
+            except LLMUnavailable as exc:
+                stop_reason, error = "llm_unavailable", str(exc)
+                break
+            except LLMRequestError as exc:
+                stop_reason, error = "llm_error", str(exc)
+                break
+            turns += 1
+            usage.append(call_usage)
+            if on_usage is not None:
+                on_usage(call_usage)
+            texts = [b.text for b in message.content if b.type == "text"]
+            if texts:
+                summary = texts[-1]
+            messages.append({"role": "assistant", "content": message_blocks(message)})
+            tool_uses = [b for b in message.content if b.type == "tool_use"]
+            if message.stop_reason == "tool_use" and tool_uses:
+                results = []
+                for block in tool_uses:
+                    result = await tools.run(block.name, block.input)
+                    results.append(result.to_block(block.id))
+                messages.append({"role": "user", "content": results})
+                continue
+            if message.stop_reason == "pause_turn":
+                continue
+            stop_reason = str(message.stop_reason or "end_turn")
+            if stop_reason == "stop_sequence":
+                stop_reason = "end_turn"
+            break
+    LOGGER.info("run %s phase %s attempt %d: builder stopped (%s) after %d turns, %d tool calls",
+                run_id, phase.id, attempt, stop_reason, turns, tools.calls)
+    return BuilderResult(turns=turns, usage=usage, stop_reason=stop_reason, error=error,
+                         tool_calls=tools.calls, refused=tools.refused, summary=summary[:2000])
