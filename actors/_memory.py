@@ -1,0 +1,704 @@
+"""The context-memory actor: a run's intention and what was learned, never in the way.
+
+Theory of operation
+-------------------
+Memory keeps its own tables (prefixed ``mem_``) in the daemon's SQLite file,
+through *its own* connection owned by *its own* daemon thread, so a locked or
+broken memory table degrades memory only and never blocks the Store. The
+schema version lives in ``mem_meta`` (the Store owns ``PRAGMA user_version``).
+
+Callers hold a :class:`MemoryClient`. Each call puts a request on the actor's
+memory channel and waits for the answer under ``move_on_after(deadline_s)``.
+The actor task (:meth:`MemoryActor.serve`) takes requests one at a time and
+hops to its thread for the SQL (and the pure context budgeting of
+:mod:`._context`). Whatever goes wrong — actor not running, crashed, slow,
+thread stuck, SQL error, tables dropped — the caller gets an empty
+:class:`ContextResult` with ``degraded=True`` (or ``False`` / ``None`` from the
+other calls) at the latest at its deadline. Nothing here raises to a caller
+for a memory problem; only cancellation of the caller's own scope propagates.
+
+``serve`` is restartable: each run opens a fresh channel and a fresh thread.
+If the thread does not answer within ``stuck_after_s`` it is abandoned (it is a
+daemon thread; it exits whenever SQLite lets go) and ``serve`` raises
+:class:`MemoryStuck`, so the supervisor restarts it with backoff. When
+``serve`` ends for any reason, requests queued or in flight are failed at
+once, so callers do not even wait for their deadline.
+
+Lessons: when an attempt that worked is recorded after failed attempts of the
+same phase, each distinct failure (pattern + evidence) becomes a lesson
+``(repo, signature, fix)``. Lessons are indexed with FTS5 and ranked with
+BM25; a new failure's pattern and evidence tokens find the closest ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import queue
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import anyio
+import anyio.abc
+import anyio.from_thread
+import anyio.lowlevel
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from autopack.protocol import (
+    Classification,
+    ContextReply,
+    Error,
+    ErrorCode,
+    GetContext,
+    GetLessons,
+    Lessons,
+    RunSpec,
+)
+
+from ._context import FailedApproach, Intention, Lesson, build_context, utf8_len
+
+LOGGER = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+T = TypeVar("T")
+
+_TOKEN_RE = re.compile(r"\w+")
+_MAX_QUERY_TOKENS = 24
+_STOPWORDS = frozenset(
+    "a an and are as at be by for from has in is it no not of on or the to was with".split()
+)
+
+
+# ---------------------------------------------------------------------- public records
+@dataclass(frozen=True, slots=True)
+class ContextResult:
+    """What :meth:`MemoryClient.context_for` returns.
+
+    ``bytes`` is the UTF-8 size of ``text``; ``degraded`` is True when memory
+    could not answer (then ``text`` is empty).
+    """
+
+    text: str
+    bytes: int
+    degraded: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryStats:
+    """A snapshot for health and metrics.
+
+    ``state``: ``"ok"``, ``"degraded"`` (serving, but the last request failed or
+    timed out), ``"down"`` (not serving: not started, crashed, not yet
+    restarted) or ``"disabled"`` (feature flag off).
+    """
+
+    state: str
+    requests: int
+    timeouts: int
+    errors: int
+    restarts: int
+    last_error: str | None
+    queue_depth: int = 0
+
+
+class MemoryStuck(Exception):
+    """Raised by :meth:`MemoryActor.serve` when its SQL thread did not answer in time.
+
+    The supervisor restarts ``serve``; the stuck thread is abandoned.
+    """
+
+
+class _Unavailable(Exception):
+    """Set on a request that the actor could not serve (stopped, crashed, expired)."""
+
+
+# ---------------------------------------------------------------------- SQL
+_DDL_V1 = (
+    """CREATE TABLE IF NOT EXISTS mem_intentions (
+        run_id TEXT PRIMARY KEY,
+        repo TEXT NOT NULL,
+        goal TEXT NOT NULL,
+        constraints TEXT NOT NULL DEFAULT '[]',
+        non_goals TEXT NOT NULL DEFAULT '[]',
+        acceptance TEXT NOT NULL DEFAULT '[]',
+        phases TEXT NOT NULL DEFAULT '[]',
+        created_at REAL NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS mem_outcomes (
+        id INTEGER PRIMARY KEY,
+        run_id TEXT NOT NULL,
+        phase_id TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        tried TEXT NOT NULL,
+        pattern TEXT,
+        evidence TEXT NOT NULL,
+        worked INTEGER NOT NULL,
+        fix TEXT,
+        created_at REAL NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS mem_outcomes_phase ON mem_outcomes (run_id, phase_id, attempt)",
+    # repo_key: one FTS token per repository, so the repo filter runs inside the index.
+    """CREATE TABLE IF NOT EXISTS mem_lessons (
+        id INTEGER PRIMARY KEY,
+        repo TEXT NOT NULL,
+        repo_key TEXT NOT NULL,
+        signature TEXT NOT NULL,
+        fix TEXT NOT NULL,
+        pattern TEXT NOT NULL DEFAULT '',
+        seen INTEGER NOT NULL DEFAULT 1,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        UNIQUE (repo, signature, fix))""",
+    """CREATE VIRTUAL TABLE IF NOT EXISTS mem_lessons_fts USING fts5(
+        signature, fix, pattern, repo_key, content='mem_lessons', content_rowid='id',
+        tokenize='unicode61 remove_diacritics 2')""",
+    """CREATE TRIGGER IF NOT EXISTS mem_lessons_ai AFTER INSERT ON mem_lessons BEGIN
+        INSERT INTO mem_lessons_fts (rowid, signature, fix, pattern, repo_key)
+        VALUES (new.id, new.signature, new.fix, new.pattern, new.repo_key);
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS mem_lessons_ad AFTER DELETE ON mem_lessons BEGIN
+        INSERT INTO mem_lessons_fts (mem_lessons_fts, rowid, signature, fix, pattern, repo_key)
+        VALUES ('delete', old.id, old.signature, old.fix, old.pattern, old.repo_key);
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS mem_lessons_au AFTER UPDATE OF signature, fix, pattern, repo_key
+    ON mem_lessons BEGIN
+        INSERT INTO mem_lessons_fts (mem_lessons_fts, rowid, signature, fix, pattern, repo_key)
+        VALUES ('delete', old.id, old.signature, old.fix, old.pattern, old.repo_key);
+        INSERT INTO mem_lessons_fts (rowid, signature, fix, pattern, repo_key)
+        VALUES (new.id, new.signature, new.fix, new.pattern, new.repo_key);
+    END""",
+)
+_MEM_TABLES = ("mem_intentions", "mem_outcomes", "mem_lessons", "mem_lessons_fts")
+
+
+def repo_key(repo: str) -> str:
+    """The FTS token standing for a repository path (stable across processes)."""
+    return "r" + hashlib.sha1(os.path.normpath(repo).encode("utf-8", "replace")).hexdigest()[:16]
+
+
+def fts_query(texts: Sequence[str]) -> str | None:
+    """An FTS5 query matching any token of ``texts``; ``None`` when there is none.
+
+    Every token is quoted, so arbitrary text (quotes, ``*``, ``NEAR``, ``-``,
+    parentheses) can never be a syntax error.
+    """
+    tokens: list[str] = []
+    seen: set[str] = set()
+    for text in texts:
+        for tok in _TOKEN_RE.findall(text.lower()):
+            if tok in seen or tok in _STOPWORDS or not any(c.isalpha() for c in tok):
+                continue
+            seen.add(tok)
+            tokens.append(tok)
+            if len(tokens) == _MAX_QUERY_TOKENS:
+                break
+    if not tokens:
+        return None
+    return "(" + " OR ".join(f'"{tok}"' for tok in tokens) + ")"
+
+
+def _failure_texts(failure: Classification) -> list[str]:
+    return [failure.pattern or "", *failure.evidence]
+
+
+class _MemoryDB:
+    """The memory tables, used only from the memory thread."""
+
+    def __init__(self, path: str, busy_timeout_s: float) -> None:
+        self.path = path
+        self.busy_timeout_s = busy_timeout_s
+        self._conn: sqlite3.Connection | None = None
+        self._schema_ok = False
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def conn(self) -> sqlite3.Connection:
+        """The connection, opened and migrated (or repaired) when needed."""
+        if self._conn is None:
+            conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+            except sqlite3.OperationalError:  # locked by someone else: the Store sets it anyway
+                pass
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn = conn
+        if not self._schema_ok:
+            self._migrate(self._conn)
+            self._schema_ok = True
+        return self._conn
+
+    def failed(self, exc: BaseException) -> None:
+        """After an SQL error: re-check the schema next time (dropped tables are recreated)."""
+        if not (isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)):
+            self._schema_ok = False
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute("CREATE TABLE IF NOT EXISTS mem_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        row = conn.execute("SELECT value FROM mem_meta WHERE key = 'schema_version'").fetchone()
+        version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(
+                f"memory schema version {version} is newer than this daemon's {SCHEMA_VERSION}")
+        present = {r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE name LIKE 'mem\\_%' ESCAPE '\\'")}
+        if version == SCHEMA_VERSION and present.issuperset(_MEM_TABLES):
+            return
+        with _transaction(conn):
+            for stmt in _DDL_V1:
+                conn.execute(stmt)
+            if "mem_lessons_fts" not in present or "mem_lessons" not in present:
+                # One of the two was (re)created: rebuild the index from the lessons.
+                conn.execute("INSERT INTO mem_lessons_fts (mem_lessons_fts) VALUES ('rebuild')")
+            conn.execute("INSERT OR REPLACE INTO mem_meta (key, value) VALUES ('schema_version', ?)",
+                         (str(SCHEMA_VERSION),))
+        LOGGER.info("memory schema at version %d in %s", SCHEMA_VERSION, self.path)
+
+    # ------------------------------------------------------------------ writes
+    def record_intention(self, run_id: str, repo: str, intention: Intention) -> bool:
+        conn = self.conn()
+        conn.execute(
+            "INSERT INTO mem_intentions (run_id, repo, goal, constraints, non_goals, acceptance,"
+            " phases, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (run_id) DO UPDATE SET repo = excluded.repo, goal = excluded.goal,"
+            " constraints = excluded.constraints, non_goals = excluded.non_goals,"
+            " acceptance = excluded.acceptance, phases = excluded.phases",
+            (run_id, os.path.normpath(repo), intention.goal, json.dumps(intention.constraints),
+             json.dumps(intention.non_goals), json.dumps(intention.acceptance),
+             json.dumps(intention.phases), time.time()))
+        return True
+
+    def record_outcome(self, run_id: str, phase_id: str, attempt: int, tried: str,
+                       pattern: str | None, evidence: str, worked: bool, fix: str | None) -> bool:
+        conn = self.conn()
+        now = time.time()
+        with _transaction(conn):
+            conn.execute(
+                "INSERT INTO mem_outcomes (run_id, phase_id, attempt, tried, pattern, evidence,"
+                " worked, fix, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, phase_id, attempt, tried, pattern, evidence, int(worked), fix, now))
+            if worked:
+                self._learn(conn, run_id, phase_id, fix or tried, now)
+        return True
+
+    def _learn(self, conn: sqlite3.Connection, run_id: str, phase_id: str, fix: str,
+               now: float) -> None:
+        row = conn.execute("SELECT repo FROM mem_intentions WHERE run_id = ?", (run_id,)).fetchone()
+        if row is None or not fix.strip():
+            return
+        failures = conn.execute(
+            "SELECT DISTINCT coalesce(pattern, ''), evidence FROM mem_outcomes"
+            " WHERE run_id = ? AND phase_id = ? AND worked = 0 ORDER BY attempt, id",
+            (run_id, phase_id)).fetchall()
+        for pattern, evidence in failures:
+            if evidence.strip() or pattern:
+                self._upsert_lesson(conn, row[0], evidence, fix, pattern, now)
+
+    def record_lesson(self, repo: str, signature: str, fix: str, pattern: str | None) -> bool:
+        conn = self.conn()
+        with _transaction(conn):
+            self._upsert_lesson(conn, os.path.normpath(repo), signature, fix, pattern or "",
+                                time.time())
+        return True
+
+    @staticmethod
+    def _upsert_lesson(conn: sqlite3.Connection, repo: str, signature: str, fix: str,
+                       pattern: str, now: float) -> None:
+        conn.execute(
+            "INSERT INTO mem_lessons (repo, repo_key, signature, fix, pattern, created_at,"
+            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (repo, signature, fix)"
+            " DO UPDATE SET seen = seen + 1, updated_at = excluded.updated_at",
+            (repo, repo_key(repo), signature, fix, pattern, now, now))
+
+    # ------------------------------------------------------------------ reads
+    def intention(self, run_id: str) -> tuple[str, Intention] | None:
+        row = self.conn().execute(
+            "SELECT repo, goal, constraints, non_goals, acceptance, phases FROM mem_intentions"
+            " WHERE run_id = ?", (run_id,)).fetchone()
+        if row is None:
+            return None
+        repo, goal, constraints, non_goals, acceptance, phases = row
+        return repo, Intention(
+            goal=goal, constraints=tuple(json.loads(constraints)),
+            non_goals=tuple(json.loads(non_goals)), acceptance=tuple(json.loads(acceptance)),
+            phases=tuple((str(p), str(g)) for p, g in json.loads(phases)))
+
+    def failed_approaches(self, run_id: str, phase_id: str) -> list[FailedApproach]:
+        rows = self.conn().execute(
+            "SELECT attempt, tried, pattern, evidence FROM mem_outcomes"
+            " WHERE run_id = ? AND phase_id = ? AND worked = 0 ORDER BY attempt, id",
+            (run_id, phase_id)).fetchall()
+        return [FailedApproach(attempt=a, tried=t, pattern=p, evidence=e) for a, t, p, e in rows]
+
+    def search_lessons(self, repo: str | None, query: str, limit: int) -> list[dict[str, Any]]:
+        """Lessons matching the FTS ``query`` (see :func:`fts_query`), best first (BM25)."""
+        if repo is not None:
+            query = f'"{repo_key(repo)}" AND {query}'
+        # Weights: signature, fix, pattern, repo_key (the repo token must not score).
+        rows = self.conn().execute(
+            "SELECT l.id, l.repo, l.signature, l.fix, l.pattern, l.seen, l.created_at,"
+            " l.updated_at FROM (SELECT rowid AS rid, bm25(mem_lessons_fts, 4.0, 1.0, 2.0, 0.0)"
+            " AS score FROM mem_lessons_fts WHERE mem_lessons_fts MATCH ?"
+            " ORDER BY score, rowid LIMIT ?) AS hit JOIN mem_lessons l ON l.id = hit.rid"
+            " ORDER BY hit.score, l.id", (query, limit)).fetchall()
+        return [_lesson_dict(r) for r in rows]
+
+    def recent_lessons(self, repo: str | None, limit: int) -> list[dict[str, Any]]:
+        if repo is None:
+            rows = self.conn().execute(
+                "SELECT id, repo, signature, fix, pattern, seen, created_at, updated_at"
+                " FROM mem_lessons ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        else:
+            rows = self.conn().execute(
+                "SELECT id, repo, signature, fix, pattern, seen, created_at, updated_at"
+                " FROM mem_lessons WHERE repo = ? ORDER BY id DESC LIMIT ?",
+                (os.path.normpath(repo), limit)).fetchall()
+        return [_lesson_dict(r) for r in rows]
+
+    def context(self, run_id: str, phase_id: str | None, role: str,
+                failure: Classification | None, limit_bytes: int, lessons_limit: int) -> str:
+        """The bounded context text (empty for a run memory does not know)."""
+        known = self.intention(run_id)
+        if known is None:
+            return ""
+        repo, intention = known
+        failed = self.failed_approaches(run_id, phase_id) if phase_id else []
+        if failure is not None:
+            query = fts_query(_failure_texts(failure))
+        elif failed:
+            # No failure given: look for lessons about the latest failure of this phase.
+            query = fts_query([failed[-1].pattern or "", failed[-1].evidence])
+        else:
+            query = None
+        found = self.search_lessons(repo, query, lessons_limit) if query else []
+        lessons = [Lesson(signature=d["signature"], fix=d["fix"], pattern=d["pattern"] or None)
+                   for d in found]
+        return build_context(intention, intention.phase_goal(phase_id), failed, lessons,
+                             role=role, limit_bytes=limit_bytes, phase_id=phase_id)
+
+
+def _lesson_dict(row: Sequence[Any]) -> dict[str, Any]:
+    keys = ("id", "repo", "signature", "fix", "pattern", "seen", "created_at", "updated_at")
+    return dict(zip(keys, row, strict=True))
+
+
+class _transaction:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on error) on an autocommit connection."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.conn.execute("COMMIT")
+        elif self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+
+
+# ---------------------------------------------------------------------- the thread
+@dataclass(eq=False)
+class _Job(Generic[T]):
+    fn: Callable[[_MemoryDB], T]
+    token: anyio.lowlevel.EventLoopToken
+    done: anyio.Event = field(default_factory=anyio.Event)
+    result: T | None = None
+    error: Exception | None = None
+
+
+class _Worker:
+    """One daemon thread owning one :class:`_MemoryDB`. Abandoned, never joined, when stuck."""
+
+    def __init__(self, path: str, busy_timeout_s: float, generation: int) -> None:
+        self._jobs: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
+        self._db = _MemoryDB(path, busy_timeout_s)
+        self._thread = threading.Thread(target=self._loop, name=f"autopack-memory-{generation}",
+                                        daemon=True)
+        self._thread.start()
+
+    async def call(self, fn: Callable[[_MemoryDB], T]) -> T:
+        """Run ``fn(db)`` on the thread; re-raise what it raised."""
+        job: _Job[T] = _Job(fn, anyio.lowlevel.current_token())
+        self._jobs.put(job)
+        await job.done.wait()
+        if job.error is not None:
+            raise job.error
+        return job.result  # type: ignore[return-value]
+
+    def stop(self) -> None:
+        """Ask the thread to close its connection and end after the current job."""
+        self._jobs.put(None)
+
+    def _loop(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            try:
+                job.result = job.fn(self._db)
+            except Exception as exc:  # handed to the actor, which degrades
+                self._db.failed(exc)
+                job.error = exc
+            try:
+                anyio.from_thread.run_sync(job.done.set, token=job.token)
+            except Exception:  # the event loop is gone: nobody is waiting any more
+                break
+        try:
+            self._db.close()
+        except sqlite3.Error:
+            LOGGER.debug("memory: closing the connection failed", exc_info=True)
+
+
+# ---------------------------------------------------------------------- the actor
+@dataclass(eq=False)
+class _Request:
+    fn: Callable[[_MemoryDB], Any]
+    expires: float
+    done: anyio.Event = field(default_factory=anyio.Event)
+    result: Any = None
+    error: Exception | None = None
+    abandoned: bool = False
+
+    def fail(self, exc: Exception) -> None:
+        if not self.done.is_set():
+            self.error = exc
+            self.done.set()
+
+
+class MemoryActor:
+    """Owner of the memory tables. Run :meth:`serve` under a supervisor; hand out :meth:`client`.
+
+    ``db_path`` is the daemon's SQLite file. ``enabled=False`` (the
+    ``enable_intention_context`` flag) makes ``context_for`` answer empty text,
+    not degraded. ``busy_timeout_s`` (default: ``deadline_s``) bounds how long
+    one SQL statement waits for a lock; ``stuck_after_s`` is when a thread that
+    has not answered is declared stuck (``serve`` raises :class:`MemoryStuck`).
+    """
+
+    def __init__(self, db_path: str, *, enabled: bool = True, deadline_s: float = 0.25,
+                 builder_bytes: int = 2048, doctor_bytes: int = 512,
+                 busy_timeout_s: float | None = None, stuck_after_s: float = 10.0,
+                 queue_size: int = 64) -> None:
+        self.db_path = db_path
+        self.enabled = enabled
+        self.deadline_s = deadline_s
+        self.builder_bytes = builder_bytes
+        self.doctor_bytes = doctor_bytes
+        self.busy_timeout_s = deadline_s if busy_timeout_s is None else busy_timeout_s
+        self.stuck_after_s = stuck_after_s
+        self._queue_size = queue_size
+        self._send: MemoryObjectSendStream[_Request] | None = None
+        self._serving = False
+        self._starts = 0
+        self._requests = 0
+        self._timeouts = 0
+        self._errors = 0
+        self._healthy = True
+        self._last_error: str | None = None
+
+    def client(self) -> MemoryClient:
+        """A handle for callers; valid across restarts of :meth:`serve`."""
+        return MemoryClient(self)
+
+    def statistics(self) -> MemoryStats:
+        """A frozen snapshot (see :class:`MemoryStats`)."""
+        if not self.enabled:
+            state = "disabled"
+        elif not self._serving:
+            state = "down"
+        else:
+            state = "ok" if self._healthy else "degraded"
+        depth = self._send.statistics().current_buffer_used if self._send is not None else 0
+        return MemoryStats(state=state, requests=self._requests, timeouts=self._timeouts,
+                           errors=self._errors, restarts=max(self._starts - 1, 0),
+                           last_error=self._last_error, queue_depth=depth)
+
+    async def serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+                    ) -> None:
+        """Serve requests until cancelled. Raises :class:`MemoryStuck` when the SQL thread hangs.
+
+        Opens a fresh channel and thread each time it is called, so the
+        supervisor can restart it. Calls ``task_status.started()`` once
+        requests are accepted (the database is opened lazily by the first).
+        """
+        if self._serving:
+            raise RuntimeError("MemoryActor.serve is already running")
+        self._starts += 1
+        send, recv = anyio.create_memory_object_stream[_Request](self._queue_size)
+        worker = _Worker(self.db_path, self.busy_timeout_s, self._starts)
+        current: _Request | None = None
+        self._send, self._serving, self._healthy = send, True, True
+        try:
+            task_status.started()
+            async for req in recv:
+                if req.abandoned or anyio.current_time() >= req.expires:
+                    req.fail(_Unavailable("request expired before memory got to it"))
+                    continue
+                current = req
+                await self._run(worker, req)
+                current = None
+        finally:
+            self._send, self._serving = None, False
+            gone = _Unavailable("memory actor stopped")
+            if current is not None:
+                current.fail(gone)
+            while True:
+                try:
+                    recv.receive_nowait().fail(gone)
+                except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                    break
+            send.close()
+            recv.close()
+            worker.stop()
+
+    async def _run(self, worker: _Worker, req: _Request) -> None:
+        with anyio.move_on_after(self.stuck_after_s) as scope:
+            try:
+                req.result = await worker.call(req.fn)
+            except Exception as exc:
+                if not isinstance(exc, sqlite3.Error):
+                    LOGGER.warning("memory: request failed", exc_info=True)
+                req.fail(exc)
+            else:
+                req.done.set()
+        if scope.cancelled_caught:
+            raise MemoryStuck(f"memory SQL thread did not answer within {self.stuck_after_s:g}s")
+
+    # ------------------------------------------------------------------ used by MemoryClient
+    async def _call(self, fn: Callable[[_MemoryDB], T], what: str) -> tuple[bool, T | None]:
+        """``(True, result)``, or ``(False, None)`` when memory could not answer in time."""
+        self._requests += 1
+        send = self._send
+        if send is None:
+            self._note_failure(f"{what}: memory actor is down")
+            return False, None
+        req = _Request(fn, expires=anyio.current_time() + self.deadline_s)
+        with anyio.move_on_after(self.deadline_s) as scope:
+            try:
+                await send.send(req)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                self._note_failure(f"{what}: memory actor is down")
+                return False, None
+            await req.done.wait()
+        if scope.cancelled_caught and not req.done.is_set():
+            req.abandoned = True
+            self._timeouts += 1
+            self._note_failure(f"{what}: no answer within {self.deadline_s:g}s", count=False)
+            return False, None
+        if req.error is not None:
+            self._note_failure(f"{what}: {type(req.error).__name__}: {req.error}")
+            return False, None
+        self._healthy = True
+        return True, req.result
+
+    def _note_failure(self, message: str, *, count: bool = True) -> None:
+        if count:
+            self._errors += 1
+        self._healthy = False
+        self._last_error = message
+        LOGGER.warning("memory degraded: %s", message)
+
+
+class MemoryClient:
+    """What runs and the control server use to talk to memory. Never raises for memory problems."""
+
+    def __init__(self, actor: MemoryActor) -> None:
+        self._actor = actor
+
+    @property
+    def enabled(self) -> bool:
+        return self._actor.enabled
+
+    async def context_for(self, run_id: str, phase_id: str | None, role: str,
+                          failure: Classification | None = None) -> ContextResult:
+        """The bounded context for a prompt of ``role`` (``"builder"`` or ``"doctor"``).
+
+        Builder prompts should pass no ``failure`` (lessons are then looked up
+        for the phase's latest recorded failure, which is what ``autopackctl
+        context`` shows); Doctor prompts pass the classification at hand.
+        Empty and ``degraded=True`` when memory cannot answer within the
+        deadline; empty and not degraded when the feature is off or the run is
+        unknown to memory.
+        """
+        actor = self._actor
+        if not actor.enabled:
+            return ContextResult("", 0, degraded=False)
+        limit = actor.doctor_bytes if role == "doctor" else actor.builder_bytes
+        lessons_limit = 3 if role == "doctor" else 5
+
+        def fn(db: _MemoryDB) -> str:
+            return db.context(run_id, phase_id, role, failure, limit, lessons_limit)
+
+        ok, text = await actor._call(fn, "context_for")
+        if not ok or text is None:
+            return ContextResult("", 0, degraded=True)
+        return ContextResult(text, utf8_len(text), degraded=False)
+
+    async def record_intention(self, run_id: str, repo: str, spec: RunSpec) -> bool:
+        """Store the run's intention (idempotent: call again on resume). False if not stored."""
+        intention = Intention(
+            goal=spec.goal, constraints=tuple(spec.constraints), non_goals=tuple(spec.non_goals),
+            acceptance=tuple(spec.acceptance), phases=tuple((p.id, p.goal) for p in spec.phases))
+        ok, _ = await self._actor._call(
+            lambda db: db.record_intention(run_id, repo, intention), "record_intention")
+        return ok
+
+    async def record_outcome(self, run_id: str, phase_id: str, attempt: int, *, tried: str,
+                             pattern: str | None, evidence: str, worked: bool,
+                             fix: str | None = None) -> bool:
+        """Record one attempt's outcome. A ``worked`` outcome after failed ones teaches lessons
+        (``fix``, else ``tried``, is the fix text). False if possibly not stored."""
+        ok, _ = await self._actor._call(
+            lambda db: db.record_outcome(run_id, phase_id, attempt, tried, pattern, evidence,
+                                         worked, fix), "record_outcome")
+        return ok
+
+    async def record_lesson(self, repo: str, signature: str, fix: str,
+                            pattern: str | None = None) -> bool:
+        """Store (or count again) a lesson for ``repo``. False if possibly not stored."""
+        ok, _ = await self._actor._call(
+            lambda db: db.record_lesson(repo, signature, fix, pattern), "record_lesson")
+        return ok
+
+    async def lessons(self, repo: str | None, search: str | None,
+                      limit: int = 50) -> list[dict[str, Any]] | None:
+        """Lessons (newest first, or best BM25 match first with ``search``); None when degraded.
+
+        Each is a dict with ``id, repo, signature, fix, pattern, seen, created_at, updated_at``.
+        """
+        limit = max(1, min(limit, 1000))
+
+        def fn(db: _MemoryDB) -> list[dict[str, Any]]:
+            if search and search.strip():
+                query = fts_query([search])
+                return db.search_lessons(repo, query, limit) if query else []
+            return db.recent_lessons(repo, limit)
+
+        ok, found = await self._actor._call(fn, "lessons")
+        return found if ok else None
+
+
+# ---------------------------------------------------------------------- control-server helpers
+async def handle_get_context(memory: MemoryClient, req: GetContext, *,
+                             current_phase: str | None = None) -> ContextReply | Error:
+    """Answer ``autopackctl context``. ``current_phase`` (from the Store) is used when the
+    request names no phase. Degraded memory is a normal reply with ``degraded=True``."""
+    if req.role not in ("builder", "doctor"):
+        return Error(code=ErrorCode.NOT_SUPPORTED,
+                     message=f"unknown role {req.role!r} (builder or doctor)")
+    result = await memory.context_for(req.run_id, req.phase or current_phase, req.role)
+    return ContextReply(text=result.text, bytes=result.bytes, degraded=result.degraded)
+
+
+async def handle_get_lessons(memory: MemoryClient, req: GetLessons) -> Lessons | Error:
+    """Answer ``autopackctl lessons``; an ``unavailable`` error when memory is degraded."""
+    found = await memory.lessons(req.repo, req.search, req.limit)
+    if found is None:
+        return Error(code=ErrorCode.UNAVAILABLE, message="memory is degraded; try again later")
+    return Lessons(lessons=found)
