@@ -103,7 +103,7 @@ def _words(text: str) -> list[str]:
 
 
 _STOP = frozenset("""a an the to of for and or in on with into from by at as is are be been that
-this it its all any each so then than via per not no new use using make sure should must will can
+this it its all any each so then than via per not no new use using sure should must will can
 der die das den dem des und oder mit fur zu im ein eine einen auf von le la les des du de et ou
 pour avec un une dans sur el los las y para con en por que""".split())
 _EDIT_VERBS = frozenset("""add implement create write fix change update remove delete refactor
@@ -124,9 +124,14 @@ _TEST_WORDS = frozenset("test tests testing unittest unittests testsuite pytest 
 
 def _slug(title: str, n: int) -> str:
     """Id for a phase: ASCII words of the title's first clause, without stop words."""
-    head = re.split(r"\s*(?:[:;(]|\s[-–—]\s|\.\s)", title, maxsplit=1)[0]
-    # Prefer the words outside `code`; a title that is only code keeps the code's words.
-    words = _words(_TICK_RE.sub(" ", head)) or _words(title.replace("`", " "))
+    head = re.split(r"\s*(?:[:;,(]|\s[-–—]\s|\.\s)", title, maxsplit=1)[0]
+    # Prefer the words outside `code` and paths; a title that is little more than
+    # code ("Run `make test`") keeps the code's words.
+    plain = " ".join(t for t in _TICK_RE.sub(" ", head).split()
+                     if "/" not in t and not re.search(r"\.[a-z]{1,5}$", t))
+    words = _words(plain)
+    if len(words) < 2:
+        words = _words(head.replace("`", " ")) or _words(title.replace("`", " "))
     kept = [w for w in words if w not in _STOP] or words
     slug = ""
     for w in kept[:5]:
@@ -502,10 +507,11 @@ def _paths_in_text(text: str, index: _RepoIndex | None, commands: list[str]) -> 
     for c in commands:
         text = text.replace(c, " ")
     found: list[str] = []
-    spans = [m.group(1).strip() for m in _TICK_RE.finditer(text)]
-    cands = [(s, True) for s in spans if " " not in s]
-    cands += [(m.group(1), False) for m in _PATH_TOKEN_RE.finditer(_TICK_RE.sub(" ", text))]
-    for tok, ticked in cands:
+    cands = [(m.start(), m.group(1).strip(), True) for m in _TICK_RE.finditer(text)
+             if " " not in m.group(1).strip()]
+    blanked = _TICK_RE.sub(lambda m: " " * len(m.group(0)), text)  # keeps offsets
+    cands += [(m.start(), m.group(1), False) for m in _PATH_TOKEN_RE.finditer(blanked)]
+    for _, tok, ticked in sorted(cands):
         tok = tok.rstrip(".,;:)").removeprefix("./")
         if not tok or tok.startswith(("/", "~", "-")) or "//" in tok or re.fullmatch(
                 r"[\d.]+|v?\d+(\.\d+)+\w*", tok):
@@ -627,10 +633,17 @@ def _phase_text(d: _Draft) -> tuple[str, list[str]]:
     return "\n".join(lines).strip(), list(dict.fromkeys(cmds))
 
 
+def _prose(goal: str, cmds: list[str]) -> str:
+    """The goal without its commands and code spans: what the person asked in words."""
+    for c in cmds:
+        goal = goal.replace(c, " ")
+    return _TICK_RE.sub(" ", re.sub(r"```.*?```", " ", goal, flags=re.DOTALL))
+
+
 def _scope_of(goal: str, cmds: list[str], ctx: _Ctx) -> tuple[list[str], float, str]:
     idx = ctx.index
     paths = _paths_in_text(goal, idx, cmds)
-    wants_tests = any(w in _TEST_WORDS for w in _words(goal))
+    wants_tests = any(w in _TEST_WORDS for w in _words(_prose(goal, cmds)))
     scope: list[str] = []
     for p in paths:
         if p.endswith("/") or (idx is not None and p in idx.dirs):
@@ -670,16 +683,21 @@ def _checks_of(goal: str, cmds: list[str], ctx: _Ctx) -> tuple[list[str], float,
 
 
 def _kind_of(title: str, goal: str, cmds: list[str]) -> str:
-    words = _words(_TICK_RE.sub(" ", title))
-    title_only_cmd = bool(cmds) and title.strip().strip("`").strip() in cmds
-    # "Run the tests", and German infinitives at the end: "Tests ausführen"
-    runs = bool(words) and (words[0] in _RUN_VERBS or words[-1] in _RUN_VERBS)
-    edits = any(w in _EDIT_VERBS for w in _words(_TICK_RE.sub(" ", goal)))
-    if title_only_cmd and not edits:
-        return "command"
+    """``command`` when the phase only asks to run something, else ``build``."""
+    prose = _prose(goal, cmds)
+    if any(w in _EDIT_VERBS for w in _words(prose)):
+        return "build"
+    if cmds and (title.strip().strip("`").strip() in cmds or not _has_action(prose)):
+        return "command"  # nothing but commands to run
+    runs = False
+    for line in [title, *prose.split("\n")[1:]]:
+        words = _words(line)
+        # "Run the tests", and German infinitives at the end: "Tests ausführen"
+        if words and (words[0] in _RUN_VERBS or words[-1] in _RUN_VERBS):
+            runs = True
     wants_tests = any(w in _TEST_WORDS | {"suite", "build", "benchmarks", "lint"}
                       for w in _words(goal))
-    return "command" if runs and not edits and (cmds or wants_tests) else "build"
+    return "command" if runs and (cmds or wants_tests) else "build"
 
 
 def _build_phase(n: int, d: _Draft, ctx: _Ctx, seen: set[str]) -> tuple[dict[str, Any],
@@ -702,7 +720,7 @@ def _build_phase(n: int, d: _Draft, ctx: _Ctx, seen: set[str]) -> tuple[dict[str
         s_score, s_why = 1.0, "command phase: runs checks only, changes nothing"
     else:
         scope, s_score, s_why = _scope_of(goal, cmds, ctx)
-    tests = [c for tc in ctx.index.toolchains for c in tc.test] if ctx.index else []
+    tests = ctx.index.checks()[0] if ctx.index else []
     if kind == "command" and not cmds and tests:  # "run the tests" → the toolchain's tests
         checks, c_score, c_why = tests, 0.7, (
             "checks: the toolchain's test command, as the phase asks to run the tests")
@@ -788,8 +806,12 @@ def normalize_plan(text: str, repo: Path | None = None, *,
             goal = f"{title}: {goal}"
     elif title:
         goal, g_conf = title, 0.8
+        intro = next((b.text for b in sections[0].blocks if b.kind == "para"), "")
+        if intro and not any(d.title in intro for d in drafts):
+            goal = f"{title}: {intro[:500]}"  # the paragraph under the title says why
     else:
-        goal, g_conf = "; ".join(p["goal"].split("\n")[0] for p in phases)[:500], 0.3
+        goal, g_conf = "; ".join(p["goal"].split("\n")[0].rstrip(".")
+                                 for p in phases)[:500], 0.3
         ctx.warnings.insert(0, "no goal stated: the run goal is derived from the phases")
     raw: dict[str, Any] = {
         "goal": goal, "phases": phases,
