@@ -402,7 +402,9 @@ class Daemon:
         required_down = [k for k, v in parts.items() if v == "down"]
         counts = await self.records.counts() if self.store.alive else {}
         return Health(alive=True, ready=not required_down and not self.stopping, parts=parts,
-                      degraded=degraded, runs=counts, version=VERSION)
+                      degraded=degraded, runs=counts, version=VERSION,
+                      endpoints={"health": f"http://{self._health_addr()}",
+                                 "socket": self.socket_path})
 
     def extra_health_parts(self) -> dict[str, str]:
         return {}

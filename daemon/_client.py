@@ -63,7 +63,11 @@ class Client:
             self.sock.close()
             raise DaemonUnavailable(f"cannot connect to {path}: {exc.strerror or exc}") from None
         self._buf = FrameBuffer(max_frame)
-        self.welcome: Welcome = self._hello()
+        try:
+            self.welcome: Welcome = self._hello()
+        except BaseException:
+            self.sock.close()
+            raise
 
     def _hello(self) -> Welcome:
         reply = self.request(Hello())

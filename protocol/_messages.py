@@ -168,6 +168,7 @@ class Health(Reply, tag="health"):
     degraded: list[str] = []
     runs: dict[str, int] = {}
     version: str = ""
+    endpoints: dict[str, str] = {}  # "health": "http://127.0.0.1:7878", "socket": path
 
 
 class Normalized(Reply, tag="normalized"):
