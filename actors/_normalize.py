@@ -93,13 +93,19 @@ _TRANSLIT = str.maketrans({"ß": "ss", "æ": "ae", "Æ": "AE", "ø": "o", "Ø": 
 
 def _fold(text: str) -> str:
     """ASCII-fold: strip accents, transliterate a few letters, drop the rest."""
+    if text.isascii():
+        return text  # the common case, and the hot one (every repo file name)
     text = unicodedata.normalize("NFKD", text.translate(_TRANSLIT))
     return "".join(c for c in text if not unicodedata.combining(c)).encode(
         "ascii", "ignore").decode()
 
 
+_WORD_RE = re.compile(r"[a-z0-9]+")
+_CAMEL_RE = re.compile(r"([a-z0-9])([A-Z])")
+
+
 def _words(text: str) -> list[str]:
-    return re.findall(r"[a-z0-9]+", _fold(text).lower())
+    return _WORD_RE.findall(_fold(text).lower())
 
 
 _STOP = frozenset("""a an the to of for and or in on with into from by at as is are be been that
@@ -190,7 +196,8 @@ def _lex(text: str) -> list[_Block]:
     i = 0
     while i < len(lines):
         raw = lines[i].expandtabs(4)
-        line = re.sub(r"^\s{0,3}>\s?", "", raw)  # blockquotes read as plain text
+        # blockquotes read as plain text
+        line = re.sub(r"^\s{0,3}>\s?", "", raw) if ">" in raw[:4] else raw
         stripped = line.strip()
         i += 1
         if m := _FENCE_RE.match(line):
@@ -248,12 +255,16 @@ def _lex(text: str) -> list[_Block]:
 
 
 def _clean(text: str) -> str:
-    text = re.sub(r"!\[[^\]]*\]\([^)]*\)", "", text)
-    text = re.sub(r"\[([^\]]+)\]\([^)]*\)", r"\1", text)
-    text = re.sub(r"</?[A-Za-z][^>]*>", "", text)
-    text = re.sub(r"(\*\*|__|~~)(.+?)\1", r"\2", text)
-    text = re.sub(r"(?<![\w*])\*(?!\s)([^*]+?)(?<!\s)\*(?![\w*])", r"\1", text)
-    return re.sub(r"\s+", " ", text).strip()
+    """Inline Markdown to text: links, images, HTML tags and emphasis markers go."""
+    if "](" in text:
+        text = re.sub(r"!\[[^\]]*\]\([^)]*\)", "", text)
+        text = re.sub(r"\[([^\]]+)\]\([^)]*\)", r"\1", text)
+    if "<" in text:
+        text = re.sub(r"</?[A-Za-z][^>]*>", "", text)
+    if "*" in text or "__" in text or "~~" in text:
+        text = re.sub(r"(\*\*|__|~~)(.+?)\1", r"\2", text)
+        text = re.sub(r"(?<![\w*])\*(?!\s)([^*]+?)(?<!\s)\*(?![\w*])", r"\1", text)
+    return " ".join(text.split())
 
 
 # --------------------------------------------------------------- sections
@@ -551,7 +562,8 @@ class _RepoIndex:
         while stack and len(self.files) < MAX_REPO_FILES:
             rel = stack.pop()
             try:
-                entries = sorted(os.scandir(repo / rel if rel else repo), key=lambda e: e.name)
+                # Unsorted: every answer drawn from the index is sorted where it is made.
+                entries = list(os.scandir(repo / rel if rel else repo))
             except OSError:
                 continue
             for e in entries:
@@ -570,7 +582,7 @@ class _RepoIndex:
         self._checks: tuple[list[str], list[str]] | None = None
 
     def _add_words(self, name: str, target: str) -> None:
-        spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", name)
+        spaced = _CAMEL_RE.sub(r"\1 \2", name) if not name.islower() else name
         for w in set(_words(spaced)):
             if len(w) >= 3:
                 self.by_word.setdefault(w, []).append(target)
