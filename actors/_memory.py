@@ -49,8 +49,7 @@ import anyio
 import anyio.abc
 import anyio.from_thread
 import anyio.lowlevel
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-
+from anyio.streams.memory import MemoryObjectSendStream
 from autopack.protocol import (
     Classification,
     ContextReply,
@@ -69,8 +68,8 @@ LOGGER = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 T = TypeVar("T")
 
-_TOKEN_RE = re.compile(r"\w+")
-_MAX_QUERY_TOKENS = 24
+_TOKEN_RE = re.compile(r"[^\W_]+")
+_MAX_QUERY_TOKENS = 16
 _STOPWORDS = frozenset(
     "a an and are as at be by for from has in is it no not of on or the to was with".split()
 )
@@ -157,6 +156,7 @@ _DDL_V1 = (
     """CREATE VIRTUAL TABLE IF NOT EXISTS mem_lessons_fts USING fts5(
         signature, fix, pattern, repo_key, content='mem_lessons', content_rowid='id',
         tokenize='unicode61 remove_diacritics 2')""",
+    "CREATE VIRTUAL TABLE IF NOT EXISTS mem_lessons_vocab USING fts5vocab(mem_lessons_fts, 'row')",
     """CREATE TRIGGER IF NOT EXISTS mem_lessons_ai AFTER INSERT ON mem_lessons BEGIN
         INSERT INTO mem_lessons_fts (rowid, signature, fix, pattern, repo_key)
         VALUES (new.id, new.signature, new.fix, new.pattern, new.repo_key);
@@ -173,12 +173,33 @@ _DDL_V1 = (
         VALUES (new.id, new.signature, new.fix, new.pattern, new.repo_key);
     END""",
 )
-_MEM_TABLES = ("mem_intentions", "mem_outcomes", "mem_lessons", "mem_lessons_fts")
+_MEM_TABLES = ("mem_intentions", "mem_outcomes", "mem_lessons", "mem_lessons_fts",
+               "mem_lessons_vocab")
 
 
 def repo_key(repo: str) -> str:
     """The FTS token standing for a repository path (stable across processes)."""
     return "r" + hashlib.sha1(os.path.normpath(repo).encode("utf-8", "replace")).hexdigest()[:16]
+
+
+def query_tokens(texts: Sequence[str]) -> list[str]:
+    """Search tokens of ``texts``: lower case, split like FTS5's unicode61 tokenizer
+    (letters and digits; ``_`` and punctuation separate), no stop words, no bare
+    numbers, first occurrence order, at most 16."""
+    tokens: list[str] = []
+    for text in texts:
+        for tok in _TOKEN_RE.findall(text.lower()):
+            if tok in _STOPWORDS or tok in tokens or not any(c.isalpha() for c in tok):
+                continue
+            tokens.append(tok)
+            if len(tokens) == _MAX_QUERY_TOKENS:
+                return tokens
+    return tokens
+
+
+def _any_of(tokens: Sequence[str]) -> str:
+    # Tokens hold only letters and digits, so quoting makes any text a valid phrase.
+    return "(" + " OR ".join(f'"{tok}"' for tok in tokens) + ")"
 
 
 def fts_query(texts: Sequence[str]) -> str | None:
@@ -187,19 +208,33 @@ def fts_query(texts: Sequence[str]) -> str | None:
     Every token is quoted, so arbitrary text (quotes, ``*``, ``NEAR``, ``-``,
     parentheses) can never be a syntax error.
     """
-    tokens: list[str] = []
-    seen: set[str] = set()
-    for text in texts:
-        for tok in _TOKEN_RE.findall(text.lower()):
-            if tok in seen or tok in _STOPWORDS or not any(c.isalpha() for c in tok):
-                continue
-            seen.add(tok)
-            tokens.append(tok)
-            if len(tokens) == _MAX_QUERY_TOKENS:
-                break
-    if not tokens:
+    tokens = query_tokens(texts)
+    return _any_of(tokens) if tokens else None
+
+
+def ranked_query(tokens_df: Sequence[tuple[str, int]], *, budget: int = 300) -> str | None:
+    """The FTS5 query for a lesson search, given each token's document frequency.
+
+    BM25 costs time per *matching row*, so matching every row that shares a
+    common word ("module", "error") is slow with many lessons and adds little.
+    The rarest tokens (together matching at most about ``budget`` rows, at
+    least one token) are *anchors* that a row must match; all tokens still
+    score, so common words order the candidates. Tokens no lesson has are
+    dropped; ``None`` when no token is left.
+    """
+    present = [(tok, df) for tok, df in tokens_df if df > 0]
+    if not present:
         return None
-    return "(" + " OR ".join(f'"{tok}"' for tok in tokens) + ")"
+    anchors: list[str] = []
+    total = 0
+    for tok, df in sorted(present, key=lambda item: item[1]):  # stable: ties keep text order
+        if anchors and total + df > budget:
+            break
+        anchors.append(tok)
+        total += df
+    if len(anchors) == len(present):
+        return _any_of(anchors)
+    return f"{_any_of(anchors)} AND {_any_of([tok for tok, _ in present])}"
 
 
 def _failure_texts(failure: Classification) -> list[str]:
@@ -337,8 +372,24 @@ class _MemoryDB:
             (run_id, phase_id)).fetchall()
         return [FailedApproach(attempt=a, tried=t, pattern=p, evidence=e) for a, t, p, e in rows]
 
-    def search_lessons(self, repo: str | None, query: str, limit: int) -> list[dict[str, Any]]:
-        """Lessons matching the FTS ``query`` (see :func:`fts_query`), best first (BM25)."""
+    def lesson_query(self, texts: Sequence[str]) -> str | None:
+        """The FTS5 query for ``texts`` (see :func:`ranked_query`); ``None``: nothing can match."""
+        tokens = query_tokens(texts)
+        if not tokens:
+            return None
+        conn = self.conn()
+        dfs = []
+        for tok in tokens:
+            row = conn.execute("SELECT doc FROM mem_lessons_vocab WHERE term = ?", (tok,)).fetchone()
+            dfs.append((tok, int(row[0]) if row else 0))
+        return ranked_query(dfs)
+
+    def search_lessons(self, repo: str | None, texts: Sequence[str],
+                       limit: int) -> list[dict[str, Any]]:
+        """Lessons (of ``repo``, or all) best matching ``texts``, best first (BM25)."""
+        query = self.lesson_query(texts)
+        if query is None:
+            return []
         if repo is not None:
             query = f'"{repo_key(repo)}" AND {query}'
         # Weights: signature, fix, pattern, repo_key (the repo token must not score).
@@ -370,14 +421,13 @@ class _MemoryDB:
             return ""
         repo, intention = known
         failed = self.failed_approaches(run_id, phase_id) if phase_id else []
+        texts: list[str] = []
         if failure is not None:
-            query = fts_query(_failure_texts(failure))
+            texts = _failure_texts(failure)
         elif failed:
             # No failure given: look for lessons about the latest failure of this phase.
-            query = fts_query([failed[-1].pattern or "", failed[-1].evidence])
-        else:
-            query = None
-        found = self.search_lessons(repo, query, lessons_limit) if query else []
+            texts = [failed[-1].pattern or "", failed[-1].evidence]
+        found = self.search_lessons(repo, texts, lessons_limit) if texts else []
         lessons = [Lesson(signature=d["signature"], fix=d["fix"], pattern=d["pattern"] or None)
                    for d in found]
         return build_context(intention, intention.phase_goal(phase_id), failed, lessons,
@@ -594,15 +644,22 @@ class MemoryActor:
         if req.error is not None:
             self._note_failure(f"{what}: {type(req.error).__name__}: {req.error}")
             return False, None
-        self._healthy = True
+        self._note_success()
         return True, req.result
 
     def _note_failure(self, message: str, *, count: bool = True) -> None:
         if count:
             self._errors += 1
+        # Warn on the transition only: a memory that is down must not flood the log.
+        log = LOGGER.warning if self._healthy else LOGGER.debug
+        log("memory degraded: %s", message)
         self._healthy = False
         self._last_error = message
-        LOGGER.warning("memory degraded: %s", message)
+
+    def _note_success(self) -> None:
+        if not self._healthy:
+            LOGGER.info("memory answers again")
+        self._healthy = True
 
 
 class MemoryClient:
@@ -676,8 +733,7 @@ class MemoryClient:
 
         def fn(db: _MemoryDB) -> list[dict[str, Any]]:
             if search and search.strip():
-                query = fts_query([search])
-                return db.search_lessons(repo, query, limit) if query else []
+                return db.search_lessons(repo, [search], limit)
             return db.recent_lessons(repo, limit)
 
         ok, found = await self._actor._call(fn, "lessons")

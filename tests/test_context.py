@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from autopack.actors._context import (
     TRUNCATED_MARKER,
     FailedApproach,
@@ -16,6 +13,8 @@ from autopack.actors._context import (
     context_lines,
     cut_utf8,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 INTENTION = Intention(
     goal="Add a /health endpoint to the API",

@@ -7,7 +7,6 @@ actor is cancelled from the outside, the way things go wrong in production.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
 import sys
@@ -18,9 +17,6 @@ from pathlib import Path
 import anyio
 import msgspec
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from autopack.actors._context import TRUNCATED_MARKER
 from autopack.actors._memory import (
     SCHEMA_VERSION,
@@ -31,6 +27,7 @@ from autopack.actors._memory import (
     fts_query,
     handle_get_context,
     handle_get_lessons,
+    ranked_query,
 )
 from autopack.protocol import (
     Classification,
@@ -47,6 +44,8 @@ from autopack.protocol import (
     decode_request,
     encode_frame,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 REPO = "/srv/repos/app"
 SPEC = RunSpec(
@@ -129,12 +128,27 @@ async def test_schema_is_own_tables_and_version(db_path: str) -> None:
         pytest.param(['a "b" NEAR(c) -d * OR AND'], '("b" OR "near" OR "c" OR "d")',
                      id="fts-syntax"),
         pytest.param(["42 1.5 !!"], None, id="no-words"),
-        pytest.param(["python_missing_dep", "Yaml yaml"], '("python_missing_dep" OR "yaml")',
-                     id="dedupe-lower"),
+        pytest.param(["python_missing_dep", "Yaml yaml"],
+                     '("python" OR "missing" OR "dep" OR "yaml")', id="dedupe-lower-underscore"),
     ],
 )
 def test_fts_query(texts: list[str], expected: str | None) -> None:
     assert fts_query(texts) == expected
+
+
+@pytest.mark.parametrize(
+    ("dfs", "expected"),
+    [
+        pytest.param([("module", 0)], None, id="nothing-matches"),
+        pytest.param([("module", 90), ("yaml", 20)], '("yaml" OR "module")', id="all-rare"),
+        pytest.param([("module", 1752), ("named", 1752), ("yaml", 180), ("nope", 0)],
+                     '("yaml") AND ("module" OR "named" OR "yaml")', id="common-words-only-score"),
+        pytest.param([("error", 5000), ("failed", 4000)], '("failed") AND ("error" OR "failed")',
+                     id="at-least-one-anchor"),
+    ],
+)
+def test_ranked_query(dfs: list[tuple[str, int]], expected: str | None) -> None:
+    assert ranked_query(dfs) == expected
 
 
 @settings(max_examples=200, deadline=None)
@@ -235,7 +249,8 @@ async def test_not_running_is_degraded_at_once(db_path: str) -> None:
     assert await client.lessons(None, None) is None
     stats = actor.statistics()
     assert (stats.state, stats.errors) == ("down", 3)
-    assert stats.last_error is not None and "down" in stats.last_error
+    assert stats.last_error is not None
+    assert "down" in stats.last_error
 
 
 async def test_cancelled_then_restarted(db_path: str) -> None:
@@ -246,7 +261,8 @@ async def test_cancelled_then_restarted(db_path: str) -> None:
     assert (await client.context_for("run1", "config", "builder")).degraded
     async with serving(actor) as client2:
         result = await client.context_for("run1", "config", "builder")  # the old client works too
-        assert not result.degraded and result.text.startswith("Goal: Add a /health")
+        assert not result.degraded
+        assert result.text.startswith("Goal: Add a /health")
         assert not (await client2.context_for("run1", "config", "builder")).degraded
         stats = actor.statistics()
         assert (stats.state, stats.restarts) == ("ok", 1)
@@ -278,8 +294,10 @@ async def test_short_busy_timeout_is_an_error_not_a_hang(db_path: str) -> None:
             # Reads do not wait for the writer (WAL).
             assert not (await client.context_for("run1", "config", "builder")).degraded
         stats = actor.statistics()
-        assert stats.errors == 1 and stats.timeouts == 0
-        assert stats.last_error is not None and "locked" in stats.last_error
+        assert stats.errors == 1
+        assert stats.timeouts == 0
+        assert stats.last_error is not None
+        assert "locked" in stats.last_error
         assert not (await client.context_for("run1", "config", "builder")).degraded
 
 
@@ -310,16 +328,20 @@ async def test_dropped_tables_degrade_then_repair(db_path: str) -> None:
         other.execute("DROP TABLE mem_outcomes")
         assert (await client.context_for("run1", "config", "builder")).degraded
         stats = actor.statistics()
-        assert stats.state == "degraded" and stats.errors == 1
-        assert stats.last_error is not None and "no such table" in stats.last_error
+        assert stats.state == "degraded"
+        assert stats.errors == 1
+        assert stats.last_error is not None
+        assert "no such table" in stats.last_error
         # The next request recreates what was dropped (the intention itself is gone).
         assert await client.context_for("run1", "config", "builder") == ContextResult("", 0, False)
         assert await client.record_intention("run1", REPO, SPEC)
         assert actor.statistics().state == "ok"
         # A table replaced by something unusable stays degraded (and never raises).
+        assert await client.record_lesson(REPO, "No module named 'yaml'", "pip install PyYAML")
         other.execute("DROP TABLE mem_lessons")
         other.execute("CREATE TABLE mem_lessons (x)")
         assert await client.lessons(REPO, "yaml") is None
+        assert await client.lessons(REPO, None) is None
         assert (await client.context_for("run1", "config", "doctor", YAML_FAILURE)).degraded
         assert actor.statistics().state == "degraded"
         other.close()
@@ -334,10 +356,12 @@ async def test_handlers(db_path: str) -> None:
         assert "Current phase (config): Load settings from config.yaml" in reply.text
         assert reply.bytes == len(reply.text.encode())
         bad = await handle_get_context(client, GetContext(run_id="run1", role="poet"))
-        assert isinstance(bad, Error) and bad.code == "not_supported"
+        assert isinstance(bad, Error)
+        assert bad.code == "not_supported"
         assert await handle_get_lessons(client, GetLessons()) == Lessons(lessons=[])
     down = await handle_get_lessons(client, GetLessons())
-    assert isinstance(down, Error) and down.code == "unavailable"
+    assert isinstance(down, Error)
+    assert down.code == "unavailable"
     assert (await handle_get_context(client, GetContext(run_id="run1"))) == ContextReply(
         text="", bytes=0, degraded=True)
 
@@ -394,7 +418,8 @@ async def test_cli_through_a_socket(db_path: str, tmp_path: Path) -> None:
         data = json.loads(out.stdout)
         assert set(data) == {"text", "bytes", "degraded"}
         assert data["text"].startswith("Goal: Add a /health endpoint")
-        assert data["bytes"] == len(data["text"].encode()) and data["degraded"] is False
+        assert data["bytes"] == len(data["text"].encode())
+        assert data["degraded"] is False
         human = await anyio.to_thread.run_sync(_ctl, sock, "context", "run1", "--role", "doctor")
         assert human.returncode == 0
         assert human.stdout.splitlines()[-1] == f"({len(human.stdout.rsplit(chr(10), 2)[0].encode())} bytes)"
@@ -405,5 +430,5 @@ async def test_cli_through_a_socket(db_path: str, tmp_path: Path) -> None:
         tg.cancel_scope.cancel()
     missing = _ctl(str(tmp_path / "nobody.sock"), "lessons")
     assert missing.returncode == 2
-    assert missing.stderr.count("\n") == 1 and "not running" in missing.stderr
-    assert os.path.exists(db_path)
+    assert missing.stderr.count("\n") == 1
+    assert "not running" in missing.stderr
