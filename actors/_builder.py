@@ -29,7 +29,6 @@ from typing import Any
 
 import anyio
 import msgspec
-
 from autopack.protocol import Classification, PhaseSpec
 
 from ._llm import (
@@ -41,6 +40,7 @@ from ._llm import (
     LLMRequestError,
     LLMUnavailable,
     message_blocks,
+    tool_uses,
 )
 from ._tools import BUILDER_TOOLS, Tools
 
@@ -157,14 +157,15 @@ async def run_builder(llm: LLM, *, worktree: Path, env: Mapping[str, str], run_i
             usage.append(call_usage)
             if on_usage is not None:
                 on_usage(call_usage)
-            texts = [b.text for b in message.content if b.type == "text"]
+            texts = [str(getattr(b, "text", "")) for b in message.content
+                     if getattr(b, "type", None) == "text"]
             if texts:
                 summary = texts[-1]
             messages.append({"role": "assistant", "content": message_blocks(message)})
-            tool_uses = [b for b in message.content if b.type == "tool_use"]
-            if message.stop_reason == "tool_use" and tool_uses:
+            calls = tool_uses(message)
+            if message.stop_reason == "tool_use" and calls:
                 results = []
-                for block in tool_uses:
+                for block in calls:
                     result = await tools.run(block.name, block.input)
                     results.append(result.to_block(block.id))
                 messages.append({"role": "user", "content": results})

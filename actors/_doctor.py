@@ -25,12 +25,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
-
 from autopack.protocol import Classification, PhaseSpec, SpecError, run_spec_json_schema
 from autopack.protocol import validate_spec as _validate_spec
 
 from ._builder import clip_utf8
-from ._llm import LLM, Budget, CallUsage, DoctorMalformed, LLMError
+from ._llm import LLM, Budget, CallUsage, DoctorMalformed, LLMError, tool_uses
 from ._tools import CommandResult, run_command
 
 LOGGER = logging.getLogger(__name__)
@@ -106,8 +105,7 @@ def parse_decision(message: Any, usage: CallUsage) -> DoctorDecision:
 
     Raises :class:`DoctorMalformed` when it is missing or does not fit the schema.
     """
-    calls = [b for b in message.content
-             if getattr(b, "type", None) == "tool_use" and b.name == DOCTOR_TOOL_NAME]
+    calls = tool_uses(message, DOCTOR_TOOL_NAME)
     if len(calls) != 1:
         raise DoctorMalformed(f"expected one {DOCTOR_TOOL_NAME} call, got {len(calls)}", usage)
     data = calls[0].input
@@ -148,7 +146,7 @@ async def ask_doctor(llm: LLM, *, run_id: str, phase: PhaseSpec, excerpt: str,
     return decision
 
 
-async def run_fix(command: str, worktree: Path, env: Mapping[str, str], timeout: float,
+async def run_fix(command: str, worktree: Path, env: Mapping[str, str], timeout: float,  # noqa: ASYNC109 (a limit for the child process, not a wait of ours)
                   *, max_output: int = 30_000) -> CommandResult:
     """Run the Doctor's fix command once, confined like the Builder's bash tool
     (worktree as working directory, own process group, timeout, bounded output)."""
@@ -193,8 +191,7 @@ async def normalize_with_llm(llm: LLM, plan_text: str, repo: str | None = None, 
         system=system, messages=[{"role": "user", "content": user}], tools=[spec_tool()],
         tool_choice={"type": "tool", "name": NORMALIZE_TOOL_NAME}, role="normalizer",
         run_id=None, budget=budget)
-    calls = [b for b in message.content
-             if getattr(b, "type", None) == "tool_use" and b.name == NORMALIZE_TOOL_NAME]
+    calls = tool_uses(message, NORMALIZE_TOOL_NAME)
     if len(calls) != 1 or not isinstance(calls[0].input, dict):
         raise SpecError([("", "the model did not return a run spec")])
     raw = dict(calls[0].input)
@@ -205,7 +202,8 @@ async def normalize_with_llm(llm: LLM, plan_text: str, repo: str | None = None, 
     except SpecError:
         LOGGER.info("normalize --llm: invalid spec from the model: %s", json.dumps(raw)[:500])
         raise
-    return spec_to_builtins(spec)
+    result: dict[str, Any] = spec_to_builtins(spec)
+    return result
 
 
 __all__ = ["ACTIONS", "DOCTOR_TOOL", "DoctorDecision", "DoctorMalformed", "LLMError",

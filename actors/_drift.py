@@ -120,7 +120,7 @@ async def revert_paths(worktree: Path, paths: Sequence[str]) -> list[str]:
     """Put ``paths`` back as they are in HEAD: tracked files are restored (content and index),
     files HEAD does not have are removed (and dropped from the index). Returns the paths
     handled. Paths that would leave the worktree are ignored."""
-    root = worktree.resolve()
+    root = Path(await anyio.Path(worktree).resolve())
     safe = [p for p in paths if _inside(root, p)]
     if not safe:
         return []
@@ -132,12 +132,16 @@ async def revert_paths(worktree: Path, paths: Sequence[str]) -> list[str]:
         await _git(worktree, "checkout", "HEAD", "--", *tracked)
     if new:
         await _git(worktree, "rm", "-q", "--cached", "--ignore-unmatch", "-r", "--", *new)
-        for rel in new:
-            target = root / rel
-            if target.is_symlink() or target.is_file():
-                target.unlink()
-            _prune_empty_parents(root, target.parent)
+        await anyio.to_thread.run_sync(_remove_files, root, new)
     return sorted(safe)
+
+
+def _remove_files(root: Path, rels: Sequence[str]) -> None:
+    for rel in rels:
+        target = root / rel
+        if target.is_symlink() or target.is_file():
+            target.unlink()  # a link itself, never what it points to
+        _prune_empty_parents(root, target.parent)
 
 
 def _inside(root: Path, rel: str) -> bool:

@@ -270,10 +270,10 @@ class _Gate:
             self._changed.set()
             self._changed = None
 
-    async def _wait_change(self, timeout: float) -> None:
+    async def _wait_change(self, seconds: float) -> None:
         if self._changed is None:
             self._changed = anyio.Event()
-        with anyio.move_on_after(timeout):
+        with anyio.move_on_after(seconds):
             await self._changed.wait()
 
     async def admit(self) -> bool:
@@ -509,7 +509,8 @@ class LLM:
                     outcome = "failed"
                 else:
                     outcome = "succeeded"
-                    return message
+                    result: Message = message
+                    return result
         finally:
             getattr(gate, outcome)(probe)
         if outcome == "failed":
@@ -591,13 +592,17 @@ def _cached_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return out
     last = dict(out[-1])
     content = last.get("content")
-    if isinstance(content, str):
-        content = [{"type": "text", "text": content}]
-    if isinstance(content, list) and content and isinstance(content[-1], dict):
-        content = [*content[:-1], {**content[-1], "cache_control": _EPHEMERAL}]
-        last["content"] = content
+    blocks: Any = [{"type": "text", "text": content}] if isinstance(content, str) else content
+    if isinstance(blocks, list) and blocks and isinstance(blocks[-1], dict):
+        last["content"] = [*blocks[:-1], {**blocks[-1], "cache_control": _EPHEMERAL}]
     out[-1] = last
     return out
+
+
+def tool_uses(message: Any, name: str | None = None) -> list[Any]:
+    """The ``tool_use`` blocks of an answer (those of tool ``name`` when given)."""
+    return [b for b in message.content if getattr(b, "type", None) == "tool_use"
+            and (name is None or b.name == name)]
 
 
 def message_blocks(message: Any) -> list[dict[str, Any]]:

@@ -6,7 +6,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from autopack.actors._drift import changed_files, in_scope, outside_scope, revert_paths
 
 
@@ -87,7 +86,8 @@ async def test_changed_files_and_revert(repo: Path) -> None:
     assert await changed_files(repo) == ["src/api.py"]
     assert (repo / "setup.cfg").read_text() == "[x]\n"
     assert (repo / "gone.txt").read_text() == "gone\n"
-    assert (repo / "old.txt").exists() and not (repo / "renamed.txt").exists()
+    assert (repo / "old.txt").exists()
+    assert not (repo / "renamed.txt").exists()
     assert not (repo / "new").exists()  # emptied directories pruned
     assert (repo / "debug.log").exists()  # ignored files are not drift
     assert (repo / "src" / "api.py").read_text() == "api = 2\n"

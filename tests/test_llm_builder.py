@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import trio
-
 from autopack.actors._builder import builder_system_prompt, run_builder
 from autopack.actors._drift import changed_files, outside_scope
 from autopack.actors._llm import LLM, Budget
@@ -55,8 +54,11 @@ async def test_builder_creates_and_edits_files_and_refuses_escapes(tmp_path: Pat
             result = await build(llm, wt, on_usage=lambda u: seen.append(u.total_tokens))
         stats = server.stats()
         last = server.requests[-1]
-    assert result.stop_reason == "end_turn" and result.error is None
-    assert result.turns == 4 and result.tool_calls == 7 and result.refused == 2
+    assert result.stop_reason == "end_turn"
+    assert result.error is None
+    assert result.turns == 4
+    assert result.tool_calls == 7
+    assert result.refused == 2
     assert result.summary.startswith("Added src/greet.py")
     assert (wt / "src" / "greet.py").read_text() == (
         '"""Greetings."""\ndef greet(name):\n    return f\'hello, {name}!\'\n')
@@ -66,7 +68,8 @@ async def test_builder_creates_and_edits_files_and_refuses_escapes(tmp_path: Pat
                     and isinstance(m["content"], list) for b in m["content"]]
     assert any("hello, ada!" in b["content"] for b in tool_results)
     refused = [b for b in tool_results if b.get("is_error")]
-    assert len(refused) == 2 and all("outside the worktree" in b["content"] for b in refused)
+    assert len(refused) == 2
+    assert all("outside the worktree" in b["content"] for b in refused)
     # token totals equal the server's usage figures
     totals = stats["usage_totals"]
     for key in totals:
@@ -80,9 +83,13 @@ def test_system_prompt_carries_phase_context_and_retry() -> None:
     previous = Classification(pattern="test_failure", evidence=["FAILED tests/test_g.py::test_x"])
     prompt = builder_system_prompt(phase=PHASE, context_text="é" * 3000, retry_hint="use f-strings",
                                    previous=previous, command_timeout_s=60)
-    assert PHASE.goal in prompt and "src/**" in prompt and PHASE.checks[0] in prompt
-    assert "é" * 1024 in prompt and "é" * 1025 not in prompt  # context clipped to 2048 bytes
-    assert "test_failure" in prompt and "FAILED tests/test_g.py::test_x" in prompt
+    assert PHASE.goal in prompt
+    assert "src/**" in prompt
+    assert PHASE.checks[0] in prompt
+    assert "é" * 1024 in prompt
+    assert "é" * 1025 not in prompt
+    assert "test_failure" in prompt
+    assert "FAILED tests/test_g.py::test_x" in prompt
     assert "Hint: use f-strings" in prompt
     plain = builder_system_prompt(phase=PHASE, context_text="", retry_hint=None, previous=None,
                                   command_timeout_s=60)
@@ -119,7 +126,8 @@ async def test_builder_wall_time_kills_the_running_command(tmp_path: Path) -> No
     async with serve_scripted([{"match": "Carry out phase", "steps": [step]}]) as server:
         async with llm_for(server.url) as llm:
             result = await build(llm, wt, wall_s=1.0)
-    assert result.stop_reason == "wall_time" and result.turns == 1
+    assert result.stop_reason == "wall_time"
+    assert result.turns == 1
     pid = int((wt / "pid").read_text())
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
@@ -132,8 +140,10 @@ async def test_builder_auth_error_stops_at_once(tmp_path: Path) -> None:
         async with llm_for(server.url) as llm:
             result = await build(llm, wt)
         assert server.stats()["requests"] == 1
-    assert result.stop_reason == "auth_error" and "rejected the key" in (result.error or "")
-    assert result.turns == 0 and result.usage == []
+    assert result.stop_reason == "auth_error"
+    assert "rejected the key" in (result.error or "")
+    assert result.turns == 0
+    assert result.usage == []
 
 
 async def test_retry_attempt_is_scripted_separately_and_carries_the_hint(tmp_path: Path) -> None:
@@ -152,7 +162,8 @@ async def test_retry_attempt_is_scripted_separately_and_carries_the_hint(tmp_pat
                                                          evidence=["No module named 'yaml'"]))
         system = "".join(b["text"] for b in server.requests[-1]["system"])
     assert (first.summary, second.summary) == ("first", "second")
-    assert "install PyYAML first" in system and "python_missing_dep" in system
+    assert "install PyYAML first" in system
+    assert "python_missing_dep" in system
 
 
 async def test_rate_limit_storm_across_ten_concurrent_builders(tmp_path: Path) -> None:
@@ -173,7 +184,8 @@ async def test_rate_limit_storm_across_ten_concurrent_builders(tmp_path: Path) -
         stats = server.stats()
     assert len(results) == 10
     for wt, result in results.values():
-        assert result.stop_reason == "end_turn" and result.turns == 4
+        assert result.stop_reason == "end_turn"
+        assert result.turns == 4
         assert (wt / "src" / "greet.py").exists()
     assert stats["by_status"]["200"] == 40
     # a storm of 0.5 s with retry-after 0.2 s: at most ~4 waves of `concurrency` 429s

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 import trio
-
 from autopack.actors._llm import (
     DEFAULT_MODEL,
     LLM,
@@ -52,8 +51,10 @@ def test_default_model_is_not_deprecated() -> None:
 def test_key_sources(tmp_path: Path) -> None:
     (tmp_path / "anthropic_api_key").write_text(KEY + "\n")
     key = read_api_key(env={"CREDENTIALS_DIRECTORY": str(tmp_path)})
-    assert key is not None and key.reveal() == KEY
-    assert KEY not in repr(key) and KEY not in str(key)
+    assert key is not None
+    assert key.reveal() == KEY
+    assert KEY not in repr(key)
+    assert KEY not in str(key)
     assert read_api_key(env={"ANTHROPIC_API_KEY": "from-env",
                              "CREDENTIALS_DIRECTORY": str(tmp_path)}).reveal() == "from-env"  # type: ignore[union-attr]
     other = tmp_path / "other"
@@ -100,10 +101,12 @@ async def test_rejected_key_fails_at_once(status: int, caplog: pytest.LogCapture
                 await ask(llm, "hello")
             stats = llm.statistics()
         assert server.stats()["requests"] == 1  # no retries
-    assert KEY not in str(info.value) and KEY not in repr(info.value)
+    assert KEY not in str(info.value)
+    assert KEY not in repr(info.value)
     assert KEY not in caplog.text
     assert KEY not in repr(llm)
-    assert stats.auth_failures == 1 and stats.breaker_state == "closed"
+    assert stats.auth_failures == 1
+    assert stats.breaker_state == "closed"
 
 
 async def test_bad_request_is_not_retried() -> None:
@@ -122,7 +125,9 @@ async def test_transient_errors_and_a_hang_are_retried() -> None:
             stats = llm.statistics()
         assert message.content[0].text == "ok"
         assert server.stats()["hangs"] == 1
-    assert stats.requests == 4 and stats.calls == 1 and stats.failures == 3
+    assert stats.requests == 4
+    assert stats.calls == 1
+    assert stats.failures == 3
 
 
 async def test_retries_are_bounded() -> None:
@@ -186,8 +191,10 @@ async def test_circuit_breaker_opens_and_recovers() -> None:
         assert server.stats()["requests"] == 5
     assert message.content[0].text == "ok"
     assert stats.breaker_opens == 2  # after the 3rd failure, and after the failed probe
-    assert stats.breaker_state == "closed" and stats.consecutive_failures == 0
-    assert "open" in states and "half_open" in states
+    assert stats.breaker_state == "closed"
+    assert stats.consecutive_failures == 0
+    assert "open" in states
+    assert "half_open" in states
 
 
 async def test_budget_is_checked_before_each_call() -> None:
@@ -200,7 +207,8 @@ async def test_budget_is_checked_before_each_call() -> None:
             with pytest.raises(BudgetExhausted) as info:
                 await ask(llm, "hello", budget=budget)
         assert server.stats()["requests"] == 2
-    assert info.value.reason == "token_budget" and budget.tokens_used == 1400
+    assert info.value.reason == "token_budget"
+    assert budget.tokens_used == 1400
 
 
 def test_usd_pricing_and_budget() -> None:

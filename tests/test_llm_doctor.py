@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from autopack.actors._doctor import ask_doctor, normalize_with_llm, run_fix, spec_tool
 from autopack.actors._llm import LLM, DoctorMalformed
 from autopack.actors._modelserver import serve_scripted
@@ -41,12 +40,16 @@ async def test_doctor_answer_through_forced_tool() -> None:
     async with serve_scripted(scenario) as server:
         result = await consult(server.url)
         body = server.requests[0]
-    assert result.action == "retry_with_hint" and result.hint == "register the route in app.py"
-    assert result.usage.role == "doctor" and result.usage.input_tokens == 900
+    assert result.action == "retry_with_hint"
+    assert result.hint == "register the route in app.py"
+    assert result.usage.role == "doctor"
+    assert result.usage.input_tokens == 900
     assert body["tool_choice"] == {"type": "tool", "name": "doctor_decision"}
     user = body["messages"][0]["content"]
-    assert "weird failure" in user and "no deterministic pattern" in user
-    assert "ü" * 256 in user and "ü" * 257 not in user  # context clipped to 512 bytes
+    assert "weird failure" in user
+    assert "no deterministic pattern" in user
+    assert "ü" * 256 in user
+    assert "ü" * 257 not in user
     assert len(user) < 8000  # excerpt bounded
 
 
@@ -64,7 +67,8 @@ async def test_malformed_answers_raise_doctor_malformed(answer: Any) -> None:
     async with serve_scripted([decision(answer)]) as server:
         with pytest.raises(DoctorMalformed) as info:
             await consult(server.url)
-    assert info.value.usage is not None and info.value.usage.input_tokens == 900
+    assert info.value.usage is not None
+    assert info.value.usage.input_tokens == 900
 
 
 async def test_answer_without_the_tool_is_malformed() -> None:
@@ -81,7 +85,8 @@ async def test_run_fix_decision_and_confined_execution(tmp_path: Path) -> None:
         result = await consult(server.url)
     assert result.action == "run_fix"
     outcome = await run_fix(result.command, tmp_path, {"PATH": os.environ["PATH"]}, timeout=5)
-    assert outcome.exit_code == 0 and outcome.output.strip() == str(tmp_path.resolve())
+    assert outcome.exit_code == 0
+    assert outcome.output.strip() == os.path.realpath(tmp_path)  # noqa: ASYNC240
     assert (tmp_path / "marker").read_text() == "fixed\n"
     slow = await run_fix("sleep 10", tmp_path, {"PATH": os.environ["PATH"]}, timeout=0.3)
     assert slow.timed_out
@@ -109,5 +114,6 @@ async def test_normalize_with_llm_validates_the_spec() -> None:
             spec = await normalize_with_llm(llm, "Plan A: add a health endpoint", repo="/r")
             with pytest.raises(SpecError):
                 await normalize_with_llm(llm, "Plan B: nonsense")
-    assert spec["repo"] == "/r" and spec["phases"][0]["id"] == "endpoint"
+    assert spec["repo"] == "/r"
+    assert spec["phases"][0]["id"] == "endpoint"
     assert spec["phases"][0]["kind"] == "build"

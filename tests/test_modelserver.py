@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from autopack.actors._llm import LLM, LLMRequestError
 from autopack.actors._modelserver import ScriptedServer, load_scenario, serve_scripted
 
@@ -65,7 +64,8 @@ async def test_steps_follow_the_conversation_and_errors_are_per_conversation() -
                 await ask(llm, "something else")
         stats = server.stats()
     assert stats["by_status"] == {"500": 2, "200": 4, "400": 1}
-    assert stats["unscripted"] == 1 and stats["by_script"] == {"task": 6}
+    assert stats["unscripted"] == 1
+    assert stats["by_script"] == {"task": 6}
 
 
 async def test_streaming_through_the_sdk() -> None:
@@ -86,7 +86,8 @@ async def test_streaming_through_the_sdk() -> None:
             await client.close()
     assert message.content[0].text == "part one"
     assert message.content[1].input == {"command": "ls -la"}
-    assert message.stop_reason == "tool_use" and message.usage.output_tokens == 34
+    assert message.stop_reason == "tool_use"
+    assert message.usage.output_tokens == 34
 
 
 def test_process_mode_prints_url_and_serves_stats(tmp_path: Path) -> None:
@@ -101,7 +102,8 @@ def test_process_mode_prints_url_and_serves_stats(tmp_path: Path) -> None:
         assert url.startswith("http://127.0.0.1:")
         with urllib.request.urlopen(f"{url}/_stats", timeout=5) as response:
             stats = json.loads(response.read())
-        assert stats["requests"] == 0 and "usage_totals" in stats
+        assert stats["requests"] == 0
+        assert "usage_totals" in stats
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=5) == 0
@@ -112,7 +114,8 @@ def test_process_mode_bad_scenario_exits_2(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "autopack.actors._modelserver",
                              "--scenario", str(tmp_path / "missing.json")],
                             capture_output=True, text=True, timeout=30)
-    assert result.returncode == 2 and "modelserver:" in result.stderr
+    assert result.returncode == 2
+    assert "modelserver:" in result.stderr
     assert "Traceback" not in result.stderr
 
 
