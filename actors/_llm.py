@@ -57,7 +57,7 @@ LOGGER = logging.getLogger(__name__)
 #: (``anthropic._data.DEPRECATED_MODELS``); a test keeps this true.
 DEFAULT_MODEL = "claude-sonnet-4-6"
 CREDENTIAL_NAME = "anthropic_api_key"
-_EPHEMERAL = {"type": "ephemeral"}
+_EPHEMERAL: dict[str, Any] = {"type": "ephemeral"}
 
 
 # -- exceptions ----------------------------------------------------------------------
@@ -478,10 +478,12 @@ class LLM:
         import anthropic
 
         gate = self._gate
-        probe = await gate.admit()
-        outcome = "neutral"
+        probe, outcome = False, "neutral"
         try:
             async with gate.limiter:
+                # Admission is checked while holding a slot: a caller that queued for the
+                # limiter before a 429 arrived must still honour the backoff it set.
+                probe = await gate.admit()
                 self._counts["requests"] += 1
                 try:
                     message = await self._sdk().messages.create(**params)
@@ -569,7 +571,8 @@ def _usage_of(message: Any, *, role: str, model: str) -> CallUsage:
 
 def _cached_system(system: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
     """System blocks with a cache breakpoint on the last one (the stable prefix ends there)."""
-    blocks = [{"type": "text", "text": system}] if isinstance(system, str) else [dict(b) for b in system]
+    blocks: list[dict[str, Any]] = (
+        [{"type": "text", "text": system}] if isinstance(system, str) else [dict(b) for b in system])
     if blocks:
         blocks[-1]["cache_control"] = _EPHEMERAL
     return blocks

@@ -189,4 +189,4 @@ async def test_rate_limit_storm_across_ten_concurrent_builders(tmp_path: Path) -
         assert (wt / "src" / "greet.py").exists()
     assert stats["by_status"]["200"] == 40
     # a storm of 0.5 s with retry-after 0.2 s: at most ~4 waves of `concurrency` 429s
-    assert stats["by_status"]["429"] <= concurrency * 5, stats
+    assert stats["by_status"]["429"] <= concurrency * 4, stats
