@@ -1,0 +1,500 @@
+"""The failure patterns: one table of line rules, checked in order.
+
+Theory of operation
+-------------------
+Every rule names a taxonomy id, the *stems* (short literals) one of which must
+appear in a line for the rule to be worth trying, an anchored regex that
+confirms the line, and optionally a ``post`` check that looks at neighbouring
+lines or the command context and may veto the hit or re-route it to another id
+(a missing module that belongs to the repo is ``wrong_working_dir``; a
+``SyntaxError`` over merge-conflict markers is ``patch_apply_failed``).
+
+The engine (``_core``) runs one combined regex of all stems over the output
+(never one regex per pattern), and only candidate lines are confirmed here.
+Rules of tier ``ROOT`` are decisive: the earliest such line wins. Tier
+``SUMMARY`` rules describe consequences (test summaries, "no tests ran") and
+only decide when no root cause was found.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ._text import Scan
+
+ROOT = 0
+SUMMARY = 1
+
+Details = dict[str, Any]
+Verdict = tuple[str, Details] | None
+Post = Callable[[re.Match[str], str, Scan, int, int], Verdict]
+
+PATTERNS: dict[str, str] = {
+    "python_missing_dep": "a Python import names a module that is not installed",
+    "python_import_error": "the module exists but the imported name does not, or a compiled extension fails to load",
+    "python_syntax_error": "Python source does not parse (SyntaxError, IndentationError, TabError)",
+    "node_missing_dep": "a Node.js module or package cannot be resolved",
+    "package_not_found": "the package manager cannot find a package or version at all",
+    "dependency_conflict": "the resolver finds no set of versions that fits",
+    "missing_command": "an executable is not on PATH",
+    "wrong_working_dir": "a path (or the repo's own module) is not where the command looked",
+    "compile_error": "a compiler or type checker rejected the code",
+    "test_failure": "tests ran and some failed",
+    "no_tests_collected": "the test runner found nothing to run",
+    "patch_apply_failed": "a change could not be applied to the worktree (patch, merge conflict)",
+    "permission_denied": "the OS refused access",
+    "disk_full": "no space left on device",
+    "out_of_memory": "the process ran out of memory or was killed for it",
+    "command_timeout": "the command ran past its time limit and was stopped",
+    "network_timeout": "a network operation started but did not finish in time",
+    "network_unreachable": "the network, host or name could not be reached at all",
+    "rate_limited": "a remote API refused for load or quota (429, 529, overloaded)",
+    "auth_error": "credentials missing or rejected (401, 403, missing API key)",
+    "port_in_use": "a server could not bind its port (address already in use)",
+}
+
+# Every rule's stems must be in this list; the engine compiles it into the one
+# prefilter regex. Short, case-sensitive literals chosen so that each decisive
+# line contains at least one (tests pin this against the corpus).
+STEMS: tuple[str, ...] = (
+    "rror", "RROR", "ERR!", "No ", "not ", "FAIL", "fail", "Fail", "denied", "imeout",
+    "timed out", "refused", "Killed", "of memory", "allocate memory", "memory exhausted",
+    "in use", "CONFLICT", "Hunk #", "Too Many", "ate limit", "Unauthorized", "tests ran",
+    "collected 0 ", "deselected", "Ran 0 tests", "curl: (", ".go:", "can't open",
+    "Read-only", "Cannot find", "undefined ref", "unreachable",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One line rule. ``rx`` is searched in a cleaned line (``re.search``)."""
+
+    pid: str
+    stems: tuple[str, ...]
+    rx: re.Pattern[str]
+    post: Post | None = None
+    tier: int = ROOT
+
+
+_RENAME = {"msg": "message", "col": "column", "file2": "file", "line2": "line", "col2": "column", "code2": "code", "msg2": "message"}
+_INTS = frozenset({"line", "column", "port", "bytes", "status"})
+_FLOATS = frozenset({"seconds", "retry_after"})
+
+
+def normalize_details(d: Details) -> Details:
+    """Uniform keys and types: ``msg`` → ``message``, numbers as numbers."""
+    out: Details = {}
+    for k, v in d.items():
+        if v is None:
+            continue
+        k = _RENAME.get(k, k)
+        if isinstance(v, str) and k in _INTS and v.isdigit():
+            v = int(v)
+        elif isinstance(v, str) and k in _FLOATS:
+            try:
+                v = float(v)
+            except ValueError:
+                pass
+        out.setdefault(k, v)
+    return out
+
+
+def _default(pid: str) -> Post:
+    def post(m: re.Match[str], line: str, sc: Scan, start: int, end: int) -> Verdict:
+        return pid, dict(m.groupdict())
+
+    return post
+
+
+_QUOTED_PATH = re.compile(r"'([^']+)'|‘([^’]+)’|: ([^:\s]+): Permission denied")
+
+
+def _perm(m: re.Match[str], line: str, sc: Scan, start: int, end: int) -> Verdict:
+    d: Details = dict(m.groupdict())
+    if not d.get("path"):
+        pm = _QUOTED_PATH.search(line)
+        if pm:
+            d["path"] = pm.group(1) or pm.group(2) or pm.group(3)
+    return "permission_denied", d
+
+
+# --- helpers ---------------------------------------------------------------
+
+_PYFILE = re.compile(r'File "([^"]+)", line (\d+)')
+_MARKER = re.compile(r"^\s*(?:\d+\s*\|\s*)?(?:<{7}|={7}|>{7})(?:\s|$)")
+PY = r"^(?:E\s+)?"  # pytest prefixes exception lines with "E   "
+
+
+def _py_location(sc: Scan, start: int, line: str) -> Details:
+    """File/line of the nearest ``File "x", line N`` above a Python exception line."""
+    for prev in reversed(sc.lines_before(start, 8)):
+        fm = _PYFILE.search(prev)
+        if fm:
+            return {"file": fm.group(1), "line": int(fm.group(2))}
+    pm = re.search(r"\(([^(),]+), line (\d+)\)$", line)  # py_compile: "(mod.py, line 3)"
+    if pm:
+        return {"file": pm.group(1), "line": int(pm.group(2))}
+    return {}
+
+
+def _under_subprocess(sc: Scan, start: int) -> bool:
+    return any(
+        "_execute_child" in p or "subprocess.py" in p or "os.exec" in p or "spawn" in p
+        for p in sc.lines_before(start, 10)
+    )
+
+
+# --- post checks -------------------------------------------------------------
+
+_REPOISH = frozenset({"src", "tests", "test", "testing", "app", "conftest"})
+
+
+def _missing_module(m: re.Match[str], line: str, sc: Scan, start: int, end: int) -> Verdict:
+    gd = m.groupdict()
+    module = (gd.get("module") or gd.get("m2") or "").strip("'\"")
+    if "is not a package" in line:
+        return "python_import_error", {"module": module, "message": line.strip()}
+    top = module.split(".", 1)[0]
+    if top in sc.ctx.repo_modules or (not sc.ctx.repo_modules and top in _REPOISH):
+        return "wrong_working_dir", {"module": module, "reason": "repo module not importable from here"}
+    return "python_missing_dep", {"module": module, "top_level": top}
+
+
+def _syntax(m: re.Match[str], line: str, sc: Scan, start: int, end: int) -> Verdict:
+    before = sc.lines_before(start, 6)
+    if any(_MARKER.match(p[1:] if p.startswith("E ") else p) for p in before):
+        return "patch_apply_failed", {**_py_location(sc, start, line), "reason": "merge conflict markers in source"}
+    if any(re.search(r"\.(?:[cm]?[jt]sx?):\d+$", p) for p in before[-5:]):
+        after = sc.lines_after(end, 3)
+        if any("JSON.parse" in a for a in after):
+            return None
+        loc = next((re.search(r"(\S+\.(?:[cm]?[jt]sx?)):(\d+)$", p) for p in reversed(before) if re.search(r"\.(?:[cm]?[jt]sx?):\d+$", p)), None)
+        d: Details = {"message": m.group("msg")}
+        if loc:
+            d.update(file=loc.group(1), line=int(loc.group(2)))
+        return "compile_error", d
+    loc_d = _py_location(sc, start, line)
+    if not loc_d and not (line.startswith(("E ", "Sorry:"))):
+        return None  # a bare "SyntaxError:" with no Python context: not sure it is Python source
+    return "python_syntax_error", {"kind": m.group("kind"), "message": m.group("msg"), **loc_d}
+
+
+def _python_fnf(m: re.Match[str], line: str, sc: Scan, start: int, end: int) -> Verdict:
+    path = m.group("path")
+    if _under_subprocess(sc, start):
+        return "missing_command", {"command": path}
+    return "wrong_working_dir", {"path": path}
+
+
+def _node_module(m: re.Match[str], line: str, sc: Scan, start: int, end: int) -> Verdict:
+    name = m.group("module")
+    if name.startswith(("node:",)):
+        return None
+    if name.startswith((".", "/", "~")) or re.match(r"^[A-Za-z]:\\", name):
+        return "wrong_working_dir", {"path": name}
+    parts = name.split("/")
+    package = "/".join(parts[:2]) if name.startswith("@") and len(parts) > 1 else parts[0]
+    return "node_missing_dep", {"module": name, "package": package}
+
+
+def _rust_error(m: re.Match[str], line: str, sc: Scan, start: int, end: int) -> Verdict:
+    for nxt in sc.lines_after(end, 2):
+        lm = re.match(r"^\s*--> (.+?):(\d+):(\d+)$", nxt)
+        if lm:
+            d: Details = {"file": lm.group(1), "line": int(lm.group(2)), "column": int(lm.group(3)), "message": m.group("msg")}
+            if m.group("code"):
+                d["code"] = m.group("code")
+            if "conflict marker" in line or "diff marker" in line:
+                return "patch_apply_failed", d
+            return "compile_error", d
+    if m.group("code"):
+        return "compile_error", {"code": m.group("code"), "message": m.group("msg")}
+    return None
+
+
+def _c_error(m: re.Match[str], line: str, sc: Scan, start: int, end: int) -> Verdict:
+    d: Details = {"file": m.group("file"), "line": int(m.group("line")), "message": m.group("msg")}
+    if m.group("col"):
+        d["column"] = int(m.group("col"))
+    if "conflict marker" in d["message"]:
+        return "patch_apply_failed", d
+    return "compile_error", d
+
+
+def _mypy(m: re.Match[str], line: str, sc: Scan, start: int, end: int) -> Verdict:
+    return "compile_error", {"file": m.group("file"), "line": int(m.group("line")), "message": m.group("msg"), "code": m.group("code")}
+
+
+def _killed(m: re.Match[str], line: str, sc: Scan, start: int, end: int) -> Verdict:
+    if sc.exit_code not in (None, 137, -9):
+        return None
+    return "out_of_memory", {"signal": "KILL"}
+
+
+def _curl(m: re.Match[str], line: str, sc: Scan, start: int, end: int) -> Verdict:
+    code = int(m.group("code"))
+    msg = m.group("msg")
+    if code == 28:
+        return "network_timeout", {"tool": "curl", "message": msg}
+    if code in (5, 6, 7):
+        host = re.search(r"(?:resolve (?:proxy|host): |connect to )(\S+)(?: port (\d+))?", msg)
+        d: Details = {"tool": "curl", "message": msg}
+        if host:
+            d["host"] = host.group(1)
+            if host.group(2):
+                d["port"] = int(host.group(2))
+        return "network_unreachable", d
+    if code == 22:
+        st = re.search(r"error: (\d{3})", msg)
+        status = int(st.group(1)) if st else 0
+        if status == 429:
+            return "rate_limited", {"status": 429, **_retry_after(sc, start, end)}
+        if status in (401, 403, 407):
+            return "auth_error", {"status": status}
+    return None
+
+
+_RETRY = re.compile(r"(?i)(?:retry-after|retry_after|x-ratelimit-reset-after)[\"']?\s*[:=]\s*[\"']?(\d+(?:\.\d+)?)|try again in (\d+(?:\.\d+)?)\s*s")
+
+
+def _retry_after(sc: Scan, start: int, end: int) -> Details:
+    window = sc.lines_before(start, 15) + [sc.text[start:end]] + sc.lines_after(end, 5)
+    for w in window:
+        rm = _RETRY.search(w)
+        if rm:
+            return {"retry_after": float(rm.group(1) or rm.group(2))}
+    return {}
+
+
+def _rate(m: re.Match[str], line: str, sc: Scan, start: int, end: int) -> Verdict:
+    d: Details = {k: v for k, v in m.groupdict().items() if v}
+    status = re.search(r"\b(429|529)\b", line)
+    if status:
+        d["status"] = int(status.group(1))
+    return "rate_limited", {**d, **_retry_after(sc, start, end)}
+
+
+_PORT_CMD = re.compile(r"(?:--port[= ]|-p[= ]?|:)(\d{2,5})\b|\s(\d{4,5})(?:\s|$)")
+_PORT_SRC = re.compile(r"""\(\s*\(?\s*(?:["'][^"']*["']\s*,\s*)?(\d{2,5})\s*\)""")
+
+
+def _port(m: re.Match[str], line: str, sc: Scan, start: int, end: int) -> Verdict:
+    d: Details = {}
+    pm = re.search(r":(\d{2,5})\b(?!.*:\d)", line)
+    if pm:
+        d["port"] = int(pm.group(1))
+    if "port" not in d:
+        for nxt in sc.lines_after(end, 12):
+            nm = re.match(r"^\s*port: (\d+)", nxt)
+            if nm:
+                d["port"] = int(nm.group(1))
+                break
+    if "port" not in d:
+        for prev in reversed(sc.lines_before(start, 6)):
+            if "bind" in prev or "listen" in prev:
+                sm = _PORT_SRC.search(prev)
+                if sm:
+                    d["port"] = int(sm.group(1))
+                    break
+    if "port" not in d and sc.ctx.command:
+        cm = _PORT_CMD.search(sc.ctx.command)
+        if cm:
+            d["port"] = int(cm.group(1) or cm.group(2))
+    return "port_in_use", d
+
+
+def _pip_not_found(m: re.Match[str], line: str, sc: Scan, start: int, end: int) -> Verdict:
+    req = m.group("req")
+    parent = m.group("parent")
+    if parent and not parent.startswith("from versions"):
+        return "dependency_conflict", {"manager": "pip", "requirement": req, "required_by": parent.removeprefix("from ")}
+    name = re.split(r"[<>=!~;\[ ]", req, maxsplit=1)[0]
+    return "package_not_found", {"manager": "pip", "requirement": req, "package": name}
+
+
+def _npm_code(m: re.Match[str], line: str, sc: Scan, start: int, end: int) -> Verdict:
+    code = m.group("code")
+    after = sc.lines_after(end, 8)
+    if code in ("E404", "ETARGET"):
+        d: Details = {"manager": "npm", "code": code}
+        for a in after:
+            pm = re.search(r"'((?:@[^/'\s]+/)?[^@'\s]+)@[^']*' (?:is not in this registry|could not be found)|No matching version found for ((?:@[^/\s]+/)?[^@\s]+)@", a)
+            if pm:
+                d["package"] = pm.group(1) or pm.group(2)
+                break
+        return "package_not_found", d
+    if code == "ERESOLVE":
+        return "dependency_conflict", {"manager": "npm", "code": code}
+    if code in ("E401", "E403", "EAUTHUNKNOWN", "ENEEDAUTH"):
+        return "auth_error", {"manager": "npm", "code": code}
+    if code == "E429":
+        return "rate_limited", {"manager": "npm", **_retry_after(sc, start, end)}
+    if code == "EACCES" or code == "EPERM":
+        return "permission_denied", {"manager": "npm", "code": code}
+    if code == "ENOSPC":
+        return "disk_full", {"manager": "npm"}
+    if code in ("ETIMEDOUT", "ESOCKETTIMEDOUT"):
+        return "network_timeout", {"manager": "npm", "code": code}
+    if code in ("ECONNREFUSED", "ENOTFOUND", "EAI_AGAIN", "ENETUNREACH", "EHOSTUNREACH", "ECONNRESET"):
+        return "network_unreachable", {"manager": "npm", "code": code}
+    if code == "EADDRINUSE":
+        return _port(m, line, sc, start, end)
+    return None
+
+
+def _tests_line(runner: str) -> Post:
+    def post(m: re.Match[str], line: str, sc: Scan, start: int, end: int) -> Verdict:
+        d: Details = {"runner": runner}
+        for k, v in m.groupdict().items():
+            if v is not None:
+                d[k] = v
+        if "failed" in d:
+            if int(d["failed"]) < 1:
+                return None
+            d["failed"] = int(d["failed"])
+        return "test_failure", d
+
+    return post
+
+
+def _unittest_summary(m: re.Match[str], line: str, sc: Scan, start: int, end: int) -> Verdict:
+    if "_FailedTest" in sc.text:  # a test module failed to import: not a test result
+        return None
+    return "test_failure", {"runner": "unittest", "failed": int(m.group("n"))}
+
+
+# --- the table ---------------------------------------------------------------
+# Order matters for lines that several rules could read: specific before generic.
+
+def _r(pid: str, stems: tuple[str, ...], rx: str, post: Post | None = None, tier: int = ROOT) -> Rule:
+    return Rule(pid, stems, re.compile(rx), post or _default(pid), tier)
+
+
+RULES: tuple[Rule, ...] = (
+    # Time limits recorded by someone who knows (the daemon, subprocess, pytest-timeout).
+    _r("command_timeout", ("timed out",), r"^autopack: (?:command|check) timed out after (?P<seconds>[\d.]+) ?s"),
+    _r("command_timeout", ("imeout",), PY + r"(?:subprocess\.)?TimeoutExpired: Command '(?P<command>.*)' timed out after (?P<seconds>[\d.]+) seconds"),
+    _r("command_timeout", ("imeout",), r"^(?:E\s+)?Failed: Timeout >(?P<seconds>[\d.]+)s"),
+    # npm / yarn / pnpm error codes (decide many ids at once).
+    _r("package_not_found", ("rror", "ERR!"), r"^npm (?:ERR!|error) code (?P<code>E[A-Z0-9_]+)$", _npm_code),
+    _r("package_not_found", ("rror", "RROR"), r"(?:Couldn't find package \"(?P<package>[^\"]+)\".* registry|ERR_PNPM_FETCH_404|ERR_PNPM_NO_MATCHING_VERSION)"),
+    # Python imports.
+    _r("python_missing_dep", ("rror", "No "), PY + r"(?:ModuleNotFoundError|ImportError): No module named (?P<module>'[\w.]+'|[\w.]+)", _missing_module),
+    _r("python_missing_dep", ("No ",), r"^\S*python[\d.]*: (?:No module named (?P<module>[\w.]+)$|Error while finding module specification for '[\w.]+' \(ModuleNotFoundError: No module named '(?P<m2>[\w.]+)'\))",
+       _missing_module),
+    _r("python_import_error", ("rror",), PY + r"ImportError: cannot import name '(?P<name>\w+)' from (?:partially initialized module )?'(?P<module>[\w.]+)'"),
+    _r("python_import_error", ("rror",), PY + r"ImportError: (?P<message>.*(?:cannot open shared object file|undefined symbol|invalid ELF header|wrong ELF class|dynamic module does not define|DLL load failed|version `GLIBC|incompatible architecture|mach-o file).*)"),
+    # Syntax (Python, with JS and conflict-marker re-routes).
+    _r("python_syntax_error", ("rror",), PY + r"(?:Sorry: )?(?P<kind>SyntaxError|IndentationError|TabError): (?P<msg>.*)", _syntax),
+    # Conflicts / patches.
+    _r("patch_apply_failed", ("rror",), r"^error: patch failed: (?P<file>.+):(?P<line>\d+)$"),
+    _r("patch_apply_failed", ("rror",), r"^error: (?P<file>.+): patch does not apply$"),
+    _r("patch_apply_failed", ("FAIL",), r"^Hunk #\d+ FAILED at (?P<line>\d+)"),
+    _r("patch_apply_failed", ("FAIL",), r"^\d+ out of \d+ hunks? FAILED"),
+    _r("patch_apply_failed", ("CONFLICT",), r"^CONFLICT \([\w/ -]+\): .*?(?: in (?P<file>\S+))?$"),
+    _r("patch_apply_failed", ("rror",), r"^error: could not apply [0-9a-f]{7,}\.\.\."),
+    _r("patch_apply_failed", ("fail",), r"^Automatic merge failed; fix conflicts"),
+    _r("patch_apply_failed", ("fail",), r"^Patch failed at \d+"),
+    _r("patch_apply_failed", ("rror",), r"^error: Your local changes to the following files would be overwritten by (?:merge|checkout)"),
+    # Rate limits and auth (before generic HTTP/connection rules).
+    _r("rate_limited", ("rror",), r"(?:RateLimitError|OverloadedError|rate_limit_error|overloaded_error|Error code: 429|Error code: 529|HTTP Error 429|status code 429|code E429)", _rate),
+    _r("rate_limited", ("Too Many",), r"(?:^HTTP/[\d.]+ 429\b|\b429 Too Many Requests\b|TooManyRequests)", _rate),
+    _r("rate_limited", ("ate limit",), r"(?i:\bAPI rate limit exceeded\b|\brate limit exceeded\b|secondary rate limit)", _rate),
+    _r("auth_error", ("denied",), r"Permission denied \((?:publickey|password|keyboard-interactive)"),
+    _r("auth_error", ("rror",), r"(?:AuthenticationError|PermissionDeniedError|authentication_error|invalid x-api-key|Error code: 401|HTTP Error 40[13]|401 Client Error|403 Client Error|Invalid API Key|invalid_api_key)"),
+    _r("auth_error", ("not ",), r"(?:Could not resolve authentication method|could not read (?:Username|Password) for '[^']+'|api_key client option must be set)"),
+    _r("auth_error", ("fail",), r"^(?:fatal|remote): Authentication failed for"),
+    _r("auth_error", ("Unauthorized",), r"(?:^HTTP/[\d.]+ 401\b|\b401 Unauthorized\b)"),
+    _r("auth_error", ("rror", "RROR"), r"(?:ANTHROPIC_API_KEY|OPENAI_API_KEY)\b.*(?:not set|missing|must be set|required)"),
+    # curl exit codes.
+    _r("network_unreachable", ("curl: (",), r"^curl: \((?P<code>\d+)\) (?P<msg>.*)", _curl),
+    # Ports.
+    _r("port_in_use", ("in use", "rror"), r"(?:\[Errno (?:98|48)\] |: |^|\")[Aa]ddress already in use|\bEADDRINUSE\b|\bAddrInUse\b", _port),
+    # Disk, memory, permissions (OS errors).
+    _r("disk_full", ("No ", "rror"), r"(?:\[Errno 28\] |: |^|\bENOSPC\b:? )[Nn]o space left on device"),
+    _r("disk_full", ("rror",), r"\bENOSPC\b|\[Errno 122\] Disk quota exceeded"),
+    _r("out_of_memory", ("rror",), PY + r"(?:[\w.]+\.)?_?(?:Array)?MemoryError\b"),
+    _r("out_of_memory", ("of memory",), r"(?:JavaScript heap out of memory|\bout of memory allocating\b|runtime: out of memory|^Out of memory: Kill(?:ed)? process|OutOfMemoryError|CUDA out of memory)"),
+    _r("out_of_memory", ("fail",), r"^memory allocation of (?P<bytes>\d+) bytes failed"),
+    _r("out_of_memory", ("allocate memory", "memory exhausted"), r"(?:\[Errno 12\] |: |^)Cannot allocate memory|virtual memory exhausted"),
+    _r("out_of_memory", ("rror",), r"java\.lang\.OutOfMemoryError"),
+    _r("out_of_memory", ("Killed",), r"(?:^Killed$|^(?:\S+: )?(?:line \d+: )?\s*\d+ Killed\s+\S)", _killed),
+    _r("permission_denied", ("rror", "denied"), r"(?:\[Errno 13\] |: |^)Permission denied(?:$|:| \(os error 13\)|,)", _perm),
+    _r("permission_denied", ("rror",), r"(?:^|\b)(?:Error: )?EACCES(?:: permission denied, (?P<op>\w+) '(?P<path>[^']+)')?", _perm),
+    _r("permission_denied", ("not ", "rror"), r"(?:\[Errno 1\] |: )Operation not permitted(?:$|:)", _perm),
+    _r("permission_denied", ("Read-only", "rror"), r"(?:\[Errno 30\] |: )Read-only file system(?:$|:)", _perm),
+    # Network.
+    _r("network_timeout", ("imeout", "timed out", "rror"),
+       PY + r"(?:[\w.]+\.)?(?:ReadTimeout|ConnectTimeout|ReadTimeoutError|ConnectTimeoutError|ConnectTimeout|PoolTimeout|WriteTimeout|APITimeoutError|TimeoutError: timed out|timeout: timed out|TimeoutError: \[Errno 110\])"),
+    _r("network_timeout", ("imeout", "timed out", "rror"),
+       r"(?:Read timed out\.|Connection timed out|\bETIMEDOUT\b|ESOCKETTIMEDOUT|UND_ERR_(?:CONNECT|HEADERS|BODY)_TIMEOUT|aborted due to timeout|<urlopen error timed out>|Operation timed out after \d+|Timeout was reached|i/o timeout|context deadline exceeded \(Client\.Timeout)"),
+    _r("network_unreachable", ("refused", "rror"), r"(?:[Cc]onnection refused|\bECONNREFUSED\b)"),
+    _r("network_unreachable", ("rror", "not ", "fail", "No ", "unreachable", "Fail"),
+       r"(?:\bENOTFOUND\b|\bEAI_AGAIN\b|ENETUNREACH|EHOSTUNREACH|Could not resolve (?:host|proxy)|Temporary failure in name resolution|Name or service not known|nodename nor servname|Network is unreachable|No route to host|Couldn't connect to server|Failed to connect to \S+ port \d+|APIConnectionError|NameResolutionError|getaddrinfo failed)"),
+    # Commands.
+    _r("missing_command", ("not ",), r"^(?:\S+: )?(?:line \d+: )?(?P<command>[\w.+/-]+): command not found$"),
+    _r("missing_command", ("not ",), r"^(?:zsh|fish): command not found: (?P<command>\S+)$"),
+    _r("missing_command", ("not ",), r"^(?:\S*sh|sh): \d+: (?P<command>[\w.+/-]+): not found$"),
+    _r("missing_command", ("No ",), r"^(?:make(?:\[\d+\])?|env|xargs|nice|nohup|timeout|exec): ['‘`]?(?P<command>[\w.+-]+)['’`]?: No such file or directory$"),
+    _r("missing_command", ("rror",), r"Error: spawn(?:Sync)? (?P<command>\S+) ENOENT"),
+    _r("missing_command", ("rror",), r"(?:^|: )No such file or directory \(os error 2\)$", lambda m, line, sc, s, e: None),
+    # Paths.
+    _r("wrong_working_dir", ("can't open",), r"can't open file '(?P<path>[^']+)': \[Errno 2\]"),
+    _r("wrong_working_dir", ("RROR",), r"^ERROR: file or directory not found: (?P<path>\S+)"),
+    _r("wrong_working_dir", ("rror",), r"could not find `Cargo\.toml` in"),
+    _r("wrong_working_dir", ("rror", "ERR!"), r"^npm (?:ERR!|error) (?:enoent )?Could not read package\.json"),
+    _r("wrong_working_dir", ("rror", "RROR"), r"Couldn't find a package\.json file"),
+    _r("wrong_working_dir", ("No ",), r"^make(?:\[\d+\])?: \*\*\* (?:No targets specified and no makefile found|No rule to make target ['`‘](?P<path>[^'’]+)['’], needed by)"),
+    _r("wrong_working_dir", ("not ",), r"^fatal: not a git repository"),
+    _r("wrong_working_dir", ("rror",), r"^(?:cc1(?:plus)?|gcc|g\+\+|cc|c\+\+|clang(?:\+\+)?): (?:fatal )?error: (?P<path>[^:]+): No such file or directory"),
+    _r("wrong_working_dir", ("rror",), PY + r"FileNotFoundError: \[Errno 2\] No such file or directory: '(?P<path>[^']+)'", _python_fnf),
+    _r("wrong_working_dir", ("rror",), r"Error: ENOENT: no such file or directory, (?:open|scandir|stat|lstat|uv_cwd|chdir) '(?P<path>[^']+)'"),
+    _r("wrong_working_dir", ("No ",), r"^(?:\S*sh|bash|zsh)(?:: line \d+)?: (?:cd: )?(?P<path>[^:\s]*/[^:]*|[^:\s]+): No such file or directory$"),
+    _r("wrong_working_dir", ("No ",), r"^(?:cat|ls|cp|mv|head|tail|wc|diff|tar|source|chmod|sort|cd|stat|realpath|readlink): (?:cannot (?:access|stat|open) )?['‘]?(?P<path>[^'’:]+)['’]?(?: for reading)?: No such file or directory$"),
+    # Node modules.
+    _r("node_missing_dep", ("rror", "Cannot find"), r"Cannot find (?:module|package) '(?P<module>[^']+)'", _node_module),
+    _r("node_missing_dep", ("rror",), r"Module not found: Error: Can't resolve '(?P<module>[^']+)'", _node_module),
+    _r("node_missing_dep", ("rror",), r"error TS2307: Cannot find module '(?P<module>[^']+)'", _node_module),
+    # Package managers.
+    _r("package_not_found", ("RROR",), r"^ERROR: Could not find a version that satisfies the requirement (?P<req>\S+)(?: \((?P<parent>[^)]*)\))?", _pip_not_found),
+    _r("package_not_found", ("RROR",), r"^ERROR: No matching distribution found for (?P<package>\S+)"),
+    _r("package_not_found", ("rror",), r"^error: no matching package (?:named|found) `?(?P<package>[^`\s]+)`?"),
+    _r("package_not_found", ("rror", "RROR"), r"(?:PackageNotFoundError|HTTP error 404 while getting|Because \S+ depends on \S+ which doesn't exist)"),
+    _r("dependency_conflict", ("RROR", "rror"), r"(?:ResolutionImpossible|because these package versions have conflicting dependencies|SolverProblemError|version solving failed|No solution found when resolving dependencies)"),
+    _r("dependency_conflict", ("rror",), r"^error: failed to select a version for"),
+    # Compilers and type checkers.
+    _r("compile_error", ("rror",), r"^error(?:\[(?P<code>E\d{4})\])?: (?P<msg>.+)$", _rust_error),
+    _r("compile_error", ("rror",), r"^(?P<file>[^\s:][^:]*\.(?:c|cc|cpp|cxx|c\+\+|h|hh|hpp|hxx|m|mm|cu|f|f90|s|S)):(?P<line>\d+):(?:(?P<col>\d+):)? (?:fatal )?error: (?P<msg>.*)", _c_error),
+    _r("compile_error", ("rror",), r"^(?P<file>[^\s:][^:]*\.(?:java|kt|scala|cs)):(?P<line>\d+): error: (?P<msg>.*)"),
+    _r("compile_error", ("rror",), r"^(?P<file>[^\s(]+\.(?:tsx?|mts|cts|vue))[(:](?P<line>\d+)[,:](?P<col>\d+)\)?:? - error (?P<code>TS\d+): (?P<msg>.*)|^(?P<file2>[^\s(]+\.(?:tsx?|mts|cts))\((?P<line2>\d+),(?P<col2>\d+)\): error (?P<code2>TS\d+): (?P<msg2>.*)"),
+    _r("compile_error", ("rror",), r"^(?P<file>[^\s:]+\.pyi?):(?P<line>\d+):(?:\d+:)? error: (?P<msg>.*?)  \[(?P<code>[a-z][\w-]*)\]$", _mypy),
+    _r("compile_error", ("rror",), r"^\s*(?P<file>\S+\.pyi?):(?P<line>\d+):(?P<col>\d+) - error: (?P<msg>.*)"),
+    _r("compile_error", ("undefined ref",), r"(?:^|: )(?P<file>[^\s:]*):?\(?[^)]*\)?: undefined reference to [`'‘](?P<symbol>[^'’]+)['’]"),
+    _r("compile_error", ("rror",), r"^(?:/\S*/)?ld(?:\.\w+)?: cannot find -l(?P<lib>\S+)"),
+    _r("compile_error", (".go:",), r"^(?:\./)?(?P<file>[^\s:]+\.go):(?P<line>\d+):(?P<col>\d+): (?P<msg>(?!warning).+)$"),
+    # Test results (consequences).
+    _r("test_failure", ("FAIL",), r"^FAILED (?P<test>\S+::\S+?)(?: - .*)?$", _tests_line("pytest"), SUMMARY),
+    _r("test_failure", ("FAIL",), r"^(?P<test>\S+::\S+) FAILED(?:\s+\[\s*\d+%\])?$", _tests_line("pytest"), SUMMARY),
+    _r("test_failure", ("fail",), r"^=*\s*(?P<failed>\d+) failed(?:, \d+ \w+)*(?: in [\d.]+s)", _tests_line("pytest"), SUMMARY),
+    _r("test_failure", ("FAIL",), r"^FAILED \((?:failures|errors)=(?P<n>\d+)", _unittest_summary, SUMMARY),
+    _r("test_failure", ("FAIL",), r"^(?:FAIL|ERROR): \w+ \((?P<test>[\w.]+)\)$", lambda m, line, sc, s, e: None if "_FailedTest" in line else _tests_line("unittest")(m, line, sc, s, e), SUMMARY),
+    _r("test_failure", ("FAIL",), r"^test result: FAILED\. \d+ passed; (?P<failed>\d+) failed", _tests_line("cargo"), SUMMARY),
+    _r("test_failure", ("FAIL",), r"^test (?P<test>\S+) \.\.\. FAILED$", _tests_line("cargo"), SUMMARY),
+    _r("test_failure", ("fail",), r"^# fail (?P<failed>\d+)$", _tests_line("node"), SUMMARY),
+    _r("test_failure", ("not ",), r"^not ok \d+ - (?P<test>.+?)(?: # .*)?$", _tests_line("node"), SUMMARY),
+    _r("test_failure", ("fail",), r"^Tests:\s+(?P<failed>\d+) failed", _tests_line("jest"), SUMMARY),
+    _r("test_failure", ("fail",), r"^\s+(?P<failed>\d+) failing$", _tests_line("mocha"), SUMMARY),
+    _r("test_failure", ("FAIL",), r"^--- FAIL: (?P<test>\S+)", _tests_line("go"), SUMMARY),
+    _r("no_tests_collected", ("tests ran",), r"^=*\s*no tests ran in [\d.]+s", None, SUMMARY),
+    _r("no_tests_collected", ("collected 0 ",), r"^collected 0 items\s*$", None, SUMMARY),
+    _r("no_tests_collected", ("deselected",), r"^=*\s*\d+ deselected in [\d.]+s", None, SUMMARY),
+    _r("no_tests_collected", ("Ran 0 tests",), r"^Ran 0 tests in", lambda m, line, sc, s, e: ("no_tests_collected", {"runner": "unittest"}) if sc.exit_code in (None, 5) or "NO TESTS RAN" in "".join(sc.lines_after(e, 3)) else None, SUMMARY),
+    _r("no_tests_collected", ("No ",), r"^No tests found, exiting with code 1", None, SUMMARY),
+)
+
+
+# A line that is source code or an assertion diff quoting text: never evidence.
+QUOTED = re.compile(r"^(?:\s*>\s|\s*>$|E\s+(?:AssertionError\b|assert\b|[-+?] |where |and |Full diff|At index|Differing|Omitting|Left contains|Right contains|Use -v)|\s*assert\b|\s+\d+ \| |\s+\| )")
