@@ -29,7 +29,16 @@ from autopack.protocol import Classification, PhaseSpec, SpecError, run_spec_jso
 from autopack.protocol import validate_spec as _validate_spec
 
 from ._builder import clip_utf8
-from ._llm import LLM, Budget, CallUsage, DoctorMalformed, LLMError, tool_uses
+from ._llm import (
+    LLM,
+    NORMALIZE_TOOL_NAME,
+    Budget,
+    CallUsage,
+    DoctorMalformed,
+    LLMError,
+    normalize_request,
+    tool_uses,
+)
 from ._tools import CommandResult, run_command
 
 LOGGER = logging.getLogger(__name__)
@@ -154,26 +163,16 @@ async def run_fix(command: str, worktree: Path, env: Mapping[str, str], timeout:
                              max_output=max_output)
 
 
-# -- the normalizer's --llm ---------------------------------------------------------------
-NORMALIZE_TOOL_NAME = "submit_run_spec"
-
-
+# -- the normalizer's --llm (async variant, for use inside the daemon) ----------------------
 def spec_tool() -> dict[str, Any]:
-    """A tool whose input schema is the run spec (top-level ``$ref`` inlined: the API wants an
-    object schema at the top)."""
-    schema = run_spec_json_schema()
-    defs = dict(schema.get("$defs", {}))
-    ref = schema.get("$ref", "")
-    top = dict(defs.get(ref.rsplit("/", 1)[-1], schema)) if ref else dict(schema)
-    top["$defs"] = defs
-    return {"name": NORMALIZE_TOOL_NAME,
-            "description": "Submit the plan as an autopack run spec. Call exactly once.",
-            "input_schema": top}
+    """The ``submit_run_spec`` tool: its input schema is the run spec (as an object schema)."""
+    tool: dict[str, Any] = normalize_request("", run_spec_json_schema())["tools"][0]
+    return tool
 
 
 async def normalize_with_llm(llm: LLM, plan_text: str, repo: str | None = None, *,
                              budget: Budget | None = None) -> dict[str, Any]:
-    """Turn a free-form plan into a run spec with one forced tool call.
+    """Async twin of :func:`autopack.actors._llm.normalize_with_llm` on the shared client.
 
     Returns the validated spec as builtins (as :func:`~autopack.protocol.spec_to_builtins`).
     Raises :class:`~autopack.protocol.SpecError` when the answer is not a valid spec, and
@@ -181,16 +180,8 @@ async def normalize_with_llm(llm: LLM, plan_text: str, repo: str | None = None, 
     """
     from autopack.protocol import spec_to_builtins
 
-    system = (
-        "You convert a person's plan for a code change into an autopack run spec: the run's "
-        "goal, constraints and non-goals, and small phases, each with a lower-case id, a "
-        "concrete goal, the paths it may touch (scope globs) and the commands that check it. "
-        "Keep the person's intent; invent nothing they did not ask for. Call submit_run_spec.")
-    user = f"Normalize this plan into a run spec:\n\n{plan_text[:60_000]}"
-    message, _usage = await llm.create(
-        system=system, messages=[{"role": "user", "content": user}], tools=[spec_tool()],
-        tool_choice={"type": "tool", "name": NORMALIZE_TOOL_NAME}, role="normalizer",
-        run_id=None, budget=budget)
+    request = normalize_request(plan_text, run_spec_json_schema())
+    message, _usage = await llm.create(role="normalizer", run_id=None, budget=budget, **request)
     calls = tool_uses(message, NORMALIZE_TOOL_NAME)
     if len(calls) != 1 or not isinstance(calls[0].input, dict):
         raise SpecError([("", "the model did not return a run spec")])

@@ -620,3 +620,80 @@ def message_blocks(message: Any) -> list[dict[str, Any]]:
         else:  # thinking, server tools, ...: send back what the API gave us
             blocks.append(block.model_dump(exclude_none=True, mode="json"))
     return blocks
+
+
+# -- the normalizer's --llm (synchronous: autopackctl is a blocking program) -----------------
+NORMALIZE_TOOL_NAME = "submit_run_spec"
+NORMALIZE_SYSTEM = (
+    "You convert a person's plan for a code change into an autopack run spec: the run's goal, "
+    "constraints and non-goals, and small phases, each with a lower-case id, a concrete goal, "
+    "the paths it may touch (scope globs) and the commands that check it. Keep the person's "
+    "intent; invent nothing they did not ask for. Call submit_run_spec exactly once.")
+
+
+def object_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """``schema`` with a top-level ``$ref`` inlined (tool input schemas must be objects)."""
+    defs = dict(schema.get("$defs", {}))
+    ref = str(schema.get("$ref", ""))
+    top = dict(defs.get(ref.rsplit("/", 1)[-1], schema)) if ref else dict(schema)
+    top.pop("$ref", None)
+    if defs:
+        top["$defs"] = defs
+    return top
+
+
+def normalize_request(plan_text: str, schema: Mapping[str, Any],
+                      draft: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """System, messages, tools and tool_choice of a normalization call (shared by both clients)."""
+    import json
+
+    user = f"Normalize this plan into a run spec:\n\n{plan_text[:60_000]}"
+    if draft:
+        user += ("\n\nA deterministic normalizer produced this draft; keep what is right, fix "
+                 f"what is not:\n{json.dumps(dict(draft), ensure_ascii=False)[:20_000]}")
+    tool = {"name": NORMALIZE_TOOL_NAME,
+            "description": "Submit the plan as an autopack run spec. Call exactly once.",
+            "input_schema": object_schema(schema)}
+    return {"system": NORMALIZE_SYSTEM, "messages": [{"role": "user", "content": user}],
+            "tools": [tool], "tool_choice": {"type": "tool", "name": NORMALIZE_TOOL_NAME}}
+
+
+def normalize_with_llm(plan_text: str, *, schema: Mapping[str, Any], repo: str | None = None,
+                       draft: Mapping[str, Any] | None = None, model: str = DEFAULT_MODEL,
+                       max_tokens: int = 8192, base_url: str | None = None,
+                       api_key_file: str | None = None, env: Mapping[str, str] | None = None,
+                       timeout_s: float = 120.0) -> dict[str, Any]:
+    """Blocking: ask Claude to turn ``plan_text`` into a run spec through a forced tool whose
+    input schema is ``schema`` (``run_spec_json_schema()``). Returns the raw spec dict, *not
+    validated* (the caller validates; ``repo`` is filled in when given).
+
+    Raises :class:`LLMAuthError` (no key / rejected), :class:`LLMRequestError`,
+    :class:`LLMUnavailable` (after the SDK's own retries), or ``ValueError`` when the answer
+    carries no spec.
+    """
+    import anthropic
+
+    key = read_api_key(env=env, api_key_file=api_key_file)
+    if key is None:
+        raise LLMAuthError("no Anthropic API key: set ANTHROPIC_API_KEY or provide the "
+                           f"'{CREDENTIAL_NAME}' credential file")
+    request = normalize_request(plan_text, schema, draft)
+    with anthropic.Anthropic(api_key=key.reveal(), base_url=base_url, max_retries=3,
+                             timeout=timeout_s) as client:
+        try:
+            message = client.messages.create(model=model, max_tokens=max_tokens, **request)
+        except (anthropic.AuthenticationError, anthropic.PermissionDeniedError) as exc:
+            raise LLMAuthError(f"Anthropic API rejected the key (HTTP {exc.status_code})") from None
+        except anthropic.APIStatusError as exc:
+            if exc.status_code == 429 or exc.status_code >= 500:
+                raise LLMUnavailable(f"Claude unavailable: HTTP {exc.status_code}") from None
+            raise LLMRequestError(exc.status_code, _error_message(exc)) from None
+        except anthropic.APIConnectionError as exc:
+            raise LLMUnavailable(f"Claude unreachable: {type(exc).__name__}") from None
+    calls = tool_uses(message, NORMALIZE_TOOL_NAME)
+    if len(calls) != 1 or not isinstance(calls[0].input, dict):
+        raise ValueError("the model did not return a run spec")
+    raw: dict[str, Any] = dict(calls[0].input)
+    if repo is not None:
+        raw["repo"] = repo
+    return raw
