@@ -629,15 +629,18 @@ class MemoryActor:
             self._note_failure(f"{what}: memory actor is down")
             return False, None
         req = _Request(fn, expires=anyio.current_time() + self.deadline_s)
-        with anyio.move_on_after(self.deadline_s) as scope:
-            try:
-                await send.send(req)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                self._note_failure(f"{what}: memory actor is down")
-                return False, None
-            await req.done.wait()
+        try:
+            with anyio.move_on_after(self.deadline_s) as scope:
+                try:
+                    await send.send(req)
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    self._note_failure(f"{what}: memory actor is down")
+                    return False, None
+                await req.done.wait()
+        finally:
+            # Timed out, or the caller itself was cancelled: the actor may skip it.
+            req.abandoned = not req.done.is_set()
         if scope.cancelled_caught and not req.done.is_set():
-            req.abandoned = True
             self._timeouts += 1
             self._note_failure(f"{what}: no answer within {self.deadline_s:g}s", count=False)
             return False, None

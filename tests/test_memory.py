@@ -17,6 +17,8 @@ from pathlib import Path
 import anyio
 import msgspec
 import pytest
+import trio
+import trio.testing
 from autopack.actors._context import TRUNCATED_MARKER
 from autopack.actors._memory import (
     SCHEMA_VERSION,
@@ -317,6 +319,40 @@ async def test_stuck_thread_crashes_serve_and_restart_heals(db_path: str) -> Non
     async with serving(actor):  # a fresh thread, while the old one may still be waiting
         await eventually_ok(client)
         assert actor.statistics().restarts == 2
+
+
+async def test_stopping_fails_waiting_callers_at_once(db_path: str) -> None:
+    """Callers queued on a stopped actor return now, not at their (here: 60 s) deadline."""
+    actor = MemoryActor(db_path, deadline_s=60, busy_timeout_s=60, stuck_after_s=60)
+    client = actor.client()
+    async with serving(actor):
+        assert await client.record_intention("run1", REPO, SPEC)
+    results: list[object] = []
+
+    async def write() -> None:
+        results.append(await client.record_lesson(REPO, "sig", "fix"))
+
+    async def read() -> None:
+        results.append(await client.context_for("run1", "config", "builder"))
+
+    with write_lock(db_path), anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            serve_scope = anyio.CancelScope()
+
+            async def run_serve(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+                with serve_scope:
+                    await actor.serve(task_status=task_status)
+
+            await tg.start(run_serve)
+            tg.start_soon(write)
+            tg.start_soon(read)
+            await trio.testing.wait_all_tasks_blocked()
+            # The write is on the (blocked) thread, the read waits in the actor's queue.
+            assert (actor.statistics().requests, actor.statistics().queue_depth) == (3, 1)
+            serve_scope.cancel()
+    assert sorted(map(repr, results)) == sorted(
+        [repr(False), repr(ContextResult("", 0, degraded=True))])
+    assert actor.statistics().state == "down"
 
 
 async def test_dropped_tables_degrade_then_repair(db_path: str) -> None:
