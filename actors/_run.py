@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
-
 from autopack.protocol import Classification, ClassifyContext, PhaseSpec, RunSpec, validate_spec
 
 from . import _worktree as wt
@@ -104,8 +103,13 @@ class RunWorkspace:
     worktree: Path
     venv: Path
     base_sha: str = ""
+    arm: str = "hardened"
     env: dict[str, str] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
+    toolchain: str | None = None
+    repo_modules: list[str] = field(default_factory=list)
+    node_manager: str | None = None
+    intention_recorded: bool = False
 
     async def activate_venv(self) -> Path:
         python = await ensure_venv(self.venv)
@@ -156,7 +160,7 @@ class RunActor:
             run_id=self.run_id, spec=spec, repo=Path(run["repo"]),
             worktree=self.s.state_dir / "worktrees" / self.run_id,
             venv=self.s.state_dir / "envs" / self.run_id,
-            base_sha=run.get("base_commit") or "",
+            base_sha=run.get("base_commit") or "", arm=run.get("arm") or "hardened",
         )
         resumed = run["state"] in ("interrupted", "running")
         await self.rec.set_run_state(self.run_id, "running",
@@ -201,6 +205,7 @@ class RunActor:
         ws.env = base_env()
         if ws.venv.exists():
             await ws.activate_venv()
+        self._describe_repo(ws)
         for idx, phase in enumerate(ws.spec.phases):
             prow = run["phases"][idx]
             if prow["state"] in ("succeeded", "skipped"):
@@ -300,6 +305,35 @@ class RunActor:
             excerpt=excerpt(result.output),
         )
         return result
+
+    def _describe_repo(self, ws: RunWorkspace) -> None:
+        """What the classifier may know of the repository (pure reads, cheap)."""
+        from ._toolchain import detect_toolchains, repo_modules
+
+        try:
+            tcs = detect_toolchains(ws.worktree)
+            ws.repo_modules = repo_modules(ws.worktree)
+        except OSError:
+            return
+        if tcs:
+            ws.toolchain = tcs[0].name
+        ws.node_manager = next((tc.manager for tc in tcs if tc.name == "node"), None)
+
+    async def budget(self, ws: RunWorkspace) -> Any:
+        """The run's token/USD budget, charged with what was already spent (durable)."""
+        from ._llm import Budget
+
+        spent = await self.rec.tokens(self.run_id)  # type: ignore[attr-defined]
+        return Budget(token_limit=ws.spec.limits.token_budget, usd_limit=ws.spec.limits.usd_budget,
+                      prices=getattr(self.s.settings, "prices", {}) or {},
+                      tokens_used=sum(spent.values()))
+
+    async def record_usage(self, phase: PhaseSpec, attempt: int, usage: Any) -> None:
+        await self.rec.record_llm_call(  # type: ignore[attr-defined]
+            self.run_id, phase.id, attempt, usage.role, usage.model,
+            {"input": usage.input_tokens, "output": usage.output_tokens,
+             "cache_creation": usage.cache_creation_input_tokens,
+             "cache_read": usage.cache_read_input_tokens})
 
     async def commit(self, ws: RunWorkspace, phase: PhaseSpec) -> str | None:
         return await wt.commit_phase(ws.worktree, self.run_id, phase.id, phase.goal)

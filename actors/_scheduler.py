@@ -43,6 +43,7 @@ class Scheduler:
         self._peak = 0
         self._skipped = 0
         self._accepting = True
+        self._idle = anyio.Event()
         self.on_run_end: Callable[[str, str], Awaitable[None]] | None = None
 
     def poke(self) -> None:
@@ -56,6 +57,12 @@ class Scheduler:
             return False
         actor.cancel(reason)
         return True
+
+    async def idle(self) -> None:
+        """Return once no run is active (used by the graceful stop)."""
+        while self.active:
+            self._idle = anyio.Event()
+            await self._idle.wait()
 
     def stop_starting(self) -> None:
         self._accepting = False
@@ -109,6 +116,8 @@ class Scheduler:
             LOGGER.exception("run %s: actor crashed", run_id)
         finally:
             self.active.pop(run_id, None)
+            if not self.active:
+                self._idle.set()
             self.poke()
         if self.on_run_end is not None and state in ("succeeded", "failed", "cancelled"):
             try:

@@ -87,10 +87,10 @@ async def ensure_worktree(repo: Path, path: Path, branch: str, base_sha: str) ->
             await git(path, "clean", "-fdq")
             return True
         await remove_worktree(repo, path)
-    elif path.exists():
-        shutil.rmtree(path, ignore_errors=True)
+    elif await anyio.Path(path).exists():
+        await anyio.to_thread.run_sync(shutil.rmtree, path, True)
     await git(repo, "worktree", "prune")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    await anyio.Path(path.parent).mkdir(parents=True, exist_ok=True)
     if await branch_exists(repo, branch):
         await git(repo, "worktree", "add", "--quiet", str(path), branch)
         return True
@@ -100,11 +100,11 @@ async def ensure_worktree(repo: Path, path: Path, branch: str, base_sha: str) ->
 
 async def remove_worktree(repo: Path, path: Path) -> None:
     """Remove a worktree (its branch stays). Never raises for a worktree already gone."""
-    if path.exists():
+    if await anyio.Path(path).exists():
         try:
             await git(repo, "worktree", "remove", "--force", "--force", str(path))
         except GitError:
-            shutil.rmtree(path, ignore_errors=True)
+            await anyio.to_thread.run_sync(shutil.rmtree, path, True)
     try:
         await git(repo, "worktree", "prune")
     except GitError:

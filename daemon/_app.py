@@ -16,14 +16,17 @@ import random
 import shutil
 import signal
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import anyio
 import msgspec
 import trio
-
 from autopack.actors import _worktree as wt
+from autopack.actors._llm import LLM, read_api_key
+from autopack.actors._memory import MemoryActor, handle_get_context, handle_get_lessons
+from autopack.actors._phase import PhaseRunner
 from autopack.actors._proc import kill_group
 from autopack.actors._run import RunServices
 from autopack.actors._scheduler import Scheduler
@@ -41,6 +44,7 @@ from autopack.protocol import (
     Health,
     ListRuns,
     LogsEnd,
+    Normalized,
     NormalizePlan,
     Ok,
     PhaseState,
@@ -48,10 +52,13 @@ from autopack.protocol import (
     RunList,
     RunStatus,
     SpecError,
+    Stats,
     Submit,
     Submitted,
+    spec_to_builtins,
     validate_spec,
 )
+from autopack.protocol import Error as ProtoError
 
 from . import _queries as q
 from ._config import Settings
@@ -84,16 +91,30 @@ class Daemon:
     version = VERSION
 
     def __init__(self, settings: Settings, *, config_file: str | None = None,
-                 listen_fd: int | None = None) -> None:
+                 listen_sock: Any = None, notifier: Any = None, redactor: Any = None) -> None:
+        from ._notify import Heartbeat, Notifier
+
         self.settings = settings
         self.config_file = config_file
-        self.listen_fd = listen_fd
+        self.listen_sock = listen_sock
+        self.notifier = notifier if notifier is not None else Notifier(None)
+        self.redactor = redactor
+        self.heartbeat = Heartbeat(max_age_s=10.0)
         self.state_dir = Path(settings.state_dir).resolve()
         self.store = Store(str(self.state_dir / "autopack.db"))
         self.records = Records(self.store)
         self.supervisor = Supervisor(limit=settings.restart_limit, window_s=settings.restart_window_s)
+        self.memory = MemoryActor(
+            str(self.state_dir / "autopack.db"), enabled=settings.enable_intention_context,
+            deadline_s=settings.memory_deadline_ms / 1000, builder_bytes=settings.builder_context_bytes,
+            doctor_bytes=settings.doctor_context_bytes)
+        self.llm = self._make_llm()
+        self.phase_runner = PhaseRunner(
+            settings=settings, classify=self._classify_fn(), mitigate=self._mitigate_fn(),
+            memory=self.memory.client(), llm=self.llm,
+            mean_doctor_tokens=lambda: self.records.mean_doctor_tokens())
         self.services = RunServices(records=self.records, state_dir=self.state_dir,
-                                    settings=settings)
+                                    settings=settings, phase_runner=self.phase_runner)
         self.scheduler = Scheduler(self.services, limit=lambda: self.settings.max_concurrent_runs)
         self.scheduler.on_run_end = self._after_run
         self.control: ControlServer | None = None
@@ -101,6 +122,22 @@ class Daemon:
         self.stopping = False
         self.started_at = time.time()
         self._rng = random.Random()
+
+    def _make_llm(self) -> LLM:
+        """The Claude client shared by all runs; the key never leaves it (or reaches logs)."""
+        secret = read_api_key(api_key_file=self.settings.api_key_file)
+        if secret is not None and self.redactor is not None:
+            self.redactor.add_secret(secret.reveal())
+        return LLM(model=self.settings.model, max_tokens=self.settings.max_tokens,
+                   base_url=self.settings.anthropic_base_url,
+                   api_key=secret.reveal() if secret else None,
+                   max_concurrency=self.settings.llm_max_concurrency)
+
+    def _classify_fn(self) -> Any:
+        return None
+
+    def _mitigate_fn(self) -> Any:
+        return None
 
     # ================================================================ lifecycle
     async def run(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
@@ -114,6 +151,7 @@ class Daemon:
             await self._serve(task_status)
         finally:
             with anyio.CancelScope(shield=True):
+                await self.llm.aclose()
                 await self.store.close()
 
     def _prepare_dirs(self) -> None:
@@ -131,13 +169,40 @@ class Daemon:
             allowed_uids=lambda: set(self.settings.allowed_uids),
             allowed_gids=lambda: set(self.settings.allowed_gids))
         async with trio.open_nursery() as nursery:
+            await self.supervisor.start_child(nursery, "memory", self.memory.serve)
             await self.supervisor.start_child(nursery, "scheduler", self.scheduler.serve)
             await nursery.start(self.control.serve)
             self.health_port = await nursery.start(self._health_server().serve)
             nursery.start_soon(self._signals, nursery.cancel_scope)
+            nursery.start_soon(self._housekeeping)
+            interval = self.notifier.watchdog_interval()
+            if interval and self.settings.watchdog:
+                from ._notify import watchdog_loop
+
+                nursery.start_soon(partial(watchdog_loop, self.notifier, interval,
+                                           alive=self.heartbeat))
             LOGGER.info("autopackd %s ready: socket %s, health http://%s", VERSION,
                         self.socket_path, self._health_addr())
+            self.notifier.ready(await self._status_line())
             task_status.started(self)
+
+    async def _status_line(self) -> str:
+        counts = await self.records.counts()
+        return (f"{len(self.scheduler.active)} running, {counts.get('queued', 0)} queued, "
+                f"limit {self.settings.max_concurrent_runs}")
+
+    async def _housekeeping(self) -> None:
+        """The supervisor loop's beat: liveness for the watchdog, STATUS= for systemctl."""
+        last_status = ""
+        while True:
+            self.heartbeat.beat()
+            if not self.store.alive:
+                raise StoreDied("the store thread is gone")
+            status = await self._status_line()
+            if status != last_status:
+                self.notifier.status(status)
+                last_status = status
+            await trio.sleep(1.0)
 
     # ---------------------------------------------------------------- startup pieces
     @property
@@ -147,8 +212,10 @@ class Daemon:
     def _control_socket(self) -> Any:
         import socket as _socket
 
-        if self.listen_fd is not None:
-            return _socket.socket(fileno=self.listen_fd)
+        if self.listen_sock is not None:
+            LOGGER.info("using the socket-activated control socket")
+            return self.listen_sock
+        del _socket
         try:
             return bind_unix_socket(self.socket_path, self.settings.socket_mode,
                                     self.settings.socket_group)
@@ -173,7 +240,9 @@ class Daemon:
             return json_body(200 if h.ready else 503, msgspec.to_builtins(h))
 
         async def metrics() -> tuple[int, str, bytes]:
-            return 200, "text/plain; version=0.0.4", await self.metrics_text()
+            from ._metrics import METRICS_CONTENT_TYPE
+
+            return 200, METRICS_CONTENT_TYPE, await self.metrics_text()
 
         return HealthServer(host, int(port or 0), {"/healthz": healthz, "/readyz": readyz,
                                                    "/metrics": metrics})
@@ -229,12 +298,12 @@ class Daemon:
     async def shutdown(self, scope: Any) -> None:
         """Stop accepting, drain runs at phase boundaries within the grace period, cancel."""
         self.stopping = True
+        self.notifier.stopping()
         self.scheduler.stop_starting()
         if self.control is not None:
             await self.control.stop_accepting()
         with trio.move_on_after(self.settings.grace_period_s):
-            while self.scheduler.active:
-                await trio.sleep(0.05)
+            await self.scheduler.idle()
         active = list(self.scheduler.active)
         scope.cancel()
         with trio.CancelScope(shield=True):
@@ -250,18 +319,25 @@ class Daemon:
         """SIGHUP: re-read the settings that can change live."""
         from ._config import LIVE_RELOADABLE, ConfigError, load_settings
 
+        self.notifier.reloading()
         try:
             fresh = load_settings(self.config_file)
         except ConfigError as exc:
-            LOGGER.error("reload refused: %s", exc)
+            LOGGER.error("reload refused, keeping the old settings: %s", exc)
+            self.notifier.ready()
             return
         changed = []
         for key in sorted(LIVE_RELOADABLE):
             if getattr(fresh, key) != getattr(self.settings, key):
                 setattr(self.settings, key, getattr(fresh, key))
                 changed.append(key)
+        if "log_level" in changed:
+            from ._logging import set_log_level
+
+            set_log_level(self.settings.log_level)
         LOGGER.info("reloaded settings: %s", ", ".join(changed) or "nothing changed")
         self.scheduler.poke()
+        self.notifier.ready()
 
     # ================================================================ requests
     async def dispatch(self, conn: Connection, req: Any) -> bool | None:
@@ -285,7 +361,11 @@ class Daemon:
                 case GetHealth():
                     await conn.send(await self.health())
                 case NormalizePlan() | GetContext() | GetLessons() | GetStats():
-                    await conn.send(await self.extension_request(req))
+                    reply = await self.extension_request(req)
+                    if isinstance(reply, ProtoError):
+                        await conn.error(reply.code, reply.message, reply.details)
+                    else:
+                        await conn.send(reply)
                 case _:
                     await conn.error(ErrorCode.BAD_FRAME, f"unexpected message {type(req).__name__}")
                     return False
@@ -302,16 +382,7 @@ class Daemon:
         if self.stopping:
             raise RequestError(ErrorCode.SHUTTING_DOWN, "the daemon is stopping; submit again later")
         spec = validate_spec(msgspec.to_builtins(req.spec))  # same checks as a file
-        repo = req.repo or spec.repo
-        problems = []
-        if not repo:
-            problems.append("repo: no repository given (spec 'repo' or submit --repo)")
-        elif not os.path.isabs(repo):
-            problems.append(f"repo: must be an absolute path on the daemon's host, got {repo!r}")
-        elif not os.path.isdir(repo):
-            problems.append(f"repo: {repo} does not exist or is not a directory")
-        elif not wt.is_git_repo(repo):
-            problems.append(f"repo: {repo} is not a git repository")
+        repo, problems = check_repo(req.repo or spec.repo)
         unsupported = [p.id for p in spec.phases if p.kind == "build" and not self.build_supported()]
         if unsupported:
             raise RequestError(ErrorCode.NOT_SUPPORTED,
@@ -320,7 +391,7 @@ class Daemon:
         if problems:
             raise RequestError(ErrorCode.INVALID_SPEC, "invalid run spec", problems)
         arm = req.arm or self._pick_arm()
-        run_id = await self.records.submit(spec, os.path.realpath(str(repo)), arm)
+        run_id = await self.records.submit(spec, repo, arm)
         self.scheduler.poke()
         return Submitted(run_id=run_id)
 
@@ -397,7 +468,11 @@ class Daemon:
         for child in self.supervisor.statistics():
             parts[child.name] = "ok" if child.state == "up" else (
                 "degraded" if child.name == "memory" else "down")
-        parts.update(self.extra_health_parts())
+        extra = self.extra_health_parts()
+        if parts.get("memory") != "degraded":
+            parts.update(extra)
+        else:
+            parts.update({k: v for k, v in extra.items() if k != "memory"})
         degraded = sorted(k for k, v in parts.items() if v == "degraded")
         required_down = [k for k, v in parts.items() if v == "down"]
         counts = await self.records.counts() if self.store.alive else {}
@@ -407,16 +482,81 @@ class Daemon:
                                  "socket": self.socket_path})
 
     def extra_health_parts(self) -> dict[str, str]:
-        return {}
+        mem = self.memory.statistics().state
+        parts = {"memory": {"ok": "ok", "disabled": "disabled"}.get(mem, "degraded")}
+        llm = self.llm.statistics()
+        parts["llm"] = ("no key" if not self.llm.has_key else
+                        "degraded" if llm.breaker_state != "closed" else "ok")
+        return parts
 
     async def metrics_text(self) -> bytes:
-        counts = await self.records.counts()
-        lines = ["# TYPE autopack_runs gauge"]
-        lines += [f'autopack_runs{{state="{k}"}} {v}' for k, v in sorted(counts.items())]
-        return ("\n".join(lines) + "\n").encode()
+        from ._metrics import render_metrics
+        from ._stats import metrics_snapshot
+
+        ctl = self.control.statistics() if self.control else None
+        snapshot = await self.store.call(
+            metrics_snapshot,
+            queue_depth=(await self.records.counts()).get("queued", 0),
+            memory_degraded=self.extra_health_parts().get("memory") == "degraded",
+            actor_restarts=self.supervisor.total_restarts(),
+            control_connections_total=ctl.connections_total if ctl else 0,
+            control_connections_active=ctl.connections_active if ctl else 0,
+        )
+        return render_metrics(snapshot)
 
     async def extension_request(self, req: Any) -> Any:
-        raise RequestError(ErrorCode.NOT_SUPPORTED, f"{type(req).__name__} is not available yet")
+        match req:
+            case GetContext():
+                run = await self.records.run(req.run_id)
+                current = next((p["id"] for p in run["phases"] if p["state"] == "running"), None)
+                if current is None:
+                    current = next((p["id"] for p in run["phases"] if p["state"] == "queued"), None)
+                return await handle_get_context(self.memory.client(), req, current_phase=current)
+            case GetLessons():
+                return await handle_get_lessons(self.memory.client(), req)
+            case GetStats():
+                from ._stats import compute_stats
+
+                since = time.time() - req.since_s if req.since_s else None
+                data = await self.store.call(compute_stats, since_ts=since, by_arm=req.by_arm)
+                return Stats(data=data)
+            case NormalizePlan():
+                return await self.normalize(req)
+        raise RequestError(ErrorCode.NOT_SUPPORTED, f"{type(req).__name__} is not supported")
+
+    async def normalize(self, req: NormalizePlan) -> Normalized:
+        """Normalize a raw plan and answer with the spec to review; no run is created."""
+        from autopack.actors._normalize import PlanError, normalize_plan
+
+        if len(req.plan.encode("utf-8", "replace")) > self.settings.max_frame_bytes:
+            raise RequestError(ErrorCode.INVALID_PLAN, "the plan is too large")
+        if req.repo and not wt.is_git_repo(req.repo):
+            raise RequestError(ErrorCode.INVALID_PLAN, f"{req.repo} is not a git repository")
+        try:
+            result = await trio.to_thread.run_sync(
+                lambda: normalize_plan(req.plan, Path(req.repo) if req.repo else None))
+        except PlanError as exc:
+            raise RequestError(ErrorCode.INVALID_PLAN, str(exc)) from None
+        return Normalized(spec=spec_to_builtins(result.spec), confidence=result.confidence,
+                          warnings=result.warnings,
+                          phases=[msgspec.to_builtins(p) for p in result.phases])
+
+
+def check_repo(repo: str | None) -> tuple[str, list[str]]:
+    """The repository's real path and the problems that make it unusable (none = usable)."""
+    if not repo:
+        return "", ["repo: no repository given (spec 'repo' or submit --repo)"]
+    if not os.path.isabs(repo):
+        return repo, [f"repo: must be an absolute path on the daemon's host, got {repo!r}"]
+    if not os.path.isdir(repo):
+        return repo, [f"repo: {repo} does not exist or is not a directory"]
+    if not wt.is_git_repo(repo):
+        return repo, [f"repo: {repo} is not a git repository"]
+    return os.path.realpath(repo), []
+
+
+class StoreDied(Exception):
+    """Raised when the store thread died: the daemon cannot work without it and exits."""
 
 
 class RequestError(Exception):

@@ -22,7 +22,6 @@ from typing import Any
 import anyio
 import msgspec
 import trio
-
 from autopack.protocol import (
     PROTOCOL_VERSION,
     Error,

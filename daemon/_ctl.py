@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec
-
 from autopack.protocol import (
     Cancel,
     EventMsg,

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
-
 from autopack.actors._states import check_phase_transition, check_run_transition
 from autopack.protocol import RunSpec
 

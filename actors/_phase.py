@@ -1,0 +1,339 @@
+"""PhaseRunner: the attempt loop of one phase with Builder, classifier, mitigations, Doctor.
+
+Per attempt: (build phases) the Builder edits the worktree → drift check →
+the checks. On a failed check the deterministic classifier names the cause
+(zero tokens); :func:`._policy.decide` picks the cheapest next step: a safe
+action and the checks again (same attempt), a new attempt with a hint, one
+Doctor call, or the end of the phase with a named reason. Every step is an
+event; tokens are recorded per call. The run's A/B arm ``baseline`` turns
+failure hardening and intention context off, so their value can be measured.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from autopack.protocol import Classification, ClassifyContext, PhaseSpec
+
+from ._policy import FailureFacts, Next, decide
+from ._proc import CommandResult
+
+if TYPE_CHECKING:
+    from ._run import RunActor, RunWorkspace
+
+LOGGER = logging.getLogger(__name__)
+
+
+class MitigationOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """What a mitigation action did (the daemon adapts the classifier's actions to this)."""
+
+    acted: bool
+    ok: bool
+    summary: str
+    key: str | None = None  # identity of the action, to never repeat it in a phase
+    undeclared: str | None = None  # a dependency installed but not in the manifest
+
+
+Classify = Callable[[str, int | None, ClassifyContext], Awaitable[Classification]]
+Mitigate = Callable[..., Awaitable[MitigationOutcome]]
+
+
+@dataclass
+class _PhaseState:
+    """What one phase remembers across its attempts (rebuilt on resume from events)."""
+
+    hint: str | None = None
+    previous: Classification | None = None
+    previous_signature: str | None = None
+    done_actions: set[str] = field(default_factory=set)
+    doctor_calls: int = 0
+    first_failure: Classification | None = None
+
+
+class PhaseRunner:
+    """Strategy object the run actor calls for each phase (see ``RunServices.phase_runner``)."""
+
+    def __init__(self, *, settings: Any, classify: Classify | None = None,
+                 mitigate: Mitigate | None = None, memory: Any = None, llm: Any = None,
+                 mean_doctor_tokens: Callable[[], Awaitable[float | None]] | None = None) -> None:
+        self.settings = settings
+        self.classify = classify
+        self.mitigate = mitigate
+        self.memory = memory
+        self.llm = llm
+        self.mean_doctor_tokens = mean_doctor_tokens
+        self._doctor_calls_run: dict[str, int] = {}
+
+    @property
+    def builder_available(self) -> bool:
+        return self.llm is not None
+
+    # ------------------------------------------------------------------ flags per run
+    def hardening(self, arm: str) -> bool:
+        return bool(self.settings.enable_failure_hardening) and arm != "baseline"
+
+    def context_on(self, arm: str) -> bool:
+        return bool(self.settings.enable_intention_context) and arm != "baseline" \
+            and self.memory is not None
+
+    # ------------------------------------------------------------------ the loop
+    async def run_phase(self, actor: RunActor, ws: RunWorkspace, idx: int,
+                        phase: PhaseSpec) -> tuple[str, str | None, str | None]:
+        st = _PhaseState()
+        limits = ws.spec.limits
+        arm = ws.arm
+        while True:
+            attempt = await actor.rec.begin_attempt(actor.run_id, idx)
+            if attempt > limits.max_attempts:
+                return "failed", f"attempt limit ({limits.max_attempts}) reached", None
+            if phase.kind == "build":
+                await self._build(actor, ws, phase, attempt, st)
+            checks = await actor.checks_for(ws, idx, phase, attempt)
+            while True:  # checks, and again after an action that should fix them
+                failed = await actor.run_checks(ws, idx, phase, attempt, checks)
+                if failed is None:
+                    await self._succeeded(actor, ws, phase, attempt, st)
+                    return "succeeded", None, await actor.commit(ws, phase)
+                step, reason, c = await self._judge(actor, ws, phase, attempt, failed, st, arm)
+                if step is Next.MITIGATE:
+                    if await self._mitigate(actor, ws, phase, attempt, c, st):
+                        continue
+                    step, reason = (Next.RETRY, "mitigation failed") if (
+                        phase.kind == "build" and attempt < limits.max_attempts) else (
+                        Next.FAIL, f"{c.pattern}: mitigation failed")
+                if step is Next.DOCTOR:
+                    step, reason, recheck = await self._doctor(actor, ws, idx, phase, attempt,
+                                                               failed, c, st)
+                    if recheck:
+                        continue
+                    if step == "skip":
+                        return "skipped", reason, None
+                await self._remember_failure(actor, ws, phase, attempt, c, failed, worked=False)
+                if step is Next.FAIL:
+                    return "failed", f"{reason} (`{failed.command}` exit {failed.exit_code})", None
+                st.hint = st.hint or (c.mitigation.hint if c.mitigation else None) \
+                    or _excerpt_hint(failed)
+                break  # next attempt
+
+    # ------------------------------------------------------------------ pieces
+    async def _judge(self, actor: RunActor, ws: RunWorkspace, phase: PhaseSpec, attempt: int,
+                     failed: CommandResult, st: _PhaseState,
+                     arm: str) -> tuple[Next, str, Classification]:
+        hardening = self.hardening(arm) and self.classify is not None
+        if hardening:
+            assert self.classify is not None
+            ctx = ClassifyContext(command=failed.command, repo_root=str(ws.worktree),
+                                  toolchain=ws.toolchain, repo_modules=ws.repo_modules,
+                                  lockfile_manager=ws.node_manager)
+            c = await self.classify(failed.output, failed.exit_code, ctx)
+        else:
+            c = Classification(pattern=None, evidence=_last_lines(failed.output, 2))
+        avoided = 0
+        if c.pattern is not None:
+            avoided = int(await self._doctor_value())
+        signature = c.signature if c.pattern else f"none|{failed.exit_code}|" + "|".join(
+            _last_lines(failed.output, 3))
+        limits = ws.spec.limits
+        key = _action_key(c)
+        facts = FailureFacts(
+            kind=phase.kind, pattern=c.pattern,
+            mitigation_kind=c.mitigation.kind if c.mitigation else None,
+            auto_allowed=c.pattern in set(self.settings.auto_mitigate),
+            already_done=key is not None and key in st.done_actions,
+            attempt=attempt, max_attempts=limits.max_attempts,
+            same_as_previous=signature == st.previous_signature,
+            llm_available=self.llm is not None and bool(getattr(self.llm, "has_key", True)),
+            doctor_left_phase=limits.doctor_calls_per_phase - st.doctor_calls,
+            doctor_left_run=limits.doctor_calls_per_run - self._doctor_calls_run.get(actor.run_id, 0),
+        )
+        step, reason = decide(facts)
+        st.previous_signature = signature
+        st.previous = c
+        if st.first_failure is None and c.pattern is not None:
+            st.first_failure = c
+        if step is not Next.MITIGATE:
+            st.hint = c.mitigation.hint if c.mitigation and c.mitigation.hint else None
+        await actor.rec.event(
+            actor.run_id, phase.id, attempt, "classified", pattern=c.pattern,
+            evidence=c.evidence, details=c.details, command=failed.command,
+            exit_code=failed.exit_code, hardening=hardening,
+            mitigation=msgspec.to_builtins(c.mitigation) if c.mitigation else None,
+            tokens_avoided=avoided if step is not Next.DOCTOR else 0,
+            decision=str(step), reason=reason)
+        return step, reason, c
+
+    async def _doctor_value(self) -> float:
+        measured = await self.mean_doctor_tokens() if self.mean_doctor_tokens else None
+        return measured or float(self.settings.default_doctor_tokens)
+
+    async def _mitigate(self, actor: RunActor, ws: RunWorkspace, phase: PhaseSpec, attempt: int,
+                        c: Classification, st: _PhaseState) -> bool:
+        if self.mitigate is None:
+            return False
+        key = _action_key(c)
+        if key:
+            st.done_actions.add(key)
+        python = None
+        if c.pattern == "python_missing_dep":
+            python = await ws.activate_venv()  # installs go into the run's own venv
+        out = await self.mitigate(c, worktree=ws.worktree, python=python, env=ws.env,
+                                  allowed=set(self.settings.auto_mitigate), already=set())
+        await actor.rec.event(actor.run_id, phase.id, attempt, "mitigation", pattern=c.pattern,
+                              action=c.mitigation.kind if c.mitigation else None,
+                              summary=out.summary, ok=out.ok, acted=out.acted,
+                              undeclared=out.undeclared)
+        if out.undeclared:
+            st.hint = (f"{out.undeclared} was missing and autopack installed it into the run's "
+                       f"environment; declare it in the project's dependency manifest.")
+        return out.acted and out.ok
+
+    async def _doctor(self, actor: RunActor, ws: RunWorkspace, idx: int, phase: PhaseSpec,
+                      attempt: int, failed: CommandResult, c: Classification,
+                      st: _PhaseState) -> tuple[Any, str, bool]:
+        """One Doctor call. Returns (next step, reason, recheck-now)."""
+        from ._doctor import ask_doctor, run_fix
+        from ._llm import DoctorMalformed, LLMAuthError
+
+        st.doctor_calls += 1
+        self._doctor_calls_run[actor.run_id] = self._doctor_calls_run.get(actor.run_id, 0) + 1
+        await actor.rec.add_doctor_call(actor.run_id, idx)  # type: ignore[attr-defined]
+        context = await self._context(actor, ws, phase, attempt, "doctor", c)
+        budget = await actor.budget(ws)
+        try:
+            decision = await ask_doctor(self.llm, run_id=actor.run_id, phase=phase,
+                                        excerpt=failed.output, classification=c,
+                                        context_text=context, attempt=attempt, budget=budget)
+        except DoctorMalformed as exc:
+            if exc.usage is not None:
+                await actor.record_usage(phase, attempt, exc.usage)
+            await actor.rec.event(actor.run_id, phase.id, attempt, "doctor_called",
+                                  decision="malformed", error=str(exc))
+            more = phase.kind == "build" and attempt < ws.spec.limits.max_attempts
+            return (Next.RETRY if more else Next.FAIL), f"Doctor answer malformed: {exc}", False
+        except LLMAuthError as exc:
+            from ._run import RunEnded
+
+            raise RunEnded("failed", f"LLM authentication failed: {exc}") from None
+        await actor.record_usage(phase, attempt, decision.usage)
+        await actor.rec.event(actor.run_id, phase.id, attempt, "doctor_called",
+                              decision=decision.action, rationale=decision.rationale,
+                              hint=decision.hint, command=decision.command,
+                              tokens=decision.usage.total_tokens)
+        match decision.action:
+            case "retry_with_hint":
+                st.hint = decision.hint
+                if phase.kind == "build" and attempt < ws.spec.limits.max_attempts:
+                    return Next.RETRY, f"Doctor: {decision.rationale}", False
+                return Next.FAIL, f"Doctor suggests a retry but none is left: {decision.hint}", False
+            case "run_fix":
+                result = await run_fix(decision.command, ws.worktree, ws.env, timeout=300)
+                await actor.rec.event(actor.run_id, phase.id, attempt, "doctor_fix",
+                                      command=decision.command, exit_code=result.exit_code)
+                return Next.RETRY, "Doctor fix applied", True
+            case "skip_phase":
+                return "skip", f"skipped by the Doctor: {decision.rationale}", False
+            case _:
+                from ._run import RunEnded
+
+                raise RunEnded("failed", f"aborted by the Doctor: {decision.rationale}")
+
+    async def _build(self, actor: RunActor, ws: RunWorkspace, phase: PhaseSpec, attempt: int,
+                     st: _PhaseState) -> None:
+        from ._builder import run_builder
+        from ._drift import changed_files, outside_scope, revert_paths
+        from ._run import RunEnded
+
+        if self.llm is None:
+            raise RunEnded("failed", "build phases need the Builder: no LLM is configured")
+        if not getattr(self.llm, "has_key", True):
+            raise RunEnded("failed", "no Anthropic API key: set ANTHROPIC_API_KEY or the "
+                                     "anthropic_api_key credential (api_key_file)")
+        if not ws.venv_active:
+            await ws.activate_venv()
+        context = await self._context(actor, ws, phase, attempt, "builder", st.previous)
+        budget = await actor.budget(ws)
+        await actor.rec.event(actor.run_id, phase.id, attempt, "builder_started",
+                              context_bytes=len(context.encode()), retry=st.hint is not None)
+        usages: list[Any] = []
+        result = await run_builder(
+            self.llm, worktree=ws.worktree, env=ws.env, run_id=actor.run_id, phase=phase,
+            context_text=context, retry_hint=st.hint, previous=st.previous,
+            max_turns=int(self.settings.builder_max_turns),
+            wall_s=float(self.settings.builder_attempt_wall_s), token_limit=None,
+            attempt=attempt, budget=budget, on_usage=usages.append,
+            command_timeout_s=min(phase.timeout_s, 600))
+        for usage in usages:
+            await actor.record_usage(phase, attempt, usage)
+        await actor.rec.event(actor.run_id, phase.id, attempt, "builder_finished",
+                              turns=result.turns, stop_reason=result.stop_reason,
+                              error=result.error, tool_calls=result.tool_calls,
+                              refused=result.refused, tokens=result.total_tokens,
+                              summary=result.summary[:500])
+        if result.stop_reason == "auth_error":
+            raise RunEnded("failed", f"LLM authentication failed: {result.error}")
+        if result.stop_reason == "budget_exhausted":
+            raise RunEnded("failed", f"token budget exhausted ({result.error})")
+        drift = outside_scope(await changed_files(ws.worktree), phase.scope)
+        if drift:
+            policy = self.settings.drift_policy
+            if policy == "revert":
+                await revert_paths(ws.worktree, drift)
+            await actor.rec.event(actor.run_id, phase.id, attempt, "drift", files=drift[:50],
+                                  action=policy)
+            if policy == "fail":
+                raise RunEnded("failed", f"phase {phase.id}: drift outside scope: "
+                                         + ", ".join(drift[:5]))
+
+    async def _context(self, actor: RunActor, ws: RunWorkspace, phase: PhaseSpec, attempt: int,
+                       role: str, failure: Classification | None) -> str:
+        if not self.context_on(ws.arm):
+            return ""
+        if not ws.intention_recorded:
+            ws.intention_recorded = await self.memory.record_intention(
+                actor.run_id, str(ws.repo), ws.spec)
+        result = await self.memory.context_for(actor.run_id, phase.id, role, failure)
+        if result.degraded:
+            await actor.rec.event(actor.run_id, phase.id, attempt, "memory_degraded", role=role)
+        return str(result.text)
+
+    async def _remember_failure(self, actor: RunActor, ws: RunWorkspace, phase: PhaseSpec,
+                                attempt: int, c: Classification, failed: CommandResult,
+                                *, worked: bool) -> None:
+        if self.memory is None or not self.context_on(ws.arm):
+            return
+        await self.memory.record_outcome(
+            actor.run_id, phase.id, attempt, tried=f"attempt {attempt}: {failed.command}",
+            pattern=c.pattern, evidence="; ".join(c.evidence)[:500], worked=worked)
+
+    async def _succeeded(self, actor: RunActor, ws: RunWorkspace, phase: PhaseSpec, attempt: int,
+                         st: _PhaseState) -> None:
+        if self.memory is None or not self.context_on(ws.arm):
+            return
+        fix = st.hint or "the next attempt"
+        await self.memory.record_outcome(actor.run_id, phase.id, attempt, tried=f"attempt {attempt}",
+                                         pattern=None, evidence="", worked=True, fix=fix)
+        if st.first_failure is not None:
+            sig = f"{st.first_failure.pattern}: {'; '.join(st.first_failure.evidence)}"
+            await self.memory.record_lesson(str(ws.repo), sig[:500], fix[:500],
+                                            st.first_failure.pattern)
+
+
+def _action_key(c: Classification) -> str | None:
+    m = c.mitigation
+    if m is None or m.kind not in ("install_dependency", "wait"):
+        return None
+    return f"{m.kind}:{m.manager}:{m.package}" if m.kind == "install_dependency" else f"wait:{c.pattern}"
+
+
+def _last_lines(text: str, n: int) -> list[str]:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-n:]
+
+
+def _excerpt_hint(failed: CommandResult) -> str:
+    tail = "\n".join(failed.output.strip().splitlines()[-30:])
+    return f"The check `{failed.command}` failed with exit {failed.exit_code}:\n{tail[-1500:]}"
