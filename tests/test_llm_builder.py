@@ -190,3 +190,29 @@ async def test_rate_limit_storm_across_ten_concurrent_builders(tmp_path: Path) -
     assert stats["by_status"]["200"] == 40
     # a storm of 0.5 s with retry-after 0.2 s: at most ~4 waves of `concurrency` 429s
     assert stats["by_status"]["429"] <= concurrency * 4, stats
+
+
+async def test_demo_scenario_builds_the_demo_repository(tmp_path: Path) -> None:
+    """The offline demo's script (actors/scenarios/demo.json) on a copy of examples/demo-repo:
+    the Builder adds subtract() and the repository's own tests pass afterwards."""
+    import shutil
+    import sys
+
+    source = Path(__file__).resolve().parent.parent / "examples" / "demo-repo"
+    if not source.is_dir():
+        pytest.skip("examples/demo-repo is not present")
+    wt = tmp_path / "demo"
+    shutil.copytree(source, wt)
+    phase = PhaseSpec(id="add-subtract", goal="Add subtract(a, b) to calc, exported, with a test",
+                      scope=["calc/**", "tests/**"], checks=["python -m pytest -q"])
+    env = {**ENV, "PATH": f"{Path(sys.executable).parent}:{ENV['PATH']}"}
+    async with serve_scripted(SCENARIOS / "demo.json") as server:
+        async with llm_for(server.url) as llm:
+            result = await build(llm, wt, phase=phase, env=env)
+    assert result.stop_reason == "end_turn"
+    assert result.refused == 0
+    assert result.turns == 4
+    check = await trio.run_process([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+                                   cwd=wt, capture_stdout=True, check=False)
+    assert check.returncode == 0, check.stdout.decode()
+    assert b"3 passed" in check.stdout
