@@ -198,11 +198,11 @@ async def test_demo_scenario_builds_the_demo_repository(tmp_path: Path) -> None:
     import shutil
     import sys
 
-    source = Path(__file__).resolve().parent.parent / "examples" / "demo-repo"
-    if not source.is_dir():
+    source = SCENARIOS.parent.parent / "examples" / "demo-repo"
+    if not source.is_dir():  # noqa: ASYNC240 (test setup)
         pytest.skip("examples/demo-repo is not present")
     wt = tmp_path / "demo"
-    shutil.copytree(source, wt)
+    shutil.copytree(source, wt)  # noqa: ASYNC240
     phase = PhaseSpec(id="add-subtract", goal="Add subtract(a, b) to calc, exported, with a test",
                       scope=["calc/**", "tests/**"], checks=["python -m pytest -q"])
     env = {**ENV, "PATH": f"{Path(sys.executable).parent}:{ENV['PATH']}"}
