@@ -17,8 +17,14 @@ carries: the first call of a conversation is step 0, the call after the first
 tool round is step 1, and so on. That makes replies stateless with respect to
 the conversation's content and lets any number of conversations run at once.
 A conversation is identified by ``metadata.user_id`` (``autopack``'s client
-sends the run id and role there); without it every request of a script shares
-one conversation key.
+sends the run id there); without it every request of a script shares one
+conversation key.
+
+Good ``match`` strings: the Builder's first user message starts with
+``Carry out phase <id> (attempt <n>): <goal>`` and the Doctor's with
+``Diagnose the failure of phase <id> (attempt <n>)``, so
+``"Carry out phase api (attempt 2)"`` scripts one attempt and
+``"Carry out phase api"`` every attempt of that phase.
 
 Script format::
 
