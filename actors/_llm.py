@@ -400,6 +400,10 @@ class LLM:
             import anthropic  # slow (~2 s): only when the first call is made
 
             assert self._key is not None
+            deprecated = getattr(getattr(anthropic, "_data", None), "DEPRECATED_MODELS", {})
+            if self.model in deprecated:
+                LOGGER.warning("model %s is deprecated (end of life %s): set 'model' to a current "
+                               "one, e.g. %s", self.model, deprecated[self.model], DEFAULT_MODEL)
             self._client = anthropic.AsyncAnthropic(
                 api_key=self._key.reveal(), base_url=self.base_url,
                 max_retries=self.sdk_max_retries, timeout=self.timeout_s)
