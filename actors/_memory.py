@@ -32,7 +32,6 @@ BM25; a new failure's pattern and evidence tokens find the closest ones.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -70,6 +69,7 @@ T = TypeVar("T")
 
 _TOKEN_RE = re.compile(r"[^\W_]+")
 _MAX_QUERY_TOKENS = 16
+_MAX_SCORING_EXTRA = 4
 _STOPWORDS = frozenset(
     "a an and are as at be by for from has in is it no not of on or the to was with".split()
 )
@@ -141,11 +141,9 @@ _DDL_V1 = (
         fix TEXT,
         created_at REAL NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS mem_outcomes_phase ON mem_outcomes (run_id, phase_id, attempt)",
-    # repo_key: one FTS token per repository, so the repo filter runs inside the index.
     """CREATE TABLE IF NOT EXISTS mem_lessons (
         id INTEGER PRIMARY KEY,
         repo TEXT NOT NULL,
-        repo_key TEXT NOT NULL,
         signature TEXT NOT NULL,
         fix TEXT NOT NULL,
         pattern TEXT NOT NULL DEFAULT '',
@@ -154,32 +152,27 @@ _DDL_V1 = (
         updated_at REAL NOT NULL,
         UNIQUE (repo, signature, fix))""",
     """CREATE VIRTUAL TABLE IF NOT EXISTS mem_lessons_fts USING fts5(
-        signature, fix, pattern, repo_key, content='mem_lessons', content_rowid='id',
+        signature, fix, pattern, content='mem_lessons', content_rowid='id',
         tokenize='unicode61 remove_diacritics 2')""",
     "CREATE VIRTUAL TABLE IF NOT EXISTS mem_lessons_vocab USING fts5vocab(mem_lessons_fts, 'row')",
     """CREATE TRIGGER IF NOT EXISTS mem_lessons_ai AFTER INSERT ON mem_lessons BEGIN
-        INSERT INTO mem_lessons_fts (rowid, signature, fix, pattern, repo_key)
-        VALUES (new.id, new.signature, new.fix, new.pattern, new.repo_key);
+        INSERT INTO mem_lessons_fts (rowid, signature, fix, pattern)
+        VALUES (new.id, new.signature, new.fix, new.pattern);
     END""",
     """CREATE TRIGGER IF NOT EXISTS mem_lessons_ad AFTER DELETE ON mem_lessons BEGIN
-        INSERT INTO mem_lessons_fts (mem_lessons_fts, rowid, signature, fix, pattern, repo_key)
-        VALUES ('delete', old.id, old.signature, old.fix, old.pattern, old.repo_key);
+        INSERT INTO mem_lessons_fts (mem_lessons_fts, rowid, signature, fix, pattern)
+        VALUES ('delete', old.id, old.signature, old.fix, old.pattern);
     END""",
-    """CREATE TRIGGER IF NOT EXISTS mem_lessons_au AFTER UPDATE OF signature, fix, pattern, repo_key
+    """CREATE TRIGGER IF NOT EXISTS mem_lessons_au AFTER UPDATE OF signature, fix, pattern
     ON mem_lessons BEGIN
-        INSERT INTO mem_lessons_fts (mem_lessons_fts, rowid, signature, fix, pattern, repo_key)
-        VALUES ('delete', old.id, old.signature, old.fix, old.pattern, old.repo_key);
-        INSERT INTO mem_lessons_fts (rowid, signature, fix, pattern, repo_key)
-        VALUES (new.id, new.signature, new.fix, new.pattern, new.repo_key);
+        INSERT INTO mem_lessons_fts (mem_lessons_fts, rowid, signature, fix, pattern)
+        VALUES ('delete', old.id, old.signature, old.fix, old.pattern);
+        INSERT INTO mem_lessons_fts (rowid, signature, fix, pattern)
+        VALUES (new.id, new.signature, new.fix, new.pattern);
     END""",
 )
 _MEM_TABLES = ("mem_intentions", "mem_outcomes", "mem_lessons", "mem_lessons_fts",
                "mem_lessons_vocab")
-
-
-def repo_key(repo: str) -> str:
-    """The FTS token standing for a repository path (stable across processes)."""
-    return "r" + hashlib.sha1(os.path.normpath(repo).encode("utf-8", "replace")).hexdigest()[:16]
 
 
 def query_tokens(texts: Sequence[str]) -> list[str]:
@@ -234,7 +227,10 @@ def ranked_query(tokens_df: Sequence[tuple[str, int]], *, budget: int = 300) -> 
         total += df
     if len(anchors) == len(present):
         return _any_of(anchors)
-    return f"{_any_of(anchors)} AND {_any_of([tok for tok, _ in present])}"
+    # Scoring-only tokens cost a read of their (long) row lists each: the rarest few suffice.
+    extra = sorted((item for item in present if item[0] not in anchors), key=lambda item: item[1])
+    scoring = set(anchors) | {tok for tok, _ in extra[:_MAX_SCORING_EXTRA]}
+    return f"{_any_of(anchors)} AND {_any_of([tok for tok, _ in present if tok in scoring])}"
 
 
 def _failure_texts(failure: Classification) -> list[str]:
@@ -249,6 +245,9 @@ class _MemoryDB:
         self.busy_timeout_s = busy_timeout_s
         self._conn: sqlite3.Connection | None = None
         self._schema_ok = False
+        # Document frequencies of search tokens. Only this connection writes lessons, and
+        # it clears the cache when it does; a stale count only shifts the anchor choice.
+        self._df: dict[str, int] = {}
 
     def close(self) -> None:
         if self._conn is not None:
@@ -343,14 +342,14 @@ class _MemoryDB:
                                 time.time())
         return True
 
-    @staticmethod
-    def _upsert_lesson(conn: sqlite3.Connection, repo: str, signature: str, fix: str,
+    def _upsert_lesson(self, conn: sqlite3.Connection, repo: str, signature: str, fix: str,
                        pattern: str, now: float) -> None:
+        self._df.clear()
         conn.execute(
-            "INSERT INTO mem_lessons (repo, repo_key, signature, fix, pattern, created_at,"
-            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (repo, signature, fix)"
+            "INSERT INTO mem_lessons (repo, signature, fix, pattern, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (repo, signature, fix)"
             " DO UPDATE SET seen = seen + 1, updated_at = excluded.updated_at",
-            (repo, repo_key(repo), signature, fix, pattern, now, now))
+            (repo, signature, fix, pattern, now, now))
 
     # ------------------------------------------------------------------ reads
     def intention(self, run_id: str) -> tuple[str, Intention] | None:
@@ -380,8 +379,15 @@ class _MemoryDB:
         conn = self.conn()
         dfs = []
         for tok in tokens:
-            row = conn.execute("SELECT doc FROM mem_lessons_vocab WHERE term = ?", (tok,)).fetchone()
-            dfs.append((tok, int(row[0]) if row else 0))
+            df = self._df.get(tok)
+            if df is None:
+                row = conn.execute("SELECT doc FROM mem_lessons_vocab WHERE term = ?",
+                                   (tok,)).fetchone()
+                df = int(row[0]) if row else 0
+                if len(self._df) >= 4096:
+                    self._df.clear()
+                self._df[tok] = df
+            dfs.append((tok, df))
         return ranked_query(dfs)
 
     def search_lessons(self, repo: str | None, texts: Sequence[str],
@@ -390,15 +396,14 @@ class _MemoryDB:
         query = self.lesson_query(texts)
         if query is None:
             return []
-        if repo is not None:
-            query = f'"{repo_key(repo)}" AND {query}'
-        # Weights: signature, fix, pattern, repo_key (the repo token must not score).
+        # The anchors bound the matching rows (over all repositories), so filtering the
+        # repository after ranking stays cheap. Weights: signature, fix, pattern.
         rows = self.conn().execute(
             "SELECT l.id, l.repo, l.signature, l.fix, l.pattern, l.seen, l.created_at,"
-            " l.updated_at FROM (SELECT rowid AS rid, bm25(mem_lessons_fts, 4.0, 1.0, 2.0, 0.0)"
-            " AS score FROM mem_lessons_fts WHERE mem_lessons_fts MATCH ?"
-            " ORDER BY score, rowid LIMIT ?) AS hit JOIN mem_lessons l ON l.id = hit.rid"
-            " ORDER BY hit.score, l.id", (query, limit)).fetchall()
+            " l.updated_at FROM mem_lessons_fts JOIN mem_lessons l ON l.id = mem_lessons_fts.rowid"
+            " WHERE mem_lessons_fts MATCH ?1 AND (?2 IS NULL OR l.repo = ?2)"
+            " ORDER BY bm25(mem_lessons_fts, 4.0, 1.0, 2.0), l.id LIMIT ?3",
+            (query, None if repo is None else os.path.normpath(repo), limit)).fetchall()
         return [_lesson_dict(r) for r in rows]
 
     def recent_lessons(self, repo: str | None, limit: int) -> list[dict[str, Any]]:

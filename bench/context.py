@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
-from autopack.actors._memory import MemoryActor, MemoryClient, repo_key
+from autopack.actors._memory import MemoryActor, MemoryClient
 from autopack.protocol import Classification, PhaseSpec, RunSpec
 
 REPO = "/srv/repos/app"
@@ -44,7 +44,7 @@ _TEMPLATES = [
 ]
 
 
-def lesson_rows(count: int, seed: int = 7) -> list[tuple[str, str, str, str, str, float, float]]:
+def lesson_rows(count: int, seed: int = 7) -> list[tuple[str, str, str, str, float, float]]:
     rng = random.Random(seed)
     words = [f"{a}{b}" for a in ("load", "parse", "dump", "read", "write", "check", "make")
              for b in ("er", "_conf", "_item", "_user", "_cache", "_index", "_state")]
@@ -53,7 +53,7 @@ def lesson_rows(count: int, seed: int = 7) -> list[tuple[str, str, str, str, str
         pattern, sig, fix = rng.choice(_TEMPLATES)
         values = {"mod": rng.choice(_MODULES), "sub": rng.choice(words), "name": rng.choice(words),
                   "n": rng.randint(1, 400), "m": rng.randint(1, 400)}
-        rows.append((REPO, repo_key(REPO), sig.format(**values) + f" #{i}", fix.format(**values),
+        rows.append((REPO, sig.format(**values) + f" #{i}", fix.format(**values),
                      pattern, time.time(), time.time()))
     return rows
 
@@ -99,8 +99,8 @@ async def healthy(db: str, args: argparse.Namespace) -> None:
         conn = sqlite3.connect(db, isolation_level=None)
         conn.execute("BEGIN")
         conn.executemany(
-            "INSERT INTO mem_lessons (repo, repo_key, signature, fix, pattern, created_at,"
-            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)", lesson_rows(args.lessons))
+            "INSERT INTO mem_lessons (repo, signature, fix, pattern, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)", lesson_rows(args.lessons))
         conn.execute("COMMIT")
         conn.close()
         print(f"stored {args.lessons} lessons in {time.perf_counter() - t0:.2f} s")
