@@ -60,7 +60,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     doctor_context_bytes: int = 512
     default_doctor_tokens: int = 11_000  # 'tokens avoided' value until real Doctor calls are measured
     drift_policy: str = "revert"  # revert | fail
-    model: str = "claude-sonnet-4-5"
+    model: str = "claude-sonnet-4-6"
     max_tokens: int = 8192
     anthropic_base_url: str | None = None
     api_key_file: str | None = None  # e.g. $CREDENTIALS_DIRECTORY/anthropic_api_key

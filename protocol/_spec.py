@@ -80,15 +80,15 @@ def _check_text(value: Any, path: str, problems: list[tuple[str, str]]) -> None:
 
 
 def _check_number(value: Any, path: str, problems: list[tuple[str, str]], *, integer: bool,
-                  allow_none: bool = False) -> None:
+                  allow_none: bool = False, allow_zero: bool = False) -> None:
     if value is None and allow_none:
         return
     ok = isinstance(value, int) if integer else isinstance(value, int | float)
     if isinstance(value, bool) or not ok:
         kind = "an integer" if integer else "a number"
         problems.append((path, f"must be {kind}, got {type(value).__name__}"))
-    elif value <= 0:
-        problems.append((path, "must be > 0"))
+    elif value < 0 or (value == 0 and not allow_zero):
+        problems.append((path, "must be >= 0" if allow_zero else "must be > 0"))
 
 
 def _validate_limits(raw: Any, problems: list[tuple[str, str]]) -> None:
@@ -100,7 +100,8 @@ def _validate_limits(raw: Any, problems: list[tuple[str, str]]) -> None:
     for key in ("max_attempts", "token_budget", "max_output_bytes", "doctor_calls_per_phase",
                 "doctor_calls_per_run"):
         if key in raw:
-            _check_number(raw[key], f"limits.{key}", problems, integer=True)
+            _check_number(raw[key], f"limits.{key}", problems, integer=True,
+                          allow_zero=key.startswith("doctor_calls"))
     for key in ("wall_time_s", "phase_wall_time_s", "usd_budget"):
         if key in raw:
             _check_number(raw[key], f"limits.{key}", problems, integer=False,

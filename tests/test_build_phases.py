@@ -1,0 +1,168 @@
+"""Build phases end to end: real daemon, real SDK, the scripted Messages API server."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import git, make_repo, wait_state, write_spec
+
+SCENARIOS = Path(__file__).parent / "scenarios"
+DEMO_REPO = Path(__file__).parent.parent / "examples" / "demo-repo"
+
+
+class ModelServer:
+    def __init__(self, scenario: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "autopack.actors._modelserver", "--scenario", str(scenario),
+             "--port", "0"], stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        self.url = self.proc.stdout.readline().strip()
+        assert self.url.startswith("http://127.0.0.1:"), self.url
+
+    def stats(self) -> dict:
+        with urllib.request.urlopen(self.url + "/_stats", timeout=10) as resp:
+            return json.loads(resp.read())
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+        if self.proc.stdout:
+            self.proc.stdout.close()
+
+
+@pytest.fixture
+def model() -> Iterator[ModelServer]:
+    server = ModelServer(SCENARIOS / "build_daemon.json")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def llm_daemon(daemon_factory, model):
+    return daemon_factory(env={"ANTHROPIC_BASE_URL": model.url,
+                               "ANTHROPIC_API_KEY": "sk-ant-test-not-a-real-key-123456"},
+                          config={"builder_attempt_wall_s": 60})
+
+
+@pytest.fixture
+def calc(tmp_path: Path) -> Path:
+    dest = tmp_path / "calc"
+    shutil.copytree(DEMO_REPO, dest)
+    return make_repo(dest, {})
+
+
+def submit(d, spec: Path, repo: Path) -> str:
+    res = d.ctl("submit", str(spec), "--repo", str(repo), "--json")
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)["run_id"]
+
+
+def events(d, run_id: str) -> list[dict]:
+    res = d.ctl("logs", run_id, "--json")
+    return [json.loads(line) for line in res.stdout.splitlines()]
+
+
+def test_build_phase_edits_files_reverts_drift_and_counts_tokens(llm_daemon, model, calc, tmp_path):
+    spec = write_spec(tmp_path / "s.json", [{
+        "id": "add-sub", "goal": "Add subtract() with a test", "kind": "build",
+        "scope": ["calc/**", "tests/**"], "checks": ["python -m pytest -q"]}])
+    run_id = submit(llm_daemon, spec, calc)
+    st = wait_state(llm_daemon, run_id, timeout=120)
+    assert st.state == "succeeded", st
+    tree = git(calc, "ls-tree", "-r", "--name-only", f"autopack/{run_id}").splitlines()
+    assert "tests/test_sub.py" in tree
+    assert "notes/outside-scope.txt" not in tree  # drift reverted
+    assert "def subtract" in git(calc, "show", f"autopack/{run_id}:calc/ops.py")
+    evs = events(llm_daemon, run_id)
+    drift = [e for e in evs if e["kind"] == "drift"]
+    assert drift and drift[0]["payload"]["files"] == ["notes/outside-scope.txt"]
+    report = json.loads(llm_daemon.ctl("report", run_id, "--json").stdout)
+    served = model.stats()["usage_totals"]
+    assert report["tokens"] == {
+        "input": served["input_tokens"], "output": served["output_tokens"],
+        "cache_creation": served["cache_creation_input_tokens"],
+        "cache_read": served["cache_read_input_tokens"]}
+    assert report["tokens"]["input"] == 1050
+
+
+def test_unknown_failure_goes_to_doctor_then_hint_passes(llm_daemon, model, repo, tmp_path):
+    spec = write_spec(tmp_path / "s.json", [{
+        "id": "fix-mystery", "goal": "Make the mystery check pass", "kind": "build",
+        "checks": ["test \"$(cat magic.txt 2>/dev/null)\" = 42 || { echo 'mystery: no'; exit 7; }"]}])
+    run_id = submit(llm_daemon, spec, repo)
+    st = wait_state(llm_daemon, run_id, timeout=120)
+    assert st.state == "succeeded", st
+    assert st.phases[0].attempts == 2
+    evs = events(llm_daemon, run_id)
+    doctor = [e for e in evs if e["kind"] == "doctor_called"]
+    assert len(doctor) == 1 and doctor[0]["payload"]["decision"] == "retry_with_hint"
+    classified = [e for e in evs if e["kind"] == "classified"]
+    assert classified[0]["payload"]["pattern"] is None
+    assert classified[0]["payload"]["tokens_avoided"] == 0
+    assert git(repo, "show", f"autopack/{run_id}:magic.txt") == "42"
+
+
+def test_repeated_identical_failure_stops_as_stuck(llm_daemon, repo, tmp_path):
+    spec = write_spec(tmp_path / "s.json", [{
+        "id": "stuck-one", "goal": "Never works", "kind": "build",
+        "checks": ["python3 -c 'import sys; sys.exit(\"no luck\")'"]}],
+        limits={"max_attempts": 5, "doctor_calls_per_phase": 0})
+    run_id = submit(llm_daemon, spec, repo)
+    st = wait_state(llm_daemon, run_id, timeout=120)
+    assert st.state == "failed"
+    assert "stuck" in st.reason
+    assert st.phases[0].attempts == 2  # not 5: stopped as soon as it repeated
+
+
+def test_path_escapes_are_refused(llm_daemon, repo, tmp_path):
+    spec = write_spec(tmp_path / "s.json", [{
+        "id": "escape", "goal": "Try to escape", "kind": "build", "checks": ["true"]}])
+    run_id = submit(llm_daemon, spec, repo)
+    st = wait_state(llm_daemon, run_id, timeout=120)
+    assert st.state == "succeeded"
+    assert not (tmp_path / "escaped.txt").exists()
+    assert not (repo.parent / "escaped.txt").exists()
+    finished = [e for e in events(llm_daemon, run_id) if e["kind"] == "builder_finished"]
+    assert finished[0]["payload"]["refused"] == 2
+
+
+def test_budget_exhaustion_ends_run_with_reason(llm_daemon, repo, tmp_path):
+    spec = write_spec(tmp_path / "s.json", [{
+        "id": "big-spender", "goal": "Spend a lot", "kind": "build", "checks": ["true"]}],
+        limits={"token_budget": 100000})
+    run_id = submit(llm_daemon, spec, repo)
+    st = wait_state(llm_daemon, run_id, timeout=120)
+    assert st.state == "failed"
+    assert "budget" in st.reason
+    report = json.loads(llm_daemon.ctl("report", run_id, "--json").stdout)
+    assert report["tokens"]["input"] == 120000  # two calls made, the third refused before sending
+
+
+def test_rejected_key_fails_at_once(llm_daemon, model, repo, tmp_path):
+    spec = write_spec(tmp_path / "s.json", [{
+        "id": "denied", "goal": "Denied", "kind": "build", "checks": ["true"]}])
+    run_id = submit(llm_daemon, spec, repo)
+    st = wait_state(llm_daemon, run_id, timeout=60)
+    assert st.state == "failed"
+    assert "authentication" in st.reason.lower()
+    assert model.stats()["by_status"].get("401") == 1  # no retries
+    log = llm_daemon.log.read_text()
+    assert "sk-ant-test-not-a-real-key" not in log
+
+
+def test_missing_key_fails_run_with_clear_reason(daemon_factory, repo, tmp_path):
+    d = daemon_factory(env={"ANTHROPIC_API_KEY": "", "ANTHROPIC_BASE_URL": "http://127.0.0.1:9"})
+    spec = write_spec(tmp_path / "s.json", [{
+        "id": "needs-llm", "goal": "Needs the Builder", "kind": "build", "checks": ["true"]}])
+    run_id = submit(d, spec, repo)
+    st = wait_state(d, run_id, timeout=60)
+    assert st.state == "failed"
+    assert "API key" in st.reason
