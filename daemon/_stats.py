@@ -208,42 +208,77 @@ def compute_stats(conn: sqlite3.Connection, *, since_ts: float | None,
 
 
 # ---------------------------------------------------------------- metrics
+@dataclass
+class MetricsCache:
+    """Running totals of the append-only tables, so each scrape reads only new rows.
+
+    ``events`` and ``llm_calls`` only grow and their ids are assigned in commit
+    order, so totals up to the highest id seen stay right; each scrape adds the
+    rows after it. Keep one per database for the daemon's life and pass it to
+    every :func:`metrics_snapshot` call (on the store thread, one call at a time).
+    Rows deleted later (pruning) stay counted: the counters stay monotonic, as
+    Prometheus expects of a counter.
+    """
+
+    last_event_id: int = 0
+    last_llm_id: int = 0
+    failures_by_pattern: dict[str, int] = field(default_factory=dict)
+    tokens_avoided: int = 0
+    tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TOKEN_KINDS, 0))
+
+
+def _update_cache(conn: sqlite3.Connection, cache: MetricsCache) -> None:
+    # the (kind, ts) index holds the rowid: the id filter is applied on index entries,
+    # so only new classified events are read from the table
+    (top_event,) = next(iter(_rows(conn, "SELECT COALESCE(MAX(id), 0) FROM events", ())))
+    for pattern, n, avoided in _rows(
+            conn, "SELECT json_extract(payload, '$.pattern'), COUNT(*),"
+                  " SUM(CAST(COALESCE(json_extract(payload, '$.tokens_avoided'), 0) AS INTEGER))"
+                  " FROM events WHERE kind = 'classified' AND id > ? AND id <= ? GROUP BY 1",
+            (cache.last_event_id, top_event)):
+        label = UNCLASSIFIED if pattern is None else str(pattern)
+        cache.failures_by_pattern[label] = cache.failures_by_pattern.get(label, 0) + int(n)
+        cache.tokens_avoided += int(avoided or 0)
+    cache.last_event_id = int(top_event)
+    top_llm, *sums = next(iter(_rows(
+        conn, "SELECT MAX(id), COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0),"
+              " COALESCE(SUM(cache_creation), 0), COALESCE(SUM(cache_read), 0)"
+              " FROM llm_calls WHERE id > ?", (cache.last_llm_id,))))
+    for kind, value in zip(TOKEN_KINDS, sums, strict=True):
+        cache.tokens[kind] += int(value)
+    if top_llm is not None:
+        cache.last_llm_id = int(top_llm)
+
+
 def metrics_snapshot(conn: sqlite3.Connection, *, queue_depth: int, memory_degraded: bool,
                      actor_restarts: Mapping[str, int], control_connections_total: int,
-                     control_connections_active: int, version: str = "") -> MetricsSnapshot:
+                     control_connections_active: int, version: str = "",
+                     cache: MetricsCache | None = None) -> MetricsSnapshot:
     """Everything ``/metrics`` shows, counters read from the database (all time, all arms).
 
     The caller passes what only the live daemon knows (queue depth, memory state,
-    restarts, connections). Cost: four aggregate queries; ``classified`` events are
-    found through the ``events(kind, ts)`` index, ``phases`` and ``llm_calls`` are
-    summed with a table scan.
+    restarts, connections). Without ``cache`` the failure and token totals are
+    summed over the whole history (about 0.15 s for 10k runs / 200k events);
+    with a long-lived :class:`MetricsCache` only rows added since the previous
+    call are read (a few ms). Runs by state and the phase counters are always
+    read afresh (a covering index scan and a ``phases`` scan).
     """
     from ._metrics import MetricsSnapshot
 
+    cache = cache if cache is not None else MetricsCache()
+    _update_cache(conn, cache)
     runs_by_state = {str(s): int(n) for s, n in _rows(
         conn, "SELECT state, COUNT(*) FROM runs GROUP BY state", ())}
     attempts, doctor = next(iter(_rows(
         conn, "SELECT COALESCE(SUM(attempts), 0), COALESCE(SUM(doctor_calls), 0) FROM phases", ())))
-    failures: dict[str, int] = {}
-    avoided_total = 0
-    for pattern, n, avoided in _rows(
-            conn, "SELECT json_extract(payload, '$.pattern'), COUNT(*),"
-                  " SUM(CAST(COALESCE(json_extract(payload, '$.tokens_avoided'), 0) AS INTEGER))"
-                  " FROM events WHERE kind = 'classified' GROUP BY 1", ()):
-        label = UNCLASSIFIED if pattern is None else str(pattern)
-        failures[label] = failures.get(label, 0) + int(n)
-        avoided_total += int(avoided or 0)
-    sums = next(iter(_rows(
-        conn, "SELECT COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0),"
-              " COALESCE(SUM(cache_creation), 0), COALESCE(SUM(cache_read), 0) FROM llm_calls", ())))
     return MetricsSnapshot(
         runs_by_state=runs_by_state,
         queue_depth=queue_depth,
         phase_attempts_total=int(attempts),
-        failures_by_pattern=failures,
+        failures_by_pattern=dict(cache.failures_by_pattern),
         doctor_calls_total=int(doctor),
-        tokens_spent_total={k: int(v) for k, v in zip(TOKEN_KINDS, sums, strict=True)},
-        tokens_avoided_total=avoided_total,
+        tokens_spent_total=dict(cache.tokens),
+        tokens_avoided_total=cache.tokens_avoided,
         memory_degraded=1 if memory_degraded else 0,
         actor_restarts=dict(actor_restarts),
         control_connections_total=control_connections_total,

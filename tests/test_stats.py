@@ -42,6 +42,7 @@ from autopack.daemon._metrics import render_metrics
 from autopack.daemon._schema import migrate
 from autopack.daemon._stats import (
     TOKEN_KINDS,
+    MetricsCache,
     compute_stats,
     metrics_snapshot,
     parse_duration,
@@ -348,6 +349,37 @@ def test_unknown_arm_gets_its_own_column(db: sqlite3.Connection) -> None:
     assert arms["hardened"] == HARDENED
 
 
+def test_runs_in_flight_stay_out_of_per_run_means(db: sqlite3.Connection) -> None:
+    """An interrupted run's failures and tokens count; its attempts, Doctor calls and
+    tokens do not enter the per-run means, and its unfinished or skipped phases have no time."""
+    h = History(db)
+    r = h.run("hardened", 600, [("fix", "build"), ("docs", "build")])
+    h.state(r, "running", 610)
+    h.phase(r, 0, "running", 610)
+    h.attempt(r, 0, "fix", 611, failure=None, doctor=True)
+    h.llm(r, "doctor", {"input": 900, "output": 99}, 612)
+    h.attempt(r, 0, "fix", 620)
+    h.phase(r, 1, "skipped", 621)  # ended_at without started_at
+    h.state(r, "interrupted", 630)
+    got = compute_stats(db, since_ts=None, by_arm=False)
+    assert got["runs_total"] == 7
+    assert got["runs_by_state"]["interrupted"] == 1
+    assert got["runs_ended"] == 5
+    assert got["success_rate"] == 3 / 5
+    assert got["failures_total"] == 7
+    assert got["failures_to_doctor"] == 3
+    assert got["tokens_spent"]["total"] == 8150 + 999
+    assert got["tokens_per_run"] == 8150 / 5
+    assert got["attempts_per_run"] == 11 / 5
+    assert got["doctor_calls_per_run"] == 2 / 5
+    assert got["mean_phase_s"] == 185 / 6
+    snap = metrics_snapshot(db, queue_depth=0, memory_degraded=False, actor_restarts={},
+                            control_connections_total=0, control_connections_active=0)
+    assert snap.phase_attempts_total == 13
+    assert snap.doctor_calls_total == 3
+    assert snap.failures_by_pattern["none"] == 3
+
+
 def test_stats_are_json_ready(db: sqlite3.Connection) -> None:
     data = compute_stats(db, since_ts=None, by_arm=True)
     assert json.loads(json.dumps(data)) == data
@@ -425,10 +457,46 @@ def test_metrics_snapshot_of_empty_database(empty_db: sqlite3.Connection) -> Non
     assert not any(name == "autopack_failures_total" for name, _ in got)
 
 
+LIVE: dict[str, Any] = {"queue_depth": 0, "memory_degraded": False, "actor_restarts": {},
+                        "control_connections_total": 0, "control_connections_active": 0}
+
+
+def test_metrics_cache_reads_only_new_rows_and_agrees(tmp_path: Path) -> None:
+    conn = open_db(tmp_path / "runs.db")
+    cache = MetricsCache()
+    assert metrics_snapshot(conn, cache=cache, **LIVE) == metrics_snapshot(conn, **LIVE)
+    ids = build_history(conn)
+    first = metrics_snapshot(conn, cache=cache, **LIVE)
+    assert first == metrics_snapshot(conn, **LIVE)
+    assert first.failures_by_pattern == {"none": 2, "python_missing_dep": 2, "test_failure": 2}
+    assert first.tokens_avoided_total == 8000
+    assert cache.last_event_id == db_max(conn, "events")
+    assert cache.last_llm_id == db_max(conn, "llm_calls")
+    # more history after the first scrape: only the new rows are added
+    h = History(conn)
+    h.attempt(ids["B3"], 0, "fix", 600, failure="ce_gcc_types", avoided=1500)
+    h.llm(ids["B3"], "builder", {"input": 10, "output": 1}, 601)
+    second = metrics_snapshot(conn, cache=cache, **LIVE)
+    assert second == metrics_snapshot(conn, **LIVE)
+    assert second.failures_by_pattern["ce_gcc_types"] == 1
+    assert second.tokens_avoided_total == 9500
+    assert second.tokens_spent_total["input"] == 6510
+    # a pruned run leaves the counters monotonic (a fresh scan would go down)
+    conn.execute("DELETE FROM runs WHERE id = ?", (ids["H1"],))
+    third = metrics_snapshot(conn, cache=cache, **LIVE)
+    assert third.tokens_avoided_total == 9500
+    assert metrics_snapshot(conn, **LIVE).tokens_avoided_total == 9500 - 6000
+    conn.close()
+
+
+def db_max(conn: sqlite3.Connection, table: str) -> int:
+    return int(conn.execute(f"SELECT MAX(id) FROM {table}").fetchone()[0])
+
+
 def test_metrics_queries_use_the_kind_index(db: sqlite3.Connection) -> None:
     plan = " ".join(str(tuple(r)) for r in db.execute(
         "EXPLAIN QUERY PLAN SELECT json_extract(payload, '$.pattern'), COUNT(*) FROM events"
-        " WHERE kind = 'classified' GROUP BY 1"))
+        " WHERE kind = 'classified' AND id > 0 AND id <= 1000 GROUP BY 1"))
     assert "events_by_kind" in plan
 
 
