@@ -51,7 +51,7 @@ class _PhaseState:
     previous_signature: str | None = None
     done_actions: set[str] = field(default_factory=set)
     doctor_calls: int = 0
-    first_failure: Classification | None = None
+    fix_note: str | None = None  # what a mitigation or Doctor fix did, for the lesson
 
 
 class PhaseRunner:
@@ -153,8 +153,6 @@ class PhaseRunner:
         step, reason = decide(facts)
         st.previous_signature = signature
         st.previous = c
-        if st.first_failure is None and c.pattern is not None:
-            st.first_failure = c
         if step is not Next.MITIGATE:
             st.hint = c.mitigation.hint if c.mitigation and c.mitigation.hint else None
         await actor.rec.event(
@@ -186,6 +184,8 @@ class PhaseRunner:
                               action=c.mitigation.kind if c.mitigation else None,
                               summary=out.summary, ok=out.ok, acted=out.acted,
                               undeclared=out.undeclared)
+        if out.acted and out.ok:
+            st.fix_note = out.summary
         if out.undeclared:
             st.hint = (f"{out.undeclared} was missing and autopack installed it into the run's "
                        f"environment; declare it in the project's dependency manifest.")
@@ -233,6 +233,7 @@ class PhaseRunner:
                 result = await run_fix(decision.command, ws.worktree, ws.env, timeout=300)
                 await actor.rec.event(actor.run_id, phase.id, attempt, "doctor_fix",
                                       command=decision.command, exit_code=result.exit_code)
+                st.fix_note = f"ran `{decision.command}`"
                 return Next.RETRY, "Doctor fix applied", True
             case "skip_phase":
                 return "skip", f"skipped by the Doctor: {decision.rationale}", False
@@ -311,15 +312,13 @@ class PhaseRunner:
 
     async def _succeeded(self, actor: RunActor, ws: RunWorkspace, phase: PhaseSpec, attempt: int,
                          st: _PhaseState) -> None:
-        if self.memory is None or not self.context_on(ws.arm):
+        """Record what worked; the memory actor turns earlier failures of this phase and
+        this fix into lessons for later runs on the same repository."""
+        if self.memory is None or not self.context_on(ws.arm) or st.previous is None:
             return
-        fix = st.hint or "the next attempt"
-        await self.memory.record_outcome(actor.run_id, phase.id, attempt, tried=f"attempt {attempt}",
-                                         pattern=None, evidence="", worked=True, fix=fix)
-        if st.first_failure is not None:
-            sig = f"{st.first_failure.pattern}: {'; '.join(st.first_failure.evidence)}"
-            await self.memory.record_lesson(str(ws.repo), sig[:500], fix[:500],
-                                            st.first_failure.pattern)
+        await self.memory.record_outcome(
+            actor.run_id, phase.id, attempt, tried=f"attempt {attempt}", pattern=None,
+            evidence="", worked=True, fix=st.fix_note or st.hint)
 
 
 def _action_key(c: Classification) -> str | None:
