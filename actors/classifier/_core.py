@@ -122,6 +122,13 @@ def scan(sc: Scan) -> tuple[Hit | None, list[Hit]]:
 
 def _confirm(rules: tuple[Rule, ...], line: str, sc: Scan, s: int, e: int) -> Hit | None:
     for rule in rules:
+        need = rule.need
+        if need:
+            if rule.need_rx is None:
+                if need[0] not in line:
+                    continue
+            elif rule.need_rx.search(line) is None:
+                continue
         mm = rule.rx.search(line)
         if mm is None:
             continue

@@ -77,6 +77,8 @@ class Rule:
     rx: re.Pattern[str]
     post: Post | None = None
     tier: int = ROOT
+    need: tuple[str, ...] = ()  # literals one of which every match contains (derived from rx)
+    need_rx: re.Pattern[str] | None = None  # the same as one regex, when there are several
 
 
 _RENAME = {"msg": "message", "col": "column", "file2": "file", "line2": "line", "col2": "column", "code2": "code", "msg2": "message"}
@@ -370,7 +372,56 @@ def _unittest_summary(m: re.Match[str], line: str, sc: Scan, start: int, end: in
 # Order matters for lines that several rules could read: specific before generic.
 
 def _r(pid: str, stems: tuple[str, ...], rx: str, post: Post | None = None, tier: int = ROOT) -> Rule:
-    return Rule(pid, stems, re.compile(rx), post or _default(pid), tier)
+    compiled = re.compile(rx)
+    need = required_literal(compiled)
+    need_rx = re.compile("|".join(map(re.escape, need))) if len(need) > 1 else None
+    return Rule(pid, stems, compiled, post or _default(pid), tier, need, need_rx)
+
+
+def required_literal(rx: re.Pattern[str]) -> tuple[str, ...]:
+    """Literals one of which every match of ``rx`` must contain (``()`` when none is certain).
+
+    Best effort over the parsed pattern: the longest required literal run, or
+    else one literal per alternative of a required branch. Classes, optional
+    parts and case-insensitive patterns give nothing.
+    """
+    import re._parser as sre_parse  # stdlib; a best-effort optimisation only
+
+    if rx.flags & re.IGNORECASE:
+        return ()
+    return _needs(sre_parse.parse(rx.pattern))
+
+
+def _needs(items: Any) -> tuple[str, ...]:
+    best = ""
+    branch: tuple[str, ...] = ()
+    run = ""
+    for op, av in items:
+        name = str(op)
+        if name == "LITERAL":
+            run += chr(av)
+            continue
+        best = max(best, run, key=len)
+        run = ""
+        sub: tuple[str, ...] = ()
+        if name == "SUBPATTERN":
+            sub = _needs(av[-1])
+        elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT") and av[0] >= 1:
+            sub = _needs(av[2])
+        elif name == "BRANCH":
+            alts = [_needs(alt) for alt in av[1]]
+            if all(alts):
+                sub = tuple(x for a in alts for x in a)
+        if len(sub) == 1:
+            best = max(best, sub[0], key=len)
+        elif sub and not branch:
+            branch = sub
+    best = max(best, run, key=len)
+    if len(best) >= 3:
+        return (best,)
+    if branch and all(len(x) >= 3 for x in branch):
+        return branch
+    return ()
 
 
 RULES: tuple[Rule, ...] = (
