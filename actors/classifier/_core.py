@@ -226,7 +226,8 @@ def classify(
             if decided is not None:
                 pattern, evidence, details = decided
             else:
-                timed = _timeout_by_exit(code, None)
+                # Exit 124 alone means timeout(1) only when the command is unknown.
+                timed = _timeout_by_exit(code, None) if ctx.command is None else None
                 if timed is not None:
                     pattern, details = "command_timeout", timed
                     evidence = [f"exit status {code}"]

@@ -1,0 +1,74 @@
+"""Pure core: tables of synthetic cases for precedence, misleading text and details."""
+
+from __future__ import annotations
+
+import pytest
+
+import autopack.actors.classifier as classifier
+from autopack.actors.classifier import PATTERNS, classify, distribution_for, timeout_record
+from autopack.protocol import ClassifyContext
+
+
+def test_public_surface_is_pinned() -> None:
+    assert sorted(classifier.__all__) == sorted([
+        "PATTERNS", "ActionResult", "ClassifierActor", "ClassifierStatistics", "ClassifyRequest",
+        "action_key", "apply_mitigation", "classify", "declared_dependencies", "distribution_for",
+        "is_stdlib", "mitigation_for", "request_classification", "timeout_record", "undeclared_dependency",
+    ])
+    for name in classifier.__all__:
+        assert getattr(classifier, name) is not None
+    assert len(PATTERNS) == 21
+
+
+@pytest.mark.parametrize(("module", "dist"), [
+    pytest.param("yaml", "PyYAML", id="yaml"), pytest.param("cv2", "opencv-python", id="cv2"),
+    pytest.param("PIL.Image", "Pillow", id="dotted"), pytest.param("sklearn", "scikit-learn", id="sklearn"),
+    pytest.param("bs4", "beautifulsoup4", id="bs4"), pytest.param("google.protobuf", "protobuf", id="namespace"),
+    pytest.param("requests", "requests", id="same-name"), pytest.param("my_pkg", "my-pkg", id="underscore"),
+])
+def test_distribution_for(module: str, dist: str) -> None:
+    assert distribution_for(module) == dist
+
+
+CASES = [
+    pytest.param("E   ModuleNotFoundError: No module named 'yaml'\n1 failed in 0.1s\n", None, None, "python_missing_dep", id="missing-dep-beats-test-summary"),
+    pytest.param("ModuleNotFoundError: No module named 'app.core'\n", None, ClassifyContext(repo_modules=["app"]), "wrong_working_dir", id="repo-module-is-wrong-dir"),
+    pytest.param("", 137, ClassifyContext(command="timeout -s KILL 5 make"), "command_timeout", id="kill-timeout-not-oom"),
+    pytest.param("Killed\n", 137, ClassifyContext(command="make -j8"), "out_of_memory", id="killed-137-oom"),
+    pytest.param("", 137, None, None, id="bare-137-unknown"),
+    pytest.param("", 124, ClassifyContext(command="make"), None, id="124-without-timeout-command"),
+    pytest.param("tests/a.py::test_permission_denied PASSED\n", 0, None, None, id="test-named-like-pattern"),
+    pytest.param("test result: ok. 3 passed; 0 failed; 0 ignored\n", 0, None, None, id="zero-failed"),
+    pytest.param("src/log.py:3:    print(\"error: bad\")\n", 0, None, None, id="grep-error-colon"),
+    pytest.param(">       assert 'No space left on device' in out\nE       AssertionError: assert 'No space left on device' in ''\n", 1, None, None, id="assertion-quotes-evidence"),
+    pytest.param("SyntaxError: Unexpected token } in JSON at position 3\n    at JSON.parse (<anonymous>)\n", 1, None, None, id="json-parse-not-python"),
+    pytest.param(timeout_record(900) + "\n", None, None, "command_timeout", id="daemon-timeout-record"),
+    pytest.param("\x1b[31mE   ModuleNotFoundError: No module named 'cv2'\x1b[0m\n", 1, None, "python_missing_dep", id="ansi-colours"),
+    pytest.param("git@github.com: Permission denied (publickey).\n", 128, None, "auth_error", id="ssh-publickey-is-auth"),
+    pytest.param("dial tcp 127.0.0.1:5432: connect: connection refused\n", 1, None, "network_unreachable", id="go-refused"),
+    pytest.param("Error: listen EADDRINUSE: address already in use :::3000\n", 1, None, "port_in_use", id="port"),
+    pytest.param("ModuleNotFoundError: No module named '_ctypes'\n", 1, None, "python_missing_dep", id="stdlib-module"),
+]
+
+
+@pytest.mark.parametrize(("output", "code", "ctx", "expected"), CASES)
+def test_classify_table(output: str, code: int | None, ctx: ClassifyContext | None, expected: str | None) -> None:
+    assert classify(output, code, ctx).pattern == expected
+
+
+def test_details_and_mitigations() -> None:
+    c = classify("Error: listen EADDRINUSE: address already in use :::3000\n", 1)
+    assert c.details["port"] == 3000
+    c = classify("ModuleNotFoundError: No module named '_ctypes'\n", 1)
+    assert c.mitigation is not None and c.mitigation.kind == "hint"  # never install stdlib names
+    c = classify("ModuleNotFoundError: No module named 'sklearn.svm'\n", 1)
+    assert c.mitigation is not None and (c.mitigation.kind, c.mitigation.package) == ("install_dependency", "scikit-learn")
+    c = classify("Error: Cannot find module '@scope/pkg/lib/x'\n", 1, ClassifyContext(lockfile_manager="pnpm"))
+    assert c.mitigation is not None and (c.mitigation.package, c.mitigation.manager) == ("@scope/pkg", "pnpm")
+    c = classify("HTTP/1.1 429 Too Many Requests\nretry-after: 12\n", 22)
+    assert c.mitigation is not None and c.mitigation.kind == "wait" and c.mitigation.wait_s == 12.0
+
+
+def test_bytes_and_huge_lines_do_not_break() -> None:
+    blob = b"\xff\xfe" + b"x" * 200_000 + b"\nOSError: [Errno 28] No space left on device\n"
+    assert classify(blob, 1).pattern == "disk_full"
