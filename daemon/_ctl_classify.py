@@ -16,7 +16,6 @@ import sys
 from typing import Any
 
 import msgspec
-
 from autopack.actors.classifier import PATTERNS, classify
 from autopack.protocol import Classification, ClassifyContext
 

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import anyio
 import msgspec
-
 from autopack.protocol import Classification
 
 LOGGER = logging.getLogger(__name__)

@@ -17,7 +17,6 @@ import anyio
 import msgspec
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-
 from autopack.protocol import Classification, ClassifyContext
 
 from ._core import classify

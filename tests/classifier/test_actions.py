@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from autopack.actors.classifier import apply_mitigation, classify, undeclared_dependency
 from autopack.protocol import Classification, Mitigation
 

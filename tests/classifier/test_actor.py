@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import anyio
-
 from autopack.actors.classifier import ClassifierActor, request_classification
 
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-
 import autopack.actors.classifier as classifier
+import pytest
 from autopack.actors.classifier import PATTERNS, classify, distribution_for, timeout_record
 from autopack.protocol import ClassifyContext
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections import defaultdict
 
 import pytest
-
 from autopack.actors.classifier import PATTERNS, classify
 
 from .corpus import load, score
