@@ -32,6 +32,7 @@ class CommandResult(msgspec.Struct, frozen=True, kw_only=True):
     output_bytes: int  # total produced, before the bound
     truncated: bool = False
     timed_out: bool = False
+    output_limited: bool = False  # stopped for printing more than the output limit
 
     @property
     def ok(self) -> bool:
@@ -86,16 +87,23 @@ def _exit_code(returncode: int | None) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
-async def _collect(proc: Process, pgid: int, buf: _Bounded) -> None:
+async def _collect(proc: Process, pgid: int, buf: _Bounded, limit: int | None) -> bool:
     """Read output until the command exits; then end what it left in the background
-    (a check must not leave daemons behind, and they would hold the pipe open)."""
+    (a check must not leave daemons behind, and they would hold the pipe open).
+    Returns ``True`` when the command was stopped for exceeding ``limit`` bytes."""
     drained = anyio.Event()
+    over = False
 
     async def reader() -> None:
         assert proc.stdout is not None
+        nonlocal over
         try:
             async for chunk in proc.stdout:
                 buf.feed(chunk)
+                if limit is not None and buf.total > limit:
+                    over = True
+                    kill_group(pgid, signal.SIGKILL)
+                    break
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             pass
         drained.set()
@@ -106,6 +114,8 @@ async def _collect(proc: Process, pgid: int, buf: _Bounded) -> None:
         with anyio.move_on_after(0.5):
             await drained.wait()
         kill_group(pgid, signal.SIGKILL)
+        tg.cancel_scope.cancel()
+    return over
 
 
 async def run_command(
@@ -115,6 +125,7 @@ async def run_command(
     env: Mapping[str, str] | None = None,
     timeout_s: float = 900,
     max_output: int = 1_000_000,
+    output_limit: int | None = None,
     on_start: Callable[[int], Awaitable[None]] | None = None,
     on_end: Callable[[int], Awaitable[None]] | None = None,
 ) -> CommandResult:
@@ -133,11 +144,12 @@ async def run_command(
     )
     pgid = proc.pid
     timed_out = False
+    over = False
     try:
         if on_start is not None:
             await on_start(pgid)
         with anyio.move_on_after(timeout_s if timeout_s and timeout_s > 0 else math.inf) as scope:
-            await _collect(proc, pgid, buf)
+            over = await _collect(proc, pgid, buf, output_limit)
         if scope.cancelled_caught:
             timed_out = True
             kill_group(pgid, signal.SIGTERM)
@@ -155,6 +167,8 @@ async def run_command(
     output, truncated = buf.text()
     if timed_out:
         output += f"\n[autopack: command timed out after {timeout_s:g} s and was stopped]\n"
+    if over:
+        output += f"\n[autopack: command stopped: it printed more than {output_limit} bytes]\n"
     return CommandResult(
         command=command,
         exit_code=TIMEOUT_EXIT if timed_out else _exit_code(proc.returncode),
@@ -163,4 +177,5 @@ async def run_command(
         output_bytes=buf.total,
         truncated=truncated,
         timed_out=timed_out,
+        output_limited=over,
     )

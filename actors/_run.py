@@ -60,6 +60,14 @@ class Drained(Exception):
     """Raised at a phase boundary when the daemon is stopping: the run stays resumable."""
 
 
+class PhaseEnded(Exception):
+    """Raised inside a phase to end it (failed) with a named reason; the run then fails."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
 class RunEnded(Exception):
     """Raised inside the actor to end the run with a state and a named reason."""
 
@@ -226,13 +234,29 @@ class RunActor:
             self._check_disk()
             await self.rec.set_phase_state(self.run_id, idx, "running",
                                            resumed=prow["state"] == "running")
-            outcome, reason, commit = await self._run_phase(ws, idx, phase)
+            outcome, reason, commit = await self._limited_phase(ws, idx, phase)
             await self.rec.set_phase_state(self.run_id, idx, outcome, reason=reason, commit=commit)
             if outcome == "failed":
                 return "failed", f"phase {phase.id}: {reason}"
         return "succeeded", None
 
     # -------------------------------------------------------------- one phase
+    async def _limited_phase(self, ws: RunWorkspace, idx: int,
+                             phase: PhaseSpec) -> tuple[str, str | None, str | None]:
+        """The phase under its wall-time limit (and the run's); limits end it with a reason."""
+        limit = ws.spec.limits.phase_wall_time_s
+        budget = min(limit if limit else float("inf"), self._run_time_left(ws))
+        with anyio.move_on_after(budget) as scope:
+            try:
+                return await self._run_phase(ws, idx, phase)
+            except PhaseEnded as ended:
+                return "failed", ended.reason, None
+        if scope.cancelled_caught:
+            if limit and budget == limit:
+                return "failed", f"phase wall time limit of {limit:g} s reached", None
+            raise RunEnded("failed", f"wall time limit of {ws.spec.limits.wall_time_s:g} s reached")
+        raise AssertionError("unreachable")
+
     async def _run_phase(self, ws: RunWorkspace, idx: int,
                          phase: PhaseSpec) -> tuple[str, str | None, str | None]:
         """Attempts until success or a limit; returns (state, reason, commit)."""
@@ -296,14 +320,21 @@ class RunActor:
             await self.rec.remove_process(pgid)
 
         result = await run_command(command, cwd=ws.worktree, env=ws.env, timeout_s=timeout,
-                                   max_output=limits.max_output_bytes, on_start=on_start,
-                                   on_end=on_end)
+                                   max_output=limits.max_output_bytes,
+                                   output_limit=limits.check_output_limit_bytes,
+                                   on_start=on_start, on_end=on_end)
         await self.rec.event(
             self.run_id, phase.id, attempt, "check_finished", command=command,
             exit_code=result.exit_code, duration_s=result.duration_s, timed_out=result.timed_out,
             truncated=result.truncated, output_bytes=result.output_bytes,
+            output_limited=result.output_limited,
             excerpt=excerpt(result.output),
         )
+        if result.output_limited:
+            raise PhaseEnded(f"output limit: `{command}` printed more than "
+                             f"{limits.check_output_limit_bytes} bytes and was stopped")
+        if result.timed_out and self._run_time_left(ws) <= 0.2:
+            raise RunEnded("failed", f"wall time limit of {limits.wall_time_s:g} s reached")
         return result
 
     def _describe_repo(self, ws: RunWorkspace) -> None:

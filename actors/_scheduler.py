@@ -43,6 +43,7 @@ class Scheduler:
         self._peak = 0
         self._skipped = 0
         self._accepting = True
+        self._told: set[str] = set()  # runs held elsewhere that we already logged
         self._idle = anyio.Event()
         self.on_run_end: Callable[[str, str], Awaitable[None]] | None = None
 
@@ -95,8 +96,13 @@ class Scheduler:
                 break
             if run_id in self.active:
                 continue
-            if wt.lock_is_held(lock_dir, run_id):
+            try:
+                wt.acquire_run_lock(lock_dir, run_id).release()
+            except wt.RunLocked as exc:
                 self._skipped += 1
+                if run_id not in self._told:
+                    self._told.add(run_id)
+                    LOGGER.warning("not executing %s", exc)
                 continue
             actor = RunActor(run_id, self.services)
             self.active[run_id] = actor

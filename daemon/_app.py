@@ -122,6 +122,7 @@ class Daemon:
         self.stopping = False
         self.started_at = time.time()
         self._rng = random.Random()
+        self._metrics_cache: Any = None
 
     def _make_llm(self) -> LLM:
         """The Claude client shared by all runs; the key never leaves it (or reaches logs)."""
@@ -263,6 +264,29 @@ class Daemon:
             if not wt.lock_is_held(lock_dir, run_id):
                 await self.records.set_run_state(run_id, "interrupted", "daemon died while running")
         await self._sweep_worktrees()
+        await self.apply_retention()
+
+    async def apply_retention(self) -> int:
+        """Delete the branches and reports of runs that ended more than ``retention_days``
+        ago (off unless set). The run records and events stay. Returns how many were pruned."""
+        days = self.settings.retention_days
+        if not days:
+            return 0
+        cutoff = time.time() - days * 86400
+        pruned = 0
+        for run in await self.store.call(q.ended_runs_before, cutoff):
+            if run["branch"] and wt.is_git_repo(run["repo"]):
+                try:
+                    await wt.git(run["repo"], "branch", "-D", "--quiet", run["branch"])
+                except wt.GitError:
+                    pass  # already gone (or never created)
+            for suffix in (".md", ".json"):
+                (self.state_dir / "reports" / f"{run['id']}{suffix}").unlink(missing_ok=True)
+            await self.store.call(q.mark_pruned, run["id"], time.time())
+            pruned += 1
+        if pruned:
+            LOGGER.info("retention: pruned branches and reports of %d run(s)", pruned)
+        return pruned
 
     async def _sweep_worktrees(self) -> None:
         live = set(await self.records.runs_in("queued", "running", "interrupted"))
@@ -462,6 +486,7 @@ class Daemon:
         base.with_suffix(".md").write_text(render_markdown(data), encoding="utf-8")
         await self.records.set_run_fields(run_id, report_path=str(base.with_suffix(".md")))
         await self.records.event(run_id, None, None, "report_written", path=str(base) + ".md")
+        await self.apply_retention()
 
     async def health(self) -> Health:
         parts: dict[str, str] = {"store": "ok" if self.store.alive else "down"}
@@ -491,7 +516,10 @@ class Daemon:
 
     async def metrics_text(self) -> bytes:
         from ._metrics import render_metrics
-        from ._stats import metrics_snapshot
+        from ._stats import MetricsCache, metrics_snapshot
+
+        if self._metrics_cache is None:
+            self._metrics_cache = MetricsCache()
 
         ctl = self.control.statistics() if self.control else None
         snapshot = await self.store.call(
@@ -501,6 +529,7 @@ class Daemon:
             actor_restarts=self.supervisor.total_restarts(),
             control_connections_total=ctl.connections_total if ctl else 0,
             control_connections_active=ctl.connections_active if ctl else 0,
+            version=VERSION, cache=self._metrics_cache,
         )
         return render_metrics(snapshot)
 

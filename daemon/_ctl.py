@@ -211,6 +211,9 @@ def cmd_wait(args: argparse.Namespace) -> int:
             reply = client.request(ListRuns(limit=10_000))
         ids += [st.run_id for st in reply.runs if st.state not in TERMINAL and st.run_id not in ids]
     if not ids:
+        if args.all:
+            print("no runs in progress", file=sys.stderr)
+            return EXIT_OK
         raise CtlError("nothing to wait for: give run ids or --all")
     return wait_for(args, ids, args.timeout)
 

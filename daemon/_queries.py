@@ -226,6 +226,12 @@ def run_events(conn: sqlite3.Connection, run_id: str) -> list[dict[str, Any]]:
 
 
 def ended_runs_before(conn: sqlite3.Connection, ts: float) -> list[dict[str, Any]]:
+    """Ended runs older than ``ts`` whose branch and report were not pruned yet."""
     return [dict(r) for r in conn.execute(
         "SELECT id, repo, branch, report_path FROM runs WHERE state IN"
-        " ('succeeded','failed','cancelled') AND ended_at < ?", (ts,))]
+        " ('succeeded','failed','cancelled') AND ended_at < ? AND pruned_at IS NULL", (ts,))]
+
+
+def mark_pruned(conn: sqlite3.Connection, run_id: str, ts: float) -> None:
+    conn.execute("UPDATE runs SET pruned_at = ?, report_path = NULL WHERE id = ?", (ts, run_id))
+    _event(conn, run_id, None, None, "pruned", ts, {"what": "branch and report (retention)"})

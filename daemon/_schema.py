@@ -79,6 +79,15 @@ MIGRATIONS: list[str] = [
     );
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # 2: indexes for stats over long histories (--since, failures by pattern); retention
+    """
+    ALTER TABLE runs ADD COLUMN pruned_at REAL;
+    CREATE INDEX runs_by_created ON runs(created_at);
+    CREATE INDEX events_classified ON events(
+        json_extract(payload, '$.pattern'),
+        CAST(COALESCE(json_extract(payload, '$.tokens_avoided'), 0) AS INTEGER))
+        WHERE kind = 'classified';
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

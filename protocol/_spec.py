@@ -28,7 +28,8 @@ class Limits(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defa
     token_budget: int = 400_000  # per run
     wall_time_s: float = 7200  # per run
     phase_wall_time_s: float | None = None  # per phase; None = only the run's limit
-    max_output_bytes: int = 1_000_000  # per check, captured output kept
+    max_output_bytes: int = 1_000_000  # per check, captured output kept (head and tail)
+    check_output_limit_bytes: int = 64 * 1024 * 1024  # a check printing more is stopped
     doctor_calls_per_phase: int = 2
     doctor_calls_per_run: int = 6
     usd_budget: float | None = None  # optional, priced with the config's price table
@@ -97,7 +98,8 @@ def _validate_limits(raw: Any, problems: list[tuple[str, str]]) -> None:
         return
     for key in sorted(set(raw) - _LIMIT_KEYS):
         problems.append((f"limits.{key}", "unknown field"))
-    for key in ("max_attempts", "token_budget", "max_output_bytes", "doctor_calls_per_phase",
+    for key in ("max_attempts", "token_budget", "max_output_bytes", "check_output_limit_bytes",
+                "doctor_calls_per_phase",
                 "doctor_calls_per_run"):
         if key in raw:
             _check_number(raw[key], f"limits.{key}", problems, integer=True,

@@ -64,11 +64,11 @@ class DaemonProc:
         config = dict(config or {})
         self.socket = str(config.pop("socket", state_dir / "ctl.sock"))
         self.config_path = state_dir.parent / f"{state_dir.name}.toml"
-        lines = [f'state_dir = "{state_dir}"', f'socket = "{self.socket}"',
-                 'health_listen = "127.0.0.1:0"', "grace_period_s = 3",
-                 "min_free_disk_mb = 1"]
-        for key, value in config.items():
-            lines.append(f"{key} = {json.dumps(value)}")
+        settings: dict[str, Any] = {"state_dir": str(state_dir), "socket": self.socket,
+                                    "health_listen": "127.0.0.1:0", "grace_period_s": 3,
+                                    "min_free_disk_mb": 1}
+        settings.update(config)
+        lines = [f"{key} = {json.dumps(value)}" for key, value in settings.items()]
         self.config_path.write_text("\n".join(lines) + "\n")
         self.env = {**os.environ, **(env or {})}
         self.env.pop("AUTOPACK_SOCKET", None)
