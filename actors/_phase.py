@@ -24,22 +24,13 @@ from ._proc import CommandResult
 
 if TYPE_CHECKING:
     from ._run import RunActor, RunWorkspace
+    from .classifier import ActionResult
 
 LOGGER = logging.getLogger(__name__)
 
 
-class MitigationOutcome(msgspec.Struct, frozen=True, kw_only=True):
-    """What a mitigation action did (the daemon adapts the classifier's actions to this)."""
-
-    acted: bool
-    ok: bool
-    summary: str
-    key: str | None = None  # identity of the action, to never repeat it in a phase
-    undeclared: str | None = None  # a dependency installed but not in the manifest
-
-
 Classify = Callable[[str, int | None, ClassifyContext], Awaitable[Classification]]
-Mitigate = Callable[..., Awaitable[MitigationOutcome]]
+Mitigate = Callable[..., Awaitable["ActionResult"]]
 
 
 @dataclass
@@ -172,14 +163,14 @@ class PhaseRunner:
                         c: Classification, st: _PhaseState) -> bool:
         if self.mitigate is None:
             return False
-        key = _action_key(c)
-        if key:
-            st.done_actions.add(key)
         python = None
         if c.pattern == "python_missing_dep":
             python = await ws.activate_venv()  # installs go into the run's own venv
         out = await self.mitigate(c, worktree=ws.worktree, python=python, env=ws.env,
-                                  allowed=set(self.settings.auto_mitigate), already=set())
+                                  allowed=set(self.settings.auto_mitigate),
+                                  already=st.done_actions)
+        if out.key:
+            st.done_actions.add(out.key)  # never the same action twice in a phase
         await actor.rec.event(actor.run_id, phase.id, attempt, "mitigation", pattern=c.pattern,
                               action=c.mitigation.kind if c.mitigation else None,
                               summary=out.summary, ok=out.ok, acted=out.acted,

@@ -21,6 +21,8 @@ import anyio
 import msgspec
 from anyio.abc import Process
 
+from .classifier._core import timeout_record
+
 TIMEOUT_EXIT = 124  # what coreutils' timeout(1) uses; the classifier knows it
 
 
@@ -166,7 +168,7 @@ async def run_command(
                 await on_end(pgid)
     output, truncated = buf.text()
     if timed_out:
-        output += f"\n[autopack: command timed out after {timeout_s:g} s and was stopped]\n"
+        output += "\n" + timeout_record(timeout_s) + "\n"  # decisive evidence for the classifier
     if over:
         output += f"\n[autopack: command stopped: it printed more than {output_limit} bytes]\n"
     return CommandResult(

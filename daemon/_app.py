@@ -32,6 +32,8 @@ from autopack.actors._run import RunServices
 from autopack.actors._scheduler import Scheduler
 from autopack.protocol import (
     Cancel,
+    Classification,
+    ClassifyContext,
     ErrorCode,
     EventMsg,
     Follow,
@@ -109,6 +111,9 @@ class Daemon:
             deadline_s=settings.memory_deadline_ms / 1000, builder_bytes=settings.builder_context_bytes,
             doctor_bytes=settings.doctor_context_bytes)
         self.llm = self._make_llm()
+        from autopack.actors.classifier import ClassifierActor
+
+        self.classifier, self.classifier_mailbox = ClassifierActor.open()
         self.phase_runner = PhaseRunner(
             settings=settings, classify=self._classify_fn(), mitigate=self._mitigate_fn(),
             memory=self.memory.client(), llm=self.llm,
@@ -135,10 +140,25 @@ class Daemon:
                    max_concurrency=self.settings.llm_max_concurrency)
 
     def _classify_fn(self) -> Any:
-        return None
+        """Run actors ask the classifier actor; if it does not answer, the failure is
+        treated as unclassified (the Doctor takes over) and the run goes on."""
+        from autopack.actors.classifier import request_classification
+
+        async def classify(output: str, exit_code: int | None,
+                           ctx: ClassifyContext) -> Classification:
+            try:
+                return await request_classification(self.classifier_mailbox, output, exit_code,
+                                                     ctx, timeout_s=30)
+            except (TimeoutError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                LOGGER.warning("classifier unavailable (%s); treating failure as unclassified", exc)
+                return Classification(pattern=None, details={"classifier_error": str(exc)})
+
+        return classify
 
     def _mitigate_fn(self) -> Any:
-        return None
+        from autopack.actors.classifier import apply_mitigation
+
+        return apply_mitigation
 
     # ================================================================ lifecycle
     async def run(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
@@ -170,6 +190,7 @@ class Daemon:
             allowed_uids=lambda: set(self.settings.allowed_uids),
             allowed_gids=lambda: set(self.settings.allowed_gids))
         async with trio.open_nursery() as nursery:
+            await self.supervisor.start_child(nursery, "classifier", self.classifier.serve)
             await self.supervisor.start_child(nursery, "memory", self.memory.serve)
             await self.supervisor.start_child(nursery, "scheduler", self.scheduler.serve)
             await nursery.start(self.control.serve)
