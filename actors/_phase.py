@@ -287,9 +287,13 @@ class PhaseRunner:
         if not ws.intention_recorded:
             ws.intention_recorded = await self.memory.record_intention(
                 actor.run_id, str(ws.repo), ws.spec)
+            if not ws.intention_recorded:  # tried again at the next prompt
+                await actor.rec.event(actor.run_id, phase.id, attempt, "memory_degraded",
+                                      role=role, what="record_intention")
         result = await self.memory.context_for(actor.run_id, phase.id, role, failure)
         if result.degraded:
-            await actor.rec.event(actor.run_id, phase.id, attempt, "memory_degraded", role=role)
+            await actor.rec.event(actor.run_id, phase.id, attempt, "memory_degraded", role=role,
+                                  what="context_for")
         return str(result.text)
 
     async def _remember_failure(self, actor: RunActor, ws: RunWorkspace, phase: PhaseSpec,
