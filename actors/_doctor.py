@@ -172,7 +172,7 @@ def spec_tool() -> dict[str, Any]:
 
 async def normalize_with_llm(llm: LLM, plan_text: str, repo: str | None = None, *,
                              budget: Budget | None = None) -> dict[str, Any]:
-    """Async twin of :func:`autopack.actors._llm.normalize_with_llm` on the shared client.
+    """Normalize a plan with Claude (``autopackctl normalize --llm``, through the daemon).
 
     Returns the validated spec as builtins (as :func:`~autopack.protocol.spec_to_builtins`).
     Raises :class:`~autopack.protocol.SpecError` when the answer is not a valid spec, and

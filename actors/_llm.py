@@ -648,7 +648,7 @@ def object_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
 
 def normalize_request(plan_text: str, schema: Mapping[str, Any],
                       draft: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """System, messages, tools and tool_choice of a normalization call (shared by both clients)."""
+    """System, messages, tools and tool_choice of a normalization call."""
     import json
 
     user = f"Normalize this plan into a run spec:\n\n{plan_text[:60_000]}"
@@ -660,44 +660,3 @@ def normalize_request(plan_text: str, schema: Mapping[str, Any],
             "input_schema": object_schema(schema)}
     return {"system": NORMALIZE_SYSTEM, "messages": [{"role": "user", "content": user}],
             "tools": [tool], "tool_choice": {"type": "tool", "name": NORMALIZE_TOOL_NAME}}
-
-
-def normalize_with_llm(plan_text: str, *, schema: Mapping[str, Any], repo: str | None = None,
-                       draft: Mapping[str, Any] | None = None, model: str = DEFAULT_MODEL,
-                       max_tokens: int = 8192, base_url: str | None = None,
-                       api_key_file: str | None = None, env: Mapping[str, str] | None = None,
-                       timeout_s: float = 120.0) -> dict[str, Any]:
-    """Blocking: ask Claude to turn ``plan_text`` into a run spec through a forced tool whose
-    input schema is ``schema`` (``run_spec_json_schema()``). Returns the raw spec dict, *not
-    validated* (the caller validates; ``repo`` is filled in when given).
-
-    Raises :class:`LLMAuthError` (no key / rejected), :class:`LLMRequestError`,
-    :class:`LLMUnavailable` (after the SDK's own retries), or ``ValueError`` when the answer
-    carries no spec.
-    """
-    import anthropic
-
-    key = read_api_key(env=env, api_key_file=api_key_file)
-    if key is None:
-        raise LLMAuthError("no Anthropic API key: set ANTHROPIC_API_KEY or provide the "
-                           f"'{CREDENTIAL_NAME}' credential file")
-    request = normalize_request(plan_text, schema, draft)
-    with anthropic.Anthropic(api_key=key.reveal(), base_url=base_url, max_retries=3,
-                             timeout=timeout_s) as client:
-        try:
-            message = client.messages.create(model=model, max_tokens=max_tokens, **request)
-        except (anthropic.AuthenticationError, anthropic.PermissionDeniedError) as exc:
-            raise LLMAuthError(f"Anthropic API rejected the key (HTTP {exc.status_code})") from None
-        except anthropic.APIStatusError as exc:
-            if exc.status_code == 429 or exc.status_code >= 500:
-                raise LLMUnavailable(f"Claude unavailable: HTTP {exc.status_code}") from None
-            raise LLMRequestError(exc.status_code, _error_message(exc)) from None
-        except anthropic.APIConnectionError as exc:
-            raise LLMUnavailable(f"Claude unreachable: {type(exc).__name__}") from None
-    calls = tool_uses(message, NORMALIZE_TOOL_NAME)
-    if len(calls) != 1 or not isinstance(calls[0].input, dict):
-        raise ValueError("the model did not return a run spec")
-    raw: dict[str, Any] = dict(calls[0].input)
-    if repo is not None:
-        raw["repo"] = repo
-    return raw

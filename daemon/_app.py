@@ -509,6 +509,22 @@ class Daemon:
         await self.records.event(run_id, None, None, "report_written", path=str(base) + ".md")
         await self.apply_retention()
 
+    async def _normalize_llm(self, req: NormalizePlan) -> Normalized:
+        from autopack.actors._doctor import normalize_with_llm
+        from autopack.actors._llm import LLMError
+        from autopack.actors._normalize import PlanError, result_from_raw_spec
+
+        try:
+            raw = await normalize_with_llm(self.llm, req.plan, req.repo)
+            result = result_from_raw_spec(raw, repo=req.repo, source="the LLM")
+        except LLMError as exc:
+            raise RequestError(ErrorCode.UNAVAILABLE, f"Claude could not normalize the plan: {exc}") from None
+        except (SpecError, PlanError) as exc:
+            raise RequestError(ErrorCode.INVALID_PLAN, f"the LLM's spec is invalid: {exc}") from None
+        return Normalized(spec=spec_to_builtins(result.spec), confidence=result.confidence,
+                          warnings=result.warnings,
+                          phases=[msgspec.to_builtins(p) for p in result.phases])
+
     async def health(self) -> Health:
         parts: dict[str, str] = {"store": "ok" if self.store.alive else "down"}
         for child in self.supervisor.statistics():
@@ -582,6 +598,8 @@ class Daemon:
             raise RequestError(ErrorCode.INVALID_PLAN, "the plan is too large")
         if req.repo and not wt.is_git_repo(req.repo):
             raise RequestError(ErrorCode.INVALID_PLAN, f"{req.repo} is not a git repository")
+        if req.llm:
+            return await self._normalize_llm(req)
         try:
             result = await trio.to_thread.run_sync(
                 lambda: normalize_plan(req.plan, Path(req.repo) if req.repo else None))

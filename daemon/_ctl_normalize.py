@@ -2,7 +2,7 @@
 
 No daemon needed: the deterministic normalizer runs in-process (pure code,
 no trio, no anthropic). ``--llm`` asks Claude instead, through the seam
-``autopack.actors._llm.normalize_with_llm`` (imported only when asked for,
+the daemon (``NormalizePlan(llm=True)``; autopackctl never imports the SDK,
 so ``anthropic`` never loads otherwise); until that module exists the command
 says "LLM normalization is not available" and exits 2.
 
@@ -77,18 +77,22 @@ def review_text(result: NormalizeResult) -> str:
 
 
 def _llm_result(args: argparse.Namespace, draft: NormalizeResult, repo: str | None) -> NormalizeResult:
-    try:
-        from autopack.actors._llm import normalize_with_llm  # type: ignore[import-not-found,unused-ignore]
-    except ImportError as exc:
-        raise PlanError(f"LLM normalization is not available: {exc}") from None
+    """Ask the daemon to have Claude fill the spec: autopackctl itself never imports the
+    SDK, and the call shares the daemon's key, rate limiter and circuit breaker."""
+    from autopack.protocol import NormalizePlan, RemoteError
+
+    from ._client import Client, DaemonUnavailable, resolve_socket
+
     with open(args.plan, encoding="utf-8") as fh:  # normalize_file has checked it already
         text = fh.read()
     try:
-        raw = normalize_with_llm(text, schema=run_spec_json_schema(), repo=repo,
-                                 draft=normalize_result_json(draft))
-    except Exception as exc:  # noqa: BLE001 (any failure of the LLM seam is one line, exit 2)
-        raise PlanError(f"LLM normalization failed: {exc}") from None
-    return result_from_raw_spec(raw, repo=draft.spec.repo, threshold=args.threshold,
+        with Client(resolve_socket(getattr(args, "socket", None)), timeout=None) as client:
+            reply = client.request(NormalizePlan(plan=text, repo=repo, llm=True))
+    except DaemonUnavailable as exc:
+        raise PlanError(f"LLM normalization is not available: {exc}") from None
+    except RemoteError as exc:
+        raise PlanError(f"LLM normalization failed: {exc.message}") from None
+    return result_from_raw_spec(reply.spec, repo=draft.spec.repo, threshold=args.threshold,
                                 source="the LLM")
 
 

@@ -41,6 +41,7 @@ class Submit(Request, tag="submit"):
 class NormalizePlan(Request, tag="normalize"):
     plan: str
     repo: str | None = None
+    llm: bool = False  # let Claude fill the spec (through the daemon's shared LLM client)
 
 
 class ListRuns(Request, tag="list"):

@@ -166,3 +166,15 @@ def test_missing_key_fails_run_with_clear_reason(daemon_factory, repo, tmp_path)
     st = wait_state(d, run_id, timeout=60)
     assert st.state == "failed"
     assert "API key" in st.reason
+
+
+def test_normalize_llm_goes_through_the_daemon(llm_daemon, model, repo, tmp_path):
+    plan = tmp_path / "plan.md"
+    plan.write_text("# PLAN-LLM-MARKER\n\n1. Add x to `src/x.py` and run `pytest -q`\n")
+    res = llm_daemon.ctl("normalize", str(plan), "--repo", str(repo), "--llm", "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert (out["goal"], out["phases"][0]["id"], out["repo"]) == ("from the llm", "llm-phase",
+                                                                 str(repo))
+    assert any("LLM" in w for w in out["warnings"])
+    assert model.stats()["usage_totals"]["input_tokens"] == 900

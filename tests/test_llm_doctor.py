@@ -117,29 +117,3 @@ async def test_normalize_with_llm_validates_the_spec() -> None:
     assert spec["repo"] == "/r"
     assert spec["phases"][0]["id"] == "endpoint"
     assert spec["phases"][0]["kind"] == "build"
-
-
-def test_blocking_normalize_for_autopackctl() -> None:
-    """The seam ``autopackctl normalize --llm`` calls: blocking, raw (unvalidated) spec back."""
-    from autopack.actors._llm import LLMAuthError
-    from autopack.actors._llm import normalize_with_llm as normalize_blocking
-    from autopack.actors._modelserver import ScriptedServer
-    from autopack.protocol import run_spec_json_schema
-
-    spec = {"goal": "g", "phases": [{"id": "p1", "goal": "do it"}]}
-    server = ScriptedServer([{"match": "Plan C", "steps": [{"content": [
-        {"type": "tool_use", "name": "submit_run_spec", "input": spec}]}]}])
-    url = server.start()
-    try:
-        raw = normalize_blocking("Plan C: do it", schema=run_spec_json_schema(), repo="/r",
-                                 draft={"goal": "draft goal"}, base_url=url,
-                                 env={"ANTHROPIC_API_KEY": "test-key"})
-        body = server.requests[0]
-        with pytest.raises(LLMAuthError):
-            normalize_blocking("Plan C", schema=run_spec_json_schema(), base_url=url, env={})
-    finally:
-        server.stop()
-    assert raw == {**spec, "repo": "/r"}
-    assert "draft goal" in body["messages"][0]["content"]
-    assert body["tools"][0]["input_schema"]["type"] == "object"
-    assert server.stats()["requests"] == 1

@@ -304,22 +304,10 @@ def test_result_from_raw_spec(shop: Path) -> None:
 # ----------------------------------------------------------------------- CLI
 
 RUNNER = textwrap.dedent("""\
-    import argparse, sys, types
-    if sys.argv[1] == "--no-llm":
-        sys.modules["autopack.actors._llm"] = None  # the seam's module is absent
-        del sys.argv[1]
-    elif sys.argv[1] == "--fake-llm":
-        # A stand-in for the real LLM client, at the seam: same signature.
-        fake = types.ModuleType("autopack.actors._llm")
-        def normalize_with_llm(text, *, schema, repo, draft):
-            assert schema["$ref"].endswith("RunSpec") and draft["phases"]
-            return {"goal": "from the llm", "phases": [
-                {"id": "llm-phase", "goal": "Add x", "scope": ["src/**"], "checks": ["true"]}]}
-        fake.normalize_with_llm = normalize_with_llm
-        sys.modules["autopack.actors._llm"] = fake
-        del sys.argv[1]
+    import argparse, sys
     from autopack.daemon._ctl_normalize import register
     parser = argparse.ArgumentParser(prog="autopackctl")
+    parser.add_argument("--socket")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(sys.argv[1:])
     sys.exit(args.func(args))
@@ -372,14 +360,14 @@ def test_cli_low_confidence_is_flagged(runner: Path, shop: Path) -> None:
                  "must end in .toml or .json", id="bad-output-ext"),
     pytest.param(lambda p: [str(PLANS / "explicit.md"), "--threshold", "2"],
                  "--threshold must be between 0 and 1", id="bad-threshold"),
-    pytest.param(lambda p: ["--no-llm", str(PLANS / "explicit.md"), "--llm"],
-                 "LLM normalization is not available: ", id="llm-not-available"),
+    pytest.param(lambda p: ["--socket", str(p / "no-daemon.sock"), "normalize",
+                            str(PLANS / "explicit.md"), "--llm"],
+                 "LLM normalization is not available: ", id="llm-no-daemon"),
 ])
 def test_cli_bad_input_exit_2(runner: Path, tmp_path: Path, make_args: object,
                               message: str) -> None:
     args = make_args(tmp_path)  # type: ignore[operator]
-    pre = ["--no-llm"] if args[0] == "--no-llm" else []
-    done = ctl(runner, *pre, "normalize", *args[len(pre):])
+    done = ctl(runner, *(args if args[0] == "--socket" else ["normalize", *args]))
     assert done.returncode == 2
     assert message in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
@@ -395,11 +383,3 @@ def test_cli_too_large(runner: Path, tmp_path: Path) -> None:
     assert "larger than the limit of 1048576 bytes" in done.stderr
 
 
-def test_cli_llm_seam(runner: Path, shop: Path) -> None:
-    done = ctl(runner, "--fake-llm", "normalize", str(PLANS / "explicit.md"), "--repo",
-               str(shop), "--llm", "--json")
-    assert done.returncode == 0, done.stderr
-    out = json.loads(done.stdout)
-    assert (out["goal"], out["phases"][0]["id"], out["repo"]) == ("from the llm", "llm-phase",
-                                                                 str(shop))
-    assert "the spec was filled by the LLM: review every field" in out["warnings"]
