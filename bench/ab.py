@@ -1,0 +1,389 @@
+"""A/B benchmark: failure hardening + intention context on (``hardened``) vs off (``baseline``).
+
+Usage::
+
+    .venv/bin/python bench/ab.py [--json] [--only SUBSTR] [--timeout 170]
+
+What it does. Every scenario of ``bench/ab/scenarios/*.json`` (see
+``bench/ab/gen_scenarios.py`` for the format) is a tiny git repository, a run
+spec and the scripted Builder/Doctor conversation. One scripted Messages API
+server (``autopack.actors._modelserver``) answers all of them; one real
+``autopackd`` (``max_concurrent_runs = 4``) runs every scenario twice, once per
+arm (``Submit(arm="hardened")`` and ``Submit(arm="baseline")``), each on its
+own copy of the repository. Missing dependencies are local wheels written here
+(offline; the daemon gets ``PIP_NO_INDEX=1`` and ``PIP_FIND_LINKS``).
+
+What is measured. Per arm: runs, runs succeeded, tokens spent (input, output,
+cache write, cache read, total) as the daemon accounted them (``llm_calls``
+through the real ``anthropic`` SDK), Doctor calls, attempts, failures and how
+they were handled (safe action, classifier hint, Doctor), and the daemon's own
+``tokens_avoided`` estimate. The per-failure saving is
+
+    (baseline tokens - hardened tokens) / failures handled deterministically
+                                          in the hardened arm (action or hint)
+
+The per-call token figures are *scripted* (realistic sizes, see the
+generator's docstring): the saving is the difference the hardening makes in
+the number and kind of calls, priced with those figures. The scripted server
+answers with fixed usage whatever the prompt holds, so the intention context's
+own prompt cost is not in the token figures; its size is reported separately
+(bytes of context per Builder attempt, from the ``builder_started`` events).
+
+Everything runs on loopback in one temp dir that is removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from _common import BenchDaemon, emit, git, machine, wait_until, workspace
+
+from autopack.protocol import EventMsg, Follow, GetReport, GetStats, ListRuns, Submit, parse_spec_text
+
+HERE = Path(__file__).parent
+SCENARIO_DIR = HERE / "ab" / "scenarios"
+ARMS = ("hardened", "baseline")
+TOKEN_KINDS = ("input", "output", "cache_creation", "cache_read")
+TERMINAL = ("succeeded", "failed", "cancelled")
+FAKE_KEY = "sk-ant-bench-scripted-not-a-real-key"
+
+
+# ------------------------------------------------------------------ inputs
+def load_scenarios(only: str | None) -> list[dict[str, Any]]:
+    out = [json.loads(p.read_text()) for p in sorted(SCENARIO_DIR.glob("*.json"))]
+    return [s for s in out if not only or only in s["id"]]
+
+
+def write_wheel(dest: Path, module: str, source: str, version: str = "1.0") -> Path:
+    """A pure-Python wheel of one module package, written directly (no build backend,
+    no network): ``<module>/__init__.py`` with ``source``, METADATA, WHEEL, RECORD."""
+    dist_info = f"{module}-{version}.dist-info"
+    files = {
+        f"{module}/__init__.py": source.encode(),
+        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {module}\nVersion: {version}\n".encode(),
+        f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: autopack-bench\n"
+                              b"Root-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for name, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{name},sha256={digest},{len(data)}")
+    record.append(f"{dist_info}/RECORD,,")
+    files[f"{dist_info}/RECORD"] = ("\n".join(record) + "\n").encode()
+    path = dest / f"{module}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return path
+
+
+def make_scenario_repo(path: Path, files: dict[str, str]) -> Path:
+    path.mkdir(parents=True)
+    git(path, "init", "-q", "-b", "main")
+    for name, text in files.items():
+        target = path / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    git(path, "add", "-A")
+    git(path, "commit", "-q", "-m", "initial")
+    return path
+
+
+def check_matches(scenarios: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """All scripts in one list; refuse a match string that is a substring of another
+    (the model server routes to the first script whose match appears)."""
+    scripts = [sc for s in scenarios for sc in s["scripts"]]
+    matches = [sc["match"] for sc in scripts]
+    for i, a in enumerate(matches):
+        for j, b in enumerate(matches):
+            if i != j and a in b:
+                raise SystemExit(f"ambiguous scripts: {a!r} is part of {b!r}")
+    return scripts
+
+
+# ------------------------------------------------------------------ the model server
+class ModelServer:
+    def __init__(self, scenario: Path, log: Path) -> None:
+        self.logf = open(log, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "autopack.actors._modelserver", "--scenario", str(scenario),
+             "--port", "0"], stdout=subprocess.PIPE, stderr=self.logf, text=True)
+        assert self.proc.stdout is not None
+        self.url = self.proc.stdout.readline().strip()
+        if not self.url.startswith("http://127.0.0.1:"):
+            self.stop()
+            raise RuntimeError(f"model server did not start: {self.url!r}")
+
+    def stats(self) -> dict[str, Any]:
+        with urllib.request.urlopen(self.url + "/_stats", timeout=10) as resp:
+            return dict(json.loads(resp.read()))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        self.logf.close()
+
+
+# ------------------------------------------------------------------ per run
+def run_facts(client: Any, run_id: str) -> dict[str, Any]:
+    """Report figures plus what the events say about each failure's handling."""
+    rep = client.request(GetReport(run_id=run_id)).data
+    events: list[EventMsg] = []
+    for msg in client.stream(Follow(run_id=run_id)):
+        if not isinstance(msg, EventMsg):
+            break
+        events.append(msg)
+    handled: Counter[str] = Counter()
+    patterns: list[str] = []
+    context_bytes: list[int] = []
+    builder_attempts = 0
+    for ev in events:
+        pl = ev.payload
+        if ev.kind == "builder_started":
+            builder_attempts += 1
+            context_bytes.append(int(pl.get("context_bytes", 0) or 0))
+        elif ev.kind == "classified":
+            patterns.append(pl.get("pattern") or "none")
+            decision = str(pl.get("decision"))
+            if pl.get("pattern") is None:
+                handled["doctor" if decision == "doctor" else "unclassified_" + decision] += 1
+            elif decision == "mitigate":
+                handled["action"] += 1
+            elif decision == "retry":
+                handled["hint"] += 1
+            else:
+                handled["classified_" + decision] += 1
+        elif ev.kind == "mitigation" and not (pl.get("ok") and pl.get("acted")):
+            handled["action_failed"] += 1
+    tokens = {k: int(rep["tokens"].get(k, 0)) for k in TOKEN_KINDS}
+    return {
+        "run_id": run_id, "state": rep["state"], "reason": rep["reason"], "arm": rep["arm"],
+        "tokens": {**tokens, "total": sum(tokens.values())},
+        "tokens_avoided": int(rep["tokens_avoided"]),
+        "attempts": int(rep["totals"]["attempts"]), "doctor_calls": int(rep["totals"]["doctor_calls"]),
+        "failures": int(rep["totals"]["failures"]), "builder_attempts": builder_attempts,
+        "patterns": patterns, "handled": dict(handled), "context_bytes": context_bytes,
+        "duration_s": rep["duration_s"],
+    }
+
+
+def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    tokens = {k: sum(r["tokens"][k] for r in runs) for k in (*TOKEN_KINDS, "total")}
+    handled: Counter[str] = Counter()
+    for r in runs:
+        handled.update(r["handled"])
+    ctx = [b for r in runs for b in r["context_bytes"]]
+    return {
+        "runs": len(runs), "succeeded": sum(r["state"] == "succeeded" for r in runs),
+        "tokens": tokens, "tokens_per_run": round(tokens["total"] / len(runs)) if runs else 0,
+        "doctor_calls": sum(r["doctor_calls"] for r in runs),
+        "attempts": sum(r["attempts"] for r in runs),
+        "builder_attempts": sum(r["builder_attempts"] for r in runs),
+        "failures": sum(r["failures"] for r in runs),
+        "handled": dict(sorted(handled.items())),
+        "deterministic": handled["action"] + handled["hint"],
+        "tokens_avoided": sum(r["tokens_avoided"] for r in runs),
+        "context_bytes_mean": round(sum(ctx) / len(ctx)) if ctx else 0,
+        "context_bytes_max": max(ctx) if ctx else 0,
+    }
+
+
+# ------------------------------------------------------------------ main
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--json", action="store_true", help="print the result as JSON")
+    ap.add_argument("--only", help="run only scenarios whose id contains this")
+    ap.add_argument("--timeout", type=float, default=170.0, help="seconds to wait for all runs")
+    args = ap.parse_args()
+    scenarios = load_scenarios(args.only)
+    if not scenarios:
+        print("no scenarios", file=sys.stderr)
+        return 2
+    t_start = time.monotonic()
+    with workspace("ab") as root:
+        wheels = root / "wheels"
+        wheels.mkdir()
+        for s in scenarios:
+            for module, source in s["wheels"].items():
+                if not (wheels / f"{module}-1.0-py3-none-any.whl").exists():
+                    write_wheel(wheels, module, source)
+        model_file = root / "model.json"
+        model_file.write_text(json.dumps({"scripts": check_matches(scenarios)}))
+        server = ModelServer(model_file, root / "model.log")
+        saved_env = {k: os.environ.get(k) for k in
+                     ("ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY", "PIP_NO_INDEX", "PIP_FIND_LINKS")}
+        os.environ.update({"ANTHROPIC_BASE_URL": server.url, "ANTHROPIC_API_KEY": FAKE_KEY,
+                           "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheels)})
+        try:
+            with BenchDaemon(root, max_concurrent_runs=4, builder_attempt_wall_s=60,
+                             log_level="WARNING") as d:
+                d.start()
+                result = drive(d, server, root, scenarios, args.timeout)
+        finally:
+            server.stop()
+            for k, v in saved_env.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+    result["elapsed_s"] = round(time.monotonic() - t_start, 1)
+    emit(result, args.json, render(result))
+    return 0 if result["complete"] else 1
+
+
+def drive(d: BenchDaemon, server: ModelServer, root: Path, scenarios: list[dict[str, Any]],
+          timeout: float) -> dict[str, Any]:
+    submitted: list[tuple[dict[str, Any], str, str]] = []  # (scenario, arm, run id)
+    with d.client() as c:
+        for s in scenarios:
+            spec = parse_spec_text(json.dumps(s["spec"]), fmt="json")
+            for arm in ARMS:
+                repo = make_scenario_repo(root / "repos" / f"{s['id']}-{arm}", s["files"])
+                run_id = c.request(Submit(spec=spec, repo=str(repo), arm=arm)).run_id
+                submitted.append((s, arm, run_id))
+        t0 = time.monotonic()
+        ids = {rid for _, _, rid in submitted}
+
+        def all_done() -> bool:
+            runs = c.request(ListRuns(limit=10_000)).runs
+            return all(r.state in TERMINAL for r in runs if r.run_id in ids)
+
+        complete = True
+        try:
+            wait_until(all_done, timeout, poll_s=0.25, what="all runs ended")
+        except TimeoutError:
+            complete = False
+        wall = time.monotonic() - t0
+        per_run = []
+        for s, arm, rid in submitted:
+            facts = run_facts(c, rid)
+            facts.update(scenario=s["id"], category=s["category"], arm=arm)
+            per_run.append(facts)
+        stats = c.request(GetStats(by_arm=True)).data
+    served = server.stats()
+    arms = {arm: aggregate([r for r in per_run if r["arm"] == arm]) for arm in ARMS}
+    hard, base = arms["hardened"], arms["baseline"]
+    saved = base["tokens"]["total"] - hard["tokens"]["total"]
+    det = hard["deterministic"]
+    accounted = {k: sum(a["tokens"][k] for a in arms.values()) for k in TOKEN_KINDS}
+    served_usage = served.get("usage_totals", {})
+    server_agrees = accounted == {
+        "input": served_usage.get("input_tokens"), "output": served_usage.get("output_tokens"),
+        "cache_creation": served_usage.get("cache_creation_input_tokens"),
+        "cache_read": served_usage.get("cache_read_input_tokens")}
+    by_category: dict[str, dict[str, int]] = {}
+    pairs = []
+    for s in scenarios:
+        h = next(r for r in per_run if r["scenario"] == s["id"] and r["arm"] == "hardened")
+        b = next(r for r in per_run if r["scenario"] == s["id"] and r["arm"] == "baseline")
+        delta = b["tokens"]["total"] - h["tokens"]["total"]
+        pairs.append({"scenario": s["id"], "category": s["category"], "hardened": h, "baseline": b,
+                      "saved": delta, "expect": s["expect"]})
+        cat = by_category.setdefault(s["category"], {"scenarios": 0, "saved": 0, "deterministic": 0,
+                                                     "doctor_calls_avoided": 0})
+        cat["scenarios"] += 1
+        cat["saved"] += delta
+        cat["deterministic"] += h["handled"].get("action", 0) + h["handled"].get("hint", 0)
+        cat["doctor_calls_avoided"] += b["doctor_calls"] - h["doctor_calls"]
+    for cat in by_category.values():
+        cat["saved_per_failure"] = round(cat["saved"] / cat["deterministic"]) if cat["deterministic"] else 0
+    return {
+        "machine": machine(), "scenarios": len(scenarios), "runs": len(per_run),
+        "complete": complete and all(r["state"] in TERMINAL for r in per_run),
+        "wall_s": round(wall, 1), "arms": arms,
+        "saving": {
+            "tokens_saved": saved,
+            "deterministic_failures": det,
+            "tokens_saved_per_deterministic_failure": round(saved / det) if det else None,
+            "doctor_calls_avoided": base["doctor_calls"] - hard["doctor_calls"],
+            "tokens_saved_per_doctor_call_avoided":
+                round(saved / (base["doctor_calls"] - hard["doctor_calls"]))
+                if base["doctor_calls"] > hard["doctor_calls"] else None,
+            "daemon_tokens_avoided": hard["tokens_avoided"],
+            "daemon_tokens_avoided_per_deterministic_failure":
+                round(hard["tokens_avoided"] / det) if det else None,
+        },
+        "by_category": by_category,
+        "pairs": pairs,
+        "daemon_stats_by_arm": stats,
+        "model_server": {"requests_by_status": served.get("by_status"),
+                         "unscripted": served.get("unscripted"), "usage_totals": served_usage,
+                         "agrees_with_daemon_accounting": server_agrees},
+    }
+
+
+def render(r: dict[str, Any]) -> list[str]:
+    a = r["arms"]
+    rows = [
+        ("runs", "runs"), ("succeeded", "succeeded"), ("tokens: input", ("tokens", "input")),
+        ("tokens: output", ("tokens", "output")), ("tokens: cache write", ("tokens", "cache_creation")),
+        ("tokens: cache read", ("tokens", "cache_read")), ("tokens: total", ("tokens", "total")),
+        ("tokens per run", "tokens_per_run"), ("Doctor calls", "doctor_calls"),
+        ("attempts", "attempts"), ("Builder attempts", "builder_attempts"),
+        ("failed checks (classified events)", "failures"),
+        ("  handled by a safe action", ("handled", "action")),
+        ("  handled by a classifier hint", ("handled", "hint")),
+        ("  sent to the Doctor", ("handled", "doctor")),
+        ("daemon's tokens_avoided", "tokens_avoided"),
+        ("intention context bytes / Builder attempt (mean)", "context_bytes_mean"),
+    ]
+
+    def get(arm: dict[str, Any], key: Any) -> Any:
+        if isinstance(key, tuple):
+            return arm[key[0]].get(key[1], 0)
+        return arm[key]
+
+    out = [f"A/B: {r['scenarios']} scenarios x 2 arms = {r['runs']} runs in {r['wall_s']} s "
+           f"(all ended: {r['complete']})", "",
+           f"| {'figure':<50} | {'hardened':>10} | {'baseline':>10} |", f"|{'-' * 52}|{'-' * 12}|{'-' * 12}|"]
+    for label, key in rows:
+        out.append(f"| {label:<50} | {get(a['hardened'], key):>10} | {get(a['baseline'], key):>10} |")
+    s = r["saving"]
+    out += ["",
+            f"tokens saved by the hardened arm: {s['tokens_saved']} over {s['deterministic_failures']} "
+            f"failures handled deterministically = {s['tokens_saved_per_deterministic_failure']} tokens "
+            f"per failure (measured)",
+            f"Doctor calls avoided: {s['doctor_calls_avoided']} "
+            f"({s['tokens_saved_per_doctor_call_avoided']} tokens saved per avoided call)",
+            f"daemon's own tokens_avoided estimate: {s['daemon_tokens_avoided']} "
+            f"({s['daemon_tokens_avoided_per_deterministic_failure']} per failure)",
+            f"model server usage equals the daemon's accounting: "
+            f"{r['model_server']['agrees_with_daemon_accounting']}; "
+            f"requests by status {r['model_server']['requests_by_status']}, "
+            f"unscripted {r['model_server']['unscripted']}", "",
+            "| category | scenarios | failures handled deterministically | Doctor calls avoided "
+            "| tokens saved | per failure |", "|---|---|---|---|---|---|"]
+    for cat, c in sorted(r["by_category"].items()):
+        out.append(f"| {cat} | {c['scenarios']} | {c['deterministic']} | {c['doctor_calls_avoided']} "
+                   f"| {c['saved']} | {c['saved_per_failure']} |")
+    out += ["", "| scenario | hardened: state, attempts, Doctor, tokens, patterns | "
+                "baseline: state, attempts, Doctor, tokens | saved |", "|---|---|---|---|"]
+    for p in r["pairs"]:
+        h, b = p["hardened"], p["baseline"]
+        out.append(f"| {p['scenario']} | {h['state']}, {h['attempts']}, {h['doctor_calls']}, "
+                   f"{h['tokens']['total']}, {'/'.join(h['patterns']) or '-'} | {b['state']}, "
+                   f"{b['attempts']}, {b['doctor_calls']}, {b['tokens']['total']} | {p['saved']} |")
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())
