@@ -26,14 +26,15 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import anyio
 import msgspec
+
+from ._proc import CommandResult as CommandResult
+from ._proc import run_command as run_command
 
 LOGGER = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ BASH_TOOL: dict[str, Any] = {"type": "bash_20250124", "name": BASH_NAME}
 BUILDER_TOOLS: list[dict[str, Any]] = [EDITOR_TOOL, BASH_TOOL]
 
 DEFAULT_MAX_OUTPUT = 30_000  # characters of command output / file view returned to the model
-_EXIT_GRACE_S = 1.0  # after the shell exits, how long its children may keep writing
+
 
 
 class ToolResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -61,15 +62,6 @@ class ToolResult(msgspec.Struct, frozen=True, kw_only=True):
         if self.is_error:
             block["is_error"] = True
         return block
-
-
-class CommandResult(msgspec.Struct, frozen=True, kw_only=True):
-    """Outcome of :func:`run_command`."""
-
-    exit_code: int | None  # None when it had to be killed on timeout
-    output: str  # stdout and stderr interleaved, bounded
-    timed_out: bool = False
-    truncated: bool = False
 
 
 class PathRefused(Exception):
@@ -104,86 +96,6 @@ def _bound(text: str, limit: int) -> tuple[str, bool]:
     half = limit // 2
     dropped = len(text) - 2 * half
     return f"{text[:half]}\n[... {dropped} characters omitted ...]\n{text[-half:]}", True
-
-
-class _Capture:
-    """Bounded capture: keeps the first and last ``limit // 2`` bytes."""
-
-    def __init__(self, limit: int) -> None:
-        self.half = max(1, limit // 2)
-        self.head = bytearray()
-        self.tail = bytearray()
-        self.dropped = 0
-
-    def add(self, chunk: bytes) -> None:
-        room = self.half - len(self.head)
-        if room > 0:
-            self.head += chunk[:room]
-            chunk = chunk[room:]
-        if chunk:
-            self.tail += chunk
-            excess = len(self.tail) - self.half
-            if excess > 0:
-                self.dropped += excess
-                del self.tail[:excess]
-
-    def text(self) -> str:
-        head = self.head.decode("utf-8", "replace")
-        tail = self.tail.decode("utf-8", "replace")
-        if self.dropped:
-            return f"{head}\n[... {self.dropped} bytes omitted ...]\n{tail}"
-        return head + tail
-
-
-def _kill_group(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-async def run_command(command: str, *, cwd: Path, env: Mapping[str, str], timeout_s: float,
-                      max_output: int = DEFAULT_MAX_OUTPUT) -> CommandResult:
-    """Run ``bash -c command`` in ``cwd`` in its own process group; kill the group at the end.
-
-    Output (stdout and stderr together) is bounded to ``max_output`` bytes,
-    keeping head and tail. Never raises for the command's own failure; raises
-    ``OSError`` if bash cannot be started.
-    """
-    proc = await anyio.open_process(
-        ["bash", "--noprofile", "--norc", "-c", command], cwd=str(cwd), env=dict(env),
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        start_new_session=True)
-    capture = _Capture(max_output)
-    timed_out = False
-    try:
-        with anyio.move_on_after(timeout_s) as deadline:
-            async with anyio.create_task_group() as tg:
-                eof = anyio.Event()
-
-                async def read() -> None:
-                    assert proc.stdout is not None
-                    async for chunk in proc.stdout:
-                        capture.add(chunk)
-                    eof.set()
-
-                tg.start_soon(read)
-                await proc.wait()
-                # The shell is done; background children may hold the pipe open.
-                with anyio.move_on_after(_EXIT_GRACE_S):
-                    await eof.wait()
-                tg.cancel_scope.cancel()
-        timed_out = deadline.cancelled_caught
-    finally:
-        _kill_group(proc.pid)
-        with anyio.CancelScope(shield=True):
-            await proc.wait()
-            await proc.aclose()
-    output = capture.text()
-    if timed_out:
-        return CommandResult(exit_code=None, output=output, timed_out=True,
-                             truncated=bool(capture.dropped))
-    return CommandResult(exit_code=proc.returncode, output=output, truncated=bool(capture.dropped))
 
 
 class Tools:
@@ -228,10 +140,8 @@ class Tools:
             return ToolResult(content="a non-empty 'command' is required", is_error=True)
         result = await run_command(command, cwd=self.worktree, env=self.env,
                                    timeout_s=self.command_timeout_s, max_output=self.max_output)
-        if result.timed_out:
-            return ToolResult(content=f"{result.output}\n[command timed out after "
-                                      f"{self.command_timeout_s:g} s and was killed]",
-                              is_error=True)
+        if result.timed_out:  # the output ends with the timeout record
+            return ToolResult(content=result.output, is_error=True)
         text = result.output
         if result.exit_code:
             text = f"{text}\n[exit status {result.exit_code}]"
