@@ -447,6 +447,9 @@ black isort pylint bandit eslint prettier tsc jest vitest mocha uv poetry pip pi
 zsh bundle rake rspec dotnet php composer phpunit git docker docker-compose kubectl terraform
 helm swift xcodebuild flutter dart mix elixir erl rebar3 stack cabal ghc sbt lein clojure
 shellcheck hadolint pre-commit coverage alembic django-admin manage.py bazel buck""".split())
+# plain Unix tools: commands when quoted in backticks, never from bare prose ("run test suite")
+_UNIX_TOOLS = frozenset("""true false test ls echo cat grep find sed awk diff cmp sort head tail
+wc touch mkdir cp mv rm printf env which sleep""".split())
 _SHELL_LANGS = frozenset({"", "sh", "bash", "shell", "console", "zsh", "terminal", "shell-session",
                           "cmd", "text"})
 _FILE_EXTS = frozenset("""py pyi js mjs cjs ts tsx jsx json toml yaml yml md rst txt cfg ini go rs
@@ -477,6 +480,8 @@ def _looks_like_command(span: str, *, after_run: bool) -> bool:
     if head in _KNOWN_CMDS or head.split("/")[-1] in ("gradlew", "mvnw", "manage.py"):
         return True
     if head.startswith(("./", "bin/", "scripts/")) and (" " in span or head.endswith(".sh")):
+        return True
+    if after_run and head in _UNIX_TOOLS:
         return True
     return after_run and bool(re.match(r"^[\w./-]+$", head)) and " " in span.strip()
 
