@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from autopack.daemon._client import Client, DaemonUnavailable
-from autopack.protocol import GetHealth, ListRuns, RunSpec, parse_spec_text
+from autopack.protocol import Follow, GetHealth, ListRuns, LogsEnd, RunSpec, parse_spec_text
 
 BIN = Path(sys.executable).parent
 GIT_ENV = {
@@ -74,7 +74,10 @@ def machine() -> dict[str, Any]:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemTotal:"):
                 mem_mb = int(line.split()[1]) // 1024
-    return {"date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "host": platform.node(),
+    load = ""
+    with contextlib.suppress(OSError):
+        load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    return {"date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "host": platform.node(), "loadavg": load,
             "cpus": os.cpu_count(), "cpu": cpu, "mem_mb": mem_mb,
             "kernel": platform.release(), "python": platform.python_version(),
             "git": subprocess.run(["git", "--version"], capture_output=True, text=True).stdout.strip()}
@@ -89,10 +92,28 @@ def emit(result: dict[str, Any], as_json: bool, lines: list[str]) -> None:
 
 
 # ------------------------------------------------------------------ temp space and git
+def tmpfs_dir() -> str | None:
+    """``/dev/shm`` when it is a writable tmpfs, else ``None`` (the system temp dir)."""
+    shm = Path("/dev/shm")
+    return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+
+
+def fs_type(path: Path) -> str:
+    """The filesystem type holding ``path`` (from /proc/mounts), e.g. ``ext4`` or ``tmpfs``."""
+    best, kind = "", "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/mounts").read_text().splitlines():
+            fields = line.split()
+            if len(fields) >= 3 and str(path).startswith(fields[1]) and len(fields[1]) > len(best):
+                best, kind = fields[1], fields[2]
+    return kind
+
+
 @contextlib.contextmanager
-def workspace(prefix: str) -> Iterator[Path]:
-    """A temp dir removed at the end; processes whose cwd is inside it are killed first."""
-    root = Path(tempfile.mkdtemp(prefix=f"autopack-bench-{prefix}-")).resolve()
+def workspace(prefix: str, base: str | None = None) -> Iterator[Path]:
+    """A temp dir (under ``base``, default the system temp dir) removed at the end;
+    processes whose cwd is inside it are killed first."""
+    root = Path(tempfile.mkdtemp(prefix=f"autopack-bench-{prefix}-", dir=base)).resolve()
     try:
         yield root
     finally:
@@ -138,6 +159,8 @@ def make_repo(path: Path, n_files: int = 10) -> Path:
                                           f"def f{i}(x):\n    return x + {i}\n")
     git(path, "add", "-A")
     git(path, "commit", "-q", "-m", "initial")
+    git(path, "repack", "-adq")  # packed, like any cloned repository
+    git(path, "prune")
     return path
 
 
@@ -240,6 +263,16 @@ class BenchDaemon:
         """run id -> state of every run."""
         runs = client.request(ListRuns(limit=10_000)).runs
         return {r.run_id: r.state for r in runs}
+
+    def event_kinds(self, run_id: str) -> list[str]:
+        """The kinds of the run's events so far, in order."""
+        kinds: list[str] = []
+        with self.client() as c:
+            for msg in c.stream(Follow(run_id=run_id)):
+                if isinstance(msg, LogsEnd):
+                    return kinds
+                kinds.append(msg.kind)
+        return kinds
 
     def proc_status(self, key: str) -> int:
         """A ``/proc/<pid>/status`` value in kB (``VmRSS``, ``VmHWM``); 0 when gone."""
