@@ -2,7 +2,7 @@
 
 Usage::
 
-    .venv/bin/python bench/ab.py [--json] [--only SUBSTR] [--timeout 170]
+    .venv/bin/python bench/ab.py [--json] [--save FILE] [--only SUBSTR] [--timeout 170]
 
 What it does. Every scenario of ``bench/ab/scenarios/*.json`` (see
 ``bench/ab/gen_scenarios.py`` for the format) is a tiny git repository, a run
@@ -49,8 +49,15 @@ from pathlib import Path
 from typing import Any
 
 from _common import BenchDaemon, emit, git, machine, wait_until, workspace
-
-from autopack.protocol import EventMsg, Follow, GetReport, GetStats, ListRuns, Submit, parse_spec_text
+from autopack.protocol import (
+    EventMsg,
+    Follow,
+    GetReport,
+    GetStats,
+    ListRuns,
+    Submit,
+    parse_spec_text,
+)
 
 HERE = Path(__file__).parent
 SCENARIO_DIR = HERE / "ab" / "scenarios"
@@ -156,6 +163,8 @@ def run_facts(client: Any, run_id: str) -> dict[str, Any]:
     patterns: list[str] = []
     context_bytes: list[int] = []
     builder_attempts = 0
+    credited = 0
+    detail: list[dict[str, Any]] = []
     for ev in events:
         pl = ev.payload
         if ev.kind == "builder_started":
@@ -163,6 +172,10 @@ def run_facts(client: Any, run_id: str) -> dict[str, Any]:
             context_bytes.append(int(pl.get("context_bytes", 0) or 0))
         elif ev.kind == "classified":
             patterns.append(pl.get("pattern") or "none")
+            credited += int(pl.get("tokens_avoided", 0) or 0) > 0
+            detail.append({"phase": ev.phase_id, "attempt": ev.attempt, "pattern": pl.get("pattern"),
+                           "decision": pl.get("decision"), "reason": pl.get("reason"),
+                           "evidence": list(pl.get("evidence") or [])[:3]})
             decision = str(pl.get("decision"))
             if pl.get("pattern") is None:
                 handled["doctor" if decision == "doctor" else "unclassified_" + decision] += 1
@@ -178,10 +191,10 @@ def run_facts(client: Any, run_id: str) -> dict[str, Any]:
     return {
         "run_id": run_id, "state": rep["state"], "reason": rep["reason"], "arm": rep["arm"],
         "tokens": {**tokens, "total": sum(tokens.values())},
-        "tokens_avoided": int(rep["tokens_avoided"]),
+        "tokens_avoided": int(rep["tokens_avoided"]), "avoided_credited": credited,
         "attempts": int(rep["totals"]["attempts"]), "doctor_calls": int(rep["totals"]["doctor_calls"]),
         "failures": int(rep["totals"]["failures"]), "builder_attempts": builder_attempts,
-        "patterns": patterns, "handled": dict(handled), "context_bytes": context_bytes,
+        "patterns": patterns, "handled": dict(handled), "context_bytes": context_bytes, "failure_detail": detail,
         "duration_s": rep["duration_s"],
     }
 
@@ -202,6 +215,8 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "handled": dict(sorted(handled.items())),
         "deterministic": handled["action"] + handled["hint"],
         "tokens_avoided": sum(r["tokens_avoided"] for r in runs),
+        "avoided_credited": sum(r["avoided_credited"] for r in runs),
+        "run_s_mean": round(sum(r["duration_s"] or 0 for r in runs) / len(runs), 2) if runs else 0,
         "context_bytes_mean": round(sum(ctx) / len(ctx)) if ctx else 0,
         "context_bytes_max": max(ctx) if ctx else 0,
     }
@@ -212,6 +227,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
     ap.add_argument("--only", help="run only scenarios whose id contains this")
+    ap.add_argument("--save", type=Path, help="also write the JSON result to this file")
     ap.add_argument("--timeout", type=float, default=170.0, help="seconds to wait for all runs")
     args = ap.parse_args()
     scenarios = load_scenarios(args.only)
@@ -246,6 +262,8 @@ def main() -> int:
                 else:
                     os.environ[k] = v
     result["elapsed_s"] = round(time.monotonic() - t_start, 1)
+    if args.save:
+        args.save.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     emit(result, args.json, render(result))
     return 0 if result["complete"] else 1
 
@@ -281,6 +299,10 @@ def drive(d: BenchDaemon, server: ModelServer, root: Path, scenarios: list[dict[
         stats = c.request(GetStats(by_arm=True)).data
     served = server.stats()
     arms = {arm: aggregate([r for r in per_run if r["arm"] == arm]) for arm in ARMS}
+    for arm in ARMS:  # the daemon's own split of tokens by role (llm_calls.role)
+        by_role = stats.get("arms", {}).get(arm, {}).get("tokens_by_role", {})
+        arms[arm]["tokens_builder"] = int(by_role.get("builder", 0))
+        arms[arm]["tokens_doctor"] = int(by_role.get("doctor", 0))
     hard, base = arms["hardened"], arms["baseline"]
     saved = base["tokens"]["total"] - hard["tokens"]["total"]
     det = hard["deterministic"]
@@ -318,9 +340,12 @@ def drive(d: BenchDaemon, server: ModelServer, root: Path, scenarios: list[dict[
             "tokens_saved_per_doctor_call_avoided":
                 round(saved / (base["doctor_calls"] - hard["doctor_calls"]))
                 if base["doctor_calls"] > hard["doctor_calls"] else None,
+            "saved_on_doctor_calls": base["tokens_doctor"] - hard["tokens_doctor"],
+            "saved_on_builder_attempts": base["tokens_builder"] - hard["tokens_builder"],
             "daemon_tokens_avoided": hard["tokens_avoided"],
-            "daemon_tokens_avoided_per_deterministic_failure":
-                round(hard["tokens_avoided"] / det) if det else None,
+            "daemon_avoided_credited_failures": hard["avoided_credited"],
+            "daemon_tokens_avoided_per_credited_failure":
+                round(hard["tokens_avoided"] / hard["avoided_credited"]) if hard["avoided_credited"] else None,
         },
         "by_category": by_category,
         "pairs": pairs,
@@ -337,7 +362,8 @@ def render(r: dict[str, Any]) -> list[str]:
         ("runs", "runs"), ("succeeded", "succeeded"), ("tokens: input", ("tokens", "input")),
         ("tokens: output", ("tokens", "output")), ("tokens: cache write", ("tokens", "cache_creation")),
         ("tokens: cache read", ("tokens", "cache_read")), ("tokens: total", ("tokens", "total")),
-        ("tokens per run", "tokens_per_run"), ("Doctor calls", "doctor_calls"),
+        ("tokens per run", "tokens_per_run"), ("tokens: Builder calls", "tokens_builder"),
+        ("tokens: Doctor calls", "tokens_doctor"), ("Doctor calls", "doctor_calls"),
         ("attempts", "attempts"), ("Builder attempts", "builder_attempts"),
         ("failed checks (classified events)", "failures"),
         ("  handled by a safe action", ("handled", "action")),
@@ -345,6 +371,7 @@ def render(r: dict[str, Any]) -> list[str]:
         ("  sent to the Doctor", ("handled", "doctor")),
         ("daemon's tokens_avoided", "tokens_avoided"),
         ("intention context bytes / Builder attempt (mean)", "context_bytes_mean"),
+        ("run duration, mean s", "run_s_mean"),
     ]
 
     def get(arm: dict[str, Any], key: Any) -> Any:
@@ -362,10 +389,13 @@ def render(r: dict[str, Any]) -> list[str]:
             f"tokens saved by the hardened arm: {s['tokens_saved']} over {s['deterministic_failures']} "
             f"failures handled deterministically = {s['tokens_saved_per_deterministic_failure']} tokens "
             f"per failure (measured)",
+            f"  of which Doctor calls: {s['saved_on_doctor_calls']}, Builder attempts: "
+            f"{s['saved_on_builder_attempts']}",
             f"Doctor calls avoided: {s['doctor_calls_avoided']} "
             f"({s['tokens_saved_per_doctor_call_avoided']} tokens saved per avoided call)",
-            f"daemon's own tokens_avoided estimate: {s['daemon_tokens_avoided']} "
-            f"({s['daemon_tokens_avoided_per_deterministic_failure']} per failure)",
+            f"daemon's own tokens_avoided estimate: {s['daemon_tokens_avoided']} over "
+            f"{s['daemon_avoided_credited_failures']} credited failures "
+            f"({s['daemon_tokens_avoided_per_credited_failure']} each)",
             f"model server usage equals the daemon's accounting: "
             f"{r['model_server']['agrees_with_daemon_accounting']}; "
             f"requests by status {r['model_server']['requests_by_status']}, "

@@ -231,7 +231,7 @@ fix_on_retry(9, "s09-test-rounding", "test_failure", "float rounding in a new av
              "Add calc/avg.py with avg2(a, b) rounded to 2 decimals, with a test",
              [create("calc/avg.py", "def avg2(a, b):\n    return (a + b) / 2\n"),
               create("tests/test_avg.py", "from calc.avg import avg2\n\n\ndef test_avg2():\n"
-                                          "    assert avg2(0.1, 0.25) == 0.18\n")],
+                                          "    assert avg2(0.1, 0.2) == 0.15\n")],
              [replace("calc/avg.py", "    return (a + b) / 2\n", "    return round((a + b) / 2, 2)\n")],
              "test_avg2: the result is not rounded; return round((a + b) / 2, 2).",
              hard="test_failure")
@@ -291,7 +291,7 @@ fix_on_retry(15, "s15-timeout", "command_timeout", "an endless loop in new code;
                                         "        n = n // 2 if n % 2 == 0 else 3 * n + 1\n"
                                         "        count += 1\n    return count\n")],
              "steps() never terminates: `n = max(n, 2)` keeps n from reaching 1.",
-             hard="command_timeout", timeout_s=3)
+             hard="command_timeout", timeout_s=6)
 fix_on_retry(16, "s16-c-compile", "compile_error", "a C helper with a type error",
              "Add native/fast.c with int twice(int) and keep it compiling with cc -Wall -Werror",
              [create("native/fast.c", "int twice(int x) {\n    return x * 2\n}\n")],
@@ -528,8 +528,10 @@ scenario("s24-two-phases", "python_missing_dep", "two phases: a clean build, the
                          rationale="ModuleNotFoundError: apbench_geo")])
 
 scenario("s25-hopeless", "test_failure", "the Builder repeats the same wrong fix; stopped as stuck",
-         {"hardened": "test_failure hint, same failure again, stuck after 2 attempts (no Doctor)",
-          "baseline": "Doctor hint, same failure again, stuck after 2 attempts"},
+         {"hardened": "test_failure hint, same failure again: stuck after 2 attempts, or attempt limit "
+                      "after 3 when the pytest duration differs (no Doctor)",
+          "baseline": "Doctor hint twice, attempt limit after 3 (the unclassified signature holds the "
+                      "pytest duration, so the repeat is rarely seen as stuck)"},
          phases=[build("s25-hopeless", "Add calc/primes.py with is_prime(n), with a test")],
          scripts=[attempt("s25-hopeless", 1, [create("calc/primes.py", "def is_prime(n):\n"
                                                      "    return n > 1 and all(n % d for d in range(2, n // 2))\n"),
@@ -539,7 +541,12 @@ scenario("s25-hopeless", "test_failure", "the Builder repeats the same wrong fix
                   doctor("s25-hopeless", 1, "retry_with_hint", k=25,
                          hint="is_prime(4) is True: range(2, n // 2) is empty for n = 4; use range(2, int(n ** 0.5) + 1).",
                          rationale="failing assertion"),
-                  attempt("s25-hopeless", 2, [bash("true")], say="I believe the code is right.", k=25)])
+                  attempt("s25-hopeless", 2, [bash("true")], say="I believe the code is right.", k=25),
+                  # reached only when the repeat is not recognised as "stuck" (see README)
+                  doctor("s25-hopeless", 2, "retry_with_hint", k=25,
+                         hint="is_prime(4) is still True: the loop bound is the problem, not the test.",
+                         rationale="same assertion fails again"),
+                  attempt("s25-hopeless", 3, [bash("true")], say="The code looks right to me.", k=25)])
 
 
 def main() -> None:
