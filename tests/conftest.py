@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from autopack.daemon._client import Client, DaemonUnavailable
 
 BIN = Path(sys.executable).parent

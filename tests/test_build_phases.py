@@ -83,7 +83,8 @@ def test_build_phase_edits_files_reverts_drift_and_counts_tokens(llm_daemon, mod
     assert "def subtract" in git(calc, "show", f"autopack/{run_id}:calc/ops.py")
     evs = events(llm_daemon, run_id)
     drift = [e for e in evs if e["kind"] == "drift"]
-    assert drift and drift[0]["payload"]["files"] == ["notes/outside-scope.txt"]
+    assert drift
+    assert drift[0]["payload"]["files"] == ["notes/outside-scope.txt"]
     report = json.loads(llm_daemon.ctl("report", run_id, "--json").stdout)
     served = model.stats()["usage_totals"]
     assert report["tokens"] == {
@@ -103,7 +104,8 @@ def test_unknown_failure_goes_to_doctor_then_hint_passes(llm_daemon, model, repo
     assert st.phases[0].attempts == 2
     evs = events(llm_daemon, run_id)
     doctor = [e for e in evs if e["kind"] == "doctor_called"]
-    assert len(doctor) == 1 and doctor[0]["payload"]["decision"] == "retry_with_hint"
+    assert len(doctor) == 1
+    assert doctor[0]["payload"]["decision"] == "retry_with_hint"
     classified = [e for e in evs if e["kind"] == "classified"]
     assert classified[0]["payload"]["pattern"] is None
     assert classified[0]["payload"]["tokens_avoided"] == 0

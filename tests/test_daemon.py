@@ -14,7 +14,6 @@ from pathlib import Path
 
 import msgspec
 import pytest
-
 from autopack.protocol import (
     ErrorCode,
     GetHealth,
@@ -75,7 +74,8 @@ def test_failing_check_fails_run_with_reason(daemon, repo, tmp_path):
     assert "exit 3" in st.reason
     assert [p.state for p in st.phases] == ["failed", "cancelled"]
     logs = daemon.ctl("logs", run_id)
-    assert "boom" in logs.stdout and logs.returncode == 1
+    assert "boom" in logs.stdout
+    assert logs.returncode == 1
 
 
 def _intervals(daemon, run_ids):
@@ -152,7 +152,8 @@ def test_cancel_kills_subprocess_tree(daemon, repo, tmp_path):
         time.sleep(0.05)
     # cancelling again is a clear error
     again = daemon.ctl("cancel", run_id)
-    assert again.returncode == 2 and "already ended" in again.stderr
+    assert again.returncode == 2
+    assert "already ended" in again.stderr
 
 
 def test_cancel_queued_run(daemon_factory, repo, tmp_path):
@@ -248,7 +249,8 @@ def test_bad_frames_get_error_and_close_others_unaffected(daemon, payload, code)
         s = _raw_connect(daemon)
         s.sendall(payload)
         reply = _read_reply(s)
-        assert reply is not None and reply.code == code
+        assert reply is not None
+        assert reply.code == code
         assert reply.message
         assert _closed(s)
         s.close()
@@ -262,7 +264,8 @@ def test_oversized_frame_after_hello(daemon):
     assert _read_reply(s).version == 1
     s.sendall(struct.pack(">I", 2 * 1024 * 1024) + b"x" * 1000)
     reply = _read_reply(s)
-    assert reply.code == ErrorCode.FRAME_TOO_LARGE and "exceeds" in reply.message
+    assert reply.code == ErrorCode.FRAME_TOO_LARGE
+    assert "exceeds" in reply.message
     s.close()
     with daemon.client() as c:
         assert c.request(GetHealth()).ready
@@ -343,13 +346,17 @@ def test_forbidden_uid_is_refused(daemon_factory, tmp_path):
 
 def test_health_endpoints(daemon):
     status, body = daemon.http("/healthz")
-    assert status == 200 and body["alive"] is True
+    assert status == 200
+    assert body["alive"] is True
     status, body = daemon.http("/readyz")
-    assert status == 200 and body["ready"] is True and body["parts"]["store"] == "ok"
+    assert status == 200
+    assert body["ready"] is True
+    assert body["parts"]["store"] == "ok"
     status, _ = daemon.http("/nope")
     assert status == 404
     res = daemon.ctl("health", "--json")
-    assert res.returncode == 0 and json.loads(res.stdout)["ready"] is True
+    assert res.returncode == 0
+    assert json.loads(res.stdout)["ready"] is True
 
 
 def test_socket_is_private_by_default(daemon):

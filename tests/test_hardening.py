@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from autopack.protocol import Submit, parse_spec_text
 
 from .conftest import make_repo, wait_state, write_spec
@@ -62,7 +61,8 @@ def test_missing_module_installed_into_run_venv_and_recheck_passes(daemon_factor
     assert classified[0]["details"].get("module") == MODULE
     assert classified[0]["tokens_avoided"] > 0
     mitigation = [e["payload"] for e in evs if e["kind"] == "mitigation"]
-    assert mitigation[0]["ok"] and mitigation[0]["acted"]
+    assert mitigation[0]["ok"]
+    assert mitigation[0]["acted"]
     assert mitigation[0]["undeclared"]  # installed but not declared in the manifest
     checks = [e["payload"]["exit_code"] for e in evs if e["kind"] == "check_finished"]
     assert checks == [1, 0]
@@ -72,7 +72,8 @@ def test_missing_module_installed_into_run_venv_and_recheck_passes(daemon_factor
     # the run's venv is removed with its worktree
     assert not (d.state_dir / "envs" / run_id).exists()
     stats = json.loads(d.ctl("stats", "--json").stdout)
-    assert stats["failures_classified"] == 1 and stats["tokens_avoided"] > 0
+    assert stats["failures_classified"] == 1
+    assert stats["tokens_avoided"] > 0
 
 
 def test_hardening_off_by_flag_leaves_failure_to_the_doctor(daemon_factory, wheelhouse, tmp_path):

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from autopack.protocol import GetHealth, NormalizePlan, RemoteError
 
 from .conftest import make_repo, wait_state

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from autopack.actors._policy import FailureFacts, Next, decide
 
 

@@ -9,12 +9,10 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
-
-from prometheus_client.parser import text_string_to_metric_families
 
 from autopack.daemon._client import Client
 from autopack.protocol import GetHealth
+from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import BIN, wait_state, write_spec
 
@@ -69,7 +67,8 @@ def test_sighup_sends_reloading_then_ready(daemon_factory, tmp_path):
     d.proc.send_signal(signal.SIGHUP)
     msgs = recv_all(listener, "READY=1")
     reloading = [i for i, m in enumerate(msgs) if "RELOADING=1" in m]
-    assert reloading and "MONOTONIC_USEC=" in msgs[reloading[0]]
+    assert reloading
+    assert "MONOTONIC_USEC=" in msgs[reloading[0]]
     d.proc.send_signal(signal.SIGTERM)
     assert d.proc.wait(30) == 0
     listener.close()
@@ -157,4 +156,5 @@ def test_journal_prefixes_under_systemd(daemon_factory, tmp_path):
         time.sleep(0.05)
     d.stop()
     lines = [ln for ln in d.log.read_text().splitlines() if ln.strip()]
-    assert lines and all(ln.startswith("<") and ln[2] == ">" for ln in lines), lines
+    assert lines
+    assert all(ln.startswith("<") and ln[2] == ">" for ln in lines), lines
