@@ -26,7 +26,7 @@ from autopack.actors._normalize import (
     normalize_result_json,
     result_from_raw_spec,
 )
-from autopack.protocol import run_spec_json_schema, spec_to_builtins, spec_to_toml
+from autopack.protocol import spec_to_builtins, spec_to_toml
 
 __all__ = ["register", "review_text"]
 
