@@ -10,8 +10,8 @@ so that each scenario can be read on its own. One file per scenario::
      "scripts": [...]}              # scripted Builder/Doctor replies (actors/_modelserver.py)
 
 Token figures are *scripted* (what a real call of that shape typically costs):
-Builder turns 2-6K input (a cached 2.6K prefix of tools + system prompt),
-Doctor calls 9-12K input (failure excerpt + context) and 200-400 output.
+Builder turns 0.9-6K input (plus a cached 2.6K prefix of tools + system prompt),
+Doctor calls 9.5-11.9K input (failure excerpt + context) and 200-400 output.
 """
 
 from __future__ import annotations
@@ -67,9 +67,9 @@ def attempt(phase: str, n: int, edits: list[dict[str, Any]], *, say: str, k: int
     cached prefix; a retry reads it and carries the failure and hint (more input).
     """
     if n == 1:
-        first = usage(3600 + 97 * k, 380 + 11 * k, cc=PREFIX)
+        first = usage(3000 + 80 * k, 380 + 8 * k, cc=PREFIX)
     else:
-        first = usage(5100 + 83 * k, 340 + 9 * k, cr=PREFIX)
+        first = usage(4000 + 80 * k, 340 + 8 * k, cr=PREFIX)
     step0: dict[str, Any] = {"content": [text(say), *edits], "usage": first}
     if errors:
         step0["errors"] = errors
@@ -89,7 +89,7 @@ def doctor(phase: str, n: int, action: str, *, k: int = 0, hint: str = "", comma
         decision["command"] = command
     return {"match": f"Diagnose the failure of phase {phase} (attempt {n})",
             "steps": [{"content": [{"type": "tool_use", "name": "doctor_decision", "input": decision}],
-                       "usage": usage(9400 + 230 * k, 210 + 17 * k)}]}
+                       "usage": usage(9400 + 100 * k, 200 + 8 * k)}]}
 
 
 def spec(phases: list[dict[str, Any]], goal: str, **limits: Any) -> dict[str, Any]:
