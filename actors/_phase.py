@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 from autopack.protocol import Classification, ClassifyContext, PhaseSpec
+from autopack.protocol._classification import stable_signature
 
 from ._policy import FailureFacts, Next, decide
 from ._proc import CommandResult
@@ -126,8 +127,8 @@ class PhaseRunner:
         avoided = 0
         if c.pattern is not None:
             avoided = int(await self._doctor_value())
-        signature = c.signature if c.pattern else f"none|{failed.exit_code}|" + "|".join(
-            _last_lines(failed.output, 3))
+        signature = c.signature if c.pattern else stable_signature(
+            f"none:{failed.exit_code}", _last_lines(failed.output, 3))
         limits = ws.spec.limits
         key = _action_key(c)
         facts = FailureFacts(
@@ -151,7 +152,9 @@ class PhaseRunner:
             evidence=c.evidence, details=c.details, command=failed.command,
             exit_code=failed.exit_code, hardening=hardening,
             mitigation=msgspec.to_builtins(c.mitigation) if c.mitigation else None,
-            tokens_avoided=avoided if step is not Next.DOCTOR else 0,
+            # a Doctor call was avoided only if, without the pattern, one would have
+            # been made: not when the failure ends the phase anyway (stuck, limits)
+            tokens_avoided=avoided if _doctor_would_be_asked(facts) else 0,
             decision=str(step), reason=reason)
         return step, reason, c
 
@@ -187,7 +190,7 @@ class PhaseRunner:
                       st: _PhaseState) -> tuple[Any, str, bool]:
         """One Doctor call. Returns (next step, reason, recheck-now)."""
         from ._doctor import ask_doctor, run_fix
-        from ._llm import DoctorMalformed, LLMAuthError
+        from ._llm import BudgetExhausted, DoctorMalformed, LLMAuthError, LLMError
 
         st.doctor_calls += 1
         self._doctor_calls_run[actor.run_id] = self._doctor_calls_run.get(actor.run_id, 0) + 1
@@ -209,6 +212,15 @@ class PhaseRunner:
             from ._run import RunEnded
 
             raise RunEnded("failed", f"LLM authentication failed: {exc}") from None
+        except BudgetExhausted as exc:
+            from ._run import RunEnded
+
+            raise RunEnded("failed", f"token budget exhausted ({exc})") from None
+        except LLMError as exc:  # refused request, outage after retries: a failed Doctor call
+            await actor.rec.event(actor.run_id, phase.id, attempt, "doctor_called",
+                                  decision="error", error=str(exc))
+            more = phase.kind == "build" and attempt < ws.spec.limits.max_attempts
+            return (Next.RETRY if more else Next.FAIL), f"Doctor call failed: {exc}", False
         await actor.record_usage(phase, attempt, decision.usage)
         await actor.rec.event(actor.run_id, phase.id, attempt, "doctor_called",
                               decision=decision.action, rationale=decision.rationale,
@@ -221,6 +233,8 @@ class PhaseRunner:
                     return Next.RETRY, f"Doctor: {decision.rationale}", False
                 return Next.FAIL, f"Doctor suggests a retry but none is left: {decision.hint}", False
             case "run_fix":
+                if not ws.venv_active:
+                    await ws.activate_venv()  # whatever it installs goes into the run's venv
                 result = await run_fix(decision.command, ws.worktree, ws.env, timeout=300)
                 await actor.rec.event(actor.run_id, phase.id, attempt, "doctor_fix",
                                       command=decision.command, exit_code=result.exit_code)
@@ -314,6 +328,15 @@ class PhaseRunner:
         await self.memory.record_outcome(
             actor.run_id, phase.id, attempt, tried=f"attempt {attempt}", pattern=None,
             evidence="", worked=True, fix=st.fix_note or st.hint)
+
+
+def _doctor_would_be_asked(f: FailureFacts) -> bool:
+    """Whether, with no pattern, this failure would have gone to the Doctor (valued as if
+    one is configured: tokens avoided compare against the Doctor-only design)."""
+    if f.pattern is None:
+        return False
+    step, _ = decide(replace(f, pattern=None, mitigation_kind=None, llm_available=True))
+    return step is Next.DOCTOR
 
 
 def _action_key(c: Classification) -> str | None:

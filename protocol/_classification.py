@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 import msgspec
+
+_VOLATILE = re.compile(
+    r"\b\d+(?:\.\d+)?\s*(?:ms|s|sec|secs|seconds|m|min)\b"  # durations
+    r"|\b0x[0-9a-fA-F]+\b"  # addresses
+    r"|\b\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?\b"  # timestamps
+    r"|\b\d{2}:\d{2}:\d{2}(?:[.,]\d+)?\b"
+    r"|\bpid \d+\b", re.IGNORECASE)
+
+
+def stable_signature(pattern: str | None, lines: list[str]) -> str:
+    """``pattern|line|line…`` with volatile parts (durations, addresses, times) masked."""
+    return f"{pattern}|" + "|".join(_VOLATILE.sub("#", line).strip() for line in lines)
 
 MitigationKind = Literal["install_dependency", "wait", "hint", "none"]
 
@@ -35,8 +48,11 @@ class Classification(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def signature(self) -> str:
-        """Pattern plus evidence: equal signatures across attempts mean 'stuck'."""
-        return f"{self.pattern}|{'|'.join(self.evidence)}"
+        """Pattern plus evidence: equal signatures across attempts mean 'stuck'.
+
+        Durations, addresses and timestamps are masked: the same failure twice is
+        the same failure however long the test run took."""
+        return stable_signature(self.pattern, self.evidence)
 
 
 class ClassifyContext(msgspec.Struct, frozen=True, kw_only=True):

@@ -180,3 +180,15 @@ def test_normalize_llm_goes_through_the_daemon(llm_daemon, model, repo, tmp_path
                                                                  str(repo))
     assert any("LLM" in w for w in out["warnings"])
     assert model.stats()["usage_totals"]["input_tokens"] == 900
+
+
+def test_refused_doctor_call_is_a_failed_doctor_call_not_a_crash(llm_daemon, repo, tmp_path):
+    spec = write_spec(tmp_path / "s.json", [{
+        "id": "doctor-down", "goal": "Doctor refuses", "kind": "build",
+        "checks": ["echo 'opaque failure 17'; exit 3"]}], limits={"max_attempts": 2})
+    run_id = submit(llm_daemon, spec, repo)
+    st = wait_state(llm_daemon, run_id, timeout=60)
+    assert st.state == "failed"
+    assert "internal error" not in st.reason
+    doctor = [e for e in events(llm_daemon, run_id) if e["kind"] == "doctor_called"]
+    assert doctor[0]["payload"]["decision"] == "error"

@@ -45,3 +45,15 @@ def test_decide(kw, expected, needle):
     step, reason = decide(facts(**kw))
     assert step is expected
     assert needle in reason
+
+
+def test_signature_masks_durations_addresses_and_times():
+    from autopack.protocol import Classification
+
+    def sig(*lines):
+        return Classification(pattern="test_failure", evidence=list(lines)).signature
+
+    assert sig("1 failed, 2 passed in 0.60s") == sig("1 failed, 2 passed in 0.63s")
+    assert sig("<obj at 0x7f00aa>") == sig("<obj at 0x7f11bb>")
+    assert sig("2026-11-25 17:00:01 boom") == sig("2026-11-25 18:12:59 boom")
+    assert sig("1 failed") != sig("2 failed")  # a different failure stays different
