@@ -205,9 +205,10 @@ class RunActor:
             except wt.GitError:
                 raise RunEnded("failed", f"base ref {ws.spec.base!r} not found in {ws.repo}") from None
             await self.rec.set_run_fields(self.run_id, base_commit=ws.base_sha)
-        async with self.s.repo_lock(str(ws.repo)):
-            reused = await wt.ensure_worktree(ws.repo, ws.worktree, f"autopack/{self.run_id}",
-                                              ws.base_sha)
+        fresh = run["state"] == "queued"
+        reused = await wt.ensure_worktree(ws.repo, ws.worktree, f"autopack/{self.run_id}",
+                                          ws.base_sha, lock=self.s.repo_lock(str(ws.repo)),
+                                          fresh=fresh)
         await self.rec.event(self.run_id, None, None, "worktree_ready", path=str(ws.worktree),
                              reused=reused, base=ws.base_sha)
         ws.env = base_env()
@@ -220,7 +221,9 @@ class RunActor:
                 continue
             if prow["state"] in ("failed", "cancelled"):
                 return prow["state"], prow["reason"]
-            sha = await wt.committed_phase(ws.worktree, ws.base_sha, self.run_id, phase.id)
+            # only a resumed run can have a phase committed but not recorded
+            sha = None if fresh else await wt.committed_phase(ws.worktree, ws.base_sha,
+                                                               self.run_id, phase.id)
             if sha is not None:
                 # killed between the commit and its record: record it, never redo it
                 if prow["state"] == "queued":

@@ -71,13 +71,24 @@ async def branch_exists(repo: Path, branch: str) -> bool:
     return bool(out.strip())
 
 
-async def ensure_worktree(repo: Path, path: Path, branch: str, base_sha: str) -> bool:
+async def ensure_worktree(repo: Path, path: Path, branch: str, base_sha: str, *,
+                          lock: anyio.Lock, fresh: bool = False) -> bool:
     """Create the run's worktree, or re-attach the existing one after a restart.
 
     Returns ``True`` when an existing worktree/branch was reused. Uncommitted
     changes of an interrupted attempt are discarded: the attempt restarts.
+    ``lock`` (one per repository) is held only while git changes the
+    repository's worktree list. ``fresh`` (a run never started before) skips
+    the checks for leftovers, one git call each, on the submit → check path.
     """
-    if (path / ".git").exists():
+    if fresh:
+        try:
+            async with lock:
+                await git(repo, "worktree", "add", "--quiet", "-b", branch, str(path), base_sha)
+            return False
+        except GitError:
+            pass  # something is in the way after all: take the careful path
+    if await anyio.Path(path / ".git").exists():
         try:
             head = await git(path, "rev-parse", "--abbrev-ref", "HEAD")
         except GitError:
@@ -86,15 +97,17 @@ async def ensure_worktree(repo: Path, path: Path, branch: str, base_sha: str) ->
             await git(path, "reset", "--hard", "--quiet", "HEAD")
             await git(path, "clean", "-fdq")
             return True
-        await remove_worktree(repo, path)
+        async with lock:
+            await remove_worktree(repo, path)
     elif await anyio.Path(path).exists():
         await anyio.to_thread.run_sync(shutil.rmtree, path, True)
-    await git(repo, "worktree", "prune")
     await anyio.Path(path.parent).mkdir(parents=True, exist_ok=True)
-    if await branch_exists(repo, branch):
-        await git(repo, "worktree", "add", "--quiet", str(path), branch)
-        return True
-    await git(repo, "worktree", "add", "--quiet", "-b", branch, str(path), base_sha)
+    async with lock:
+        await git(repo, "worktree", "prune")
+        if await branch_exists(repo, branch):
+            await git(repo, "worktree", "add", "--quiet", str(path), branch)
+            return True
+        await git(repo, "worktree", "add", "--quiet", "-b", branch, str(path), base_sha)
     return False
 
 

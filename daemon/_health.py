@@ -76,6 +76,8 @@ class HealthServer:
                 if event.method == b"HEAD":
                     body = b""
                 await self._send(stream, conn, status, ctype, body)
+                if conn.our_state is h11.MUST_CLOSE:  # "Connection: close" or HTTP/1.0
+                    return
                 continue
             if isinstance(event, h11.EndOfMessage):
                 if conn.our_state is h11.DONE and conn.their_state is h11.DONE:

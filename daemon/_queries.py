@@ -74,12 +74,20 @@ def get_run(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
 
 
 def list_runs(conn: sqlite3.Connection, state: str | None, limit: int) -> list[dict[str, Any]]:
-    if state:
-        rows = conn.execute("SELECT id FROM runs WHERE state = ? ORDER BY seq DESC LIMIT ?",
-                            (state, limit)).fetchall()
-    else:
-        rows = conn.execute("SELECT id FROM runs ORDER BY seq DESC LIMIT ?", (limit,)).fetchall()
-    return [get_run(conn, r["id"]) for r in rows]
+    """Newest first, with their phases: two queries whatever the number of runs."""
+    where, args = ("WHERE state = ?", (state, limit)) if state else ("", (limit,))
+    runs = [dict(r) for r in conn.execute(
+        f"SELECT * FROM runs {where} ORDER BY seq DESC LIMIT ?", args)]
+    if not runs:
+        return []
+    by_id = {r["id"]: r for r in runs}
+    for r in runs:
+        r["phases"] = []
+    marks = ",".join("?" * len(runs))
+    for p in conn.execute(f"SELECT * FROM phases WHERE run_id IN ({marks}) ORDER BY run_id, idx",
+                          list(by_id)):
+        by_id[p["run_id"]]["phases"].append(dict(p))
+    return runs
 
 
 def run_ids_in_states(conn: sqlite3.Connection, states: list[str]) -> list[str]:

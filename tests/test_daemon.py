@@ -361,3 +361,14 @@ def test_health_endpoints(daemon):
 
 def test_socket_is_private_by_default(daemon):
     assert oct(os.stat(daemon.socket).st_mode & 0o777) == "0o600"
+
+
+def test_health_closes_after_connection_close(daemon):
+    port = int(daemon.health_url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(4096):  # the server must close: a hang here times out at 5 s
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200")
+    assert b'"alive": true' in data
