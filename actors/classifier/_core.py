@@ -5,11 +5,13 @@ Theory of operation
 1. A command known to run under ``timeout`` that ended with 124 (or 137 with
    ``-s KILL``) was stopped by its time limit: ``command_timeout``, whatever
    it printed before.
-2. Otherwise one combined regex of short literal *stems* (``_patterns.STEMS``)
-   walks the output once, left to right, with ``re.search`` resuming after each
-   candidate line. Only candidate lines are confirmed, by the rules whose stems
-   occur in that line, in table order. The first decisive (``ROOT``) hit ends
-   the walk: the earliest root cause wins over its consequences.
+2. Otherwise the output is scanned for short literal *stems*
+   (``_patterns.STEMS``), a chunk of about 1 MB at a time, with one regex per
+   stems' first character (a dozen fast literal searches, never one regex per
+   pattern). Only the lines holding a stem are confirmed, in order, by the
+   rules whose words contain a stem of that line, in table order. The first
+   decisive (``ROOT``) hit ends the walk, without scanning the chunks after
+   it: the earliest root cause wins over its consequences.
 3. Without a root cause, consequence rules (test summaries, "no tests ran")
    decide; without those, nothing does and the answer is ``pattern=None``,
    which sends the failure to the Doctor.
@@ -29,25 +31,147 @@ from ._mitigations import mitigation_for
 from ._patterns import QUOTED, ROOT, RULES, STEMS, Rule, normalize_details
 from ._text import Scan, clean_line, iter_lines_reversed
 
-PREFILTER = re.compile("|".join(re.escape(s) for s in STEMS))
 _MAX_LINE = 4000  # confirm at most this much of one line (minified bundles, base64 dumps)
 _MAX_CANDIDATES = 250_000
 _MAX_EVIDENCE = 500
-
-_RULES_BY_STEM: dict[str, tuple[int, ...]] = {
-    stem: tuple(i for i, r in enumerate(RULES) if stem in r.stems) for stem in STEMS
-}
-_rules_cache: dict[frozenset[str], tuple[Rule, ...]] = {}
+_CHUNK = 1 << 20  # scan this much text (to the next line end) before confirming its candidates
 
 
-def _rules_for(stems: frozenset[str]) -> tuple[Rule, ...]:
-    rules = _rules_cache.get(stems)
-    if rules is None:
-        idx = sorted({i for s in stems for i in _RULES_BY_STEM[s]})
-        rules = tuple(RULES[i] for i in idx)
-        if len(_rules_cache) < 4096:
-            _rules_cache[stems] = rules
-    return rules
+def _scans(stems: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
+    """One regex per first character of the stems: ``re`` searches a literal first character fast."""
+    by_first: dict[str, list[str]] = {}
+    for stem in stems:
+        by_first.setdefault(stem[0], []).append(stem[1:])
+    return tuple(
+        re.compile(re.escape(c) + "(?:" + "|".join(re.escape(t) for t in sorted(tails, key=len, reverse=True)) + ")")
+        for c, tails in by_first.items()
+    )
+
+
+SCANS = _scans(STEMS)
+assert len(SCANS) <= 20
+
+
+class _GroupStems(dict[int, tuple[str, ...]]):
+    """Bit set of scan indices → the stems of those scans."""
+
+    def __missing__(self, groups: int) -> tuple[str, ...]:
+        out = tuple(st for g, rx in enumerate(SCANS) if groups >> g & 1 for st in STEMS if rx.fullmatch(st))
+        self[groups] = out
+        return out
+
+
+_GROUP_STEMS = _GroupStems()
+
+
+def _rules_by_stem() -> dict[str, tuple[int, ...]]:
+    """Stem → indices of the rules one of whose words contains it (every word must contain one)."""
+    out: dict[str, list[int]] = {s: [] for s in STEMS}
+    for i, rule in enumerate(RULES):
+        for word in rule.stems:
+            covering = [s for s in STEMS if s in word]
+            if not covering:
+                raise ValueError(f"rule word {word!r} ({rule.pid}) contains no scan stem")
+            for s in covering:
+                out[s].append(i)
+    return {s: tuple(sorted(set(ix))) for s, ix in out.items()}
+
+
+_RULES_BY_STEM = _rules_by_stem()
+_CACHE_MAX = 4096
+
+
+def trie_regex(literals: list[str] | set[str]) -> str:
+    """One regex matching any of ``literals``, longest first, factored as a trie.
+
+    ``re`` tries the alternatives of a plain ``a|b|c`` one after the other at
+    every offset; a trie tries only the few that share the next character.
+    """
+    root: dict[str, dict] = {}  # type: ignore[type-arg]
+    for lit in literals:
+        node = root
+        for ch in lit:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def emit(node: dict) -> str:  # type: ignore[type-arg]
+        alts = [re.escape(ch) + emit(child) for ch, child in sorted(node.items()) if ch]
+        if not alts:
+            return ""
+        body = alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+        if "" in node:
+            return f"(?:{body})?"
+        return body
+
+    return emit(root)
+
+
+class _Gate:
+    """The rules worth trying on a line that holds a given set of stems.
+
+    A rule anchored at the line start with a literal prefix (``Rule.prefix``)
+    is worth trying only when the line starts with it: one trie regex of all
+    those prefixes is matched at offset 0. Any other rule has ``need``
+    literals one of which every match contains: one trie regex of them is
+    searched in the line, resuming one character after each find, so every
+    literal present is seen (a shorter one found at the same offset is a
+    prefix of the longer one). The rules so selected are tried in table
+    order; rules with neither are always tried.
+    """
+
+    __slots__ = ("_always", "_by_literal", "_by_prefix", "_cache", "_match", "_search")
+
+    def __init__(self, idx: list[int]) -> None:
+        pre = [i for i in idx if RULES[i].prefix]
+        lit = [i for i in idx if not RULES[i].prefix and RULES[i].need]
+        self._always = tuple(i for i in idx if not RULES[i].prefix and not RULES[i].need)
+        prefixes = {p for i in pre for p in RULES[i].prefix}
+        literals = {n for i in lit for n in RULES[i].need}
+        self._match = re.compile(trie_regex(prefixes)).match if prefixes else None
+        self._search = re.compile(trie_regex(literals)).search if literals else None
+        self._by_prefix = {h: tuple(i for i in pre if any(h.startswith(p) for p in RULES[i].prefix)) for h in prefixes}
+        self._by_literal = {h: tuple(i for i in lit if any(n in h for n in RULES[i].need)) for h in literals}
+        self._cache: dict[tuple[str, frozenset[str]], tuple[Rule, ...]] = {}
+
+    def rules(self, line: str) -> tuple[Rule, ...]:
+        head = ""
+        if self._match is not None:
+            m = self._match(line)
+            if m is not None:
+                head = m.group()
+        found: list[str] = []
+        search = self._search
+        if search is not None:
+            m = search(line)
+            while m is not None:
+                found.append(m.group())
+                m = search(line, m.start() + 1)
+        if not head and not found and not self._always:
+            return ()
+        key = (head, frozenset(found))
+        rules = self._cache.get(key)
+        if rules is None:
+            idx = set(self._always)
+            idx.update(self._by_prefix.get(head, ()))
+            for h in key[1]:
+                idx.update(self._by_literal[h])
+            rules = tuple(RULES[i] for i in sorted(idx))
+            if len(self._cache) < _CACHE_MAX:
+                self._cache[key] = rules
+        return rules
+
+
+_gates: dict[frozenset[str], _Gate] = {}
+
+
+def _rules_for(stems: frozenset[str], line: str) -> tuple[Rule, ...]:
+    """The rules, in table order, that could match ``line`` (whose stems are ``stems``)."""
+    gate = _gates.get(stems)
+    if gate is None:
+        gate = _Gate(sorted({i for s in stems for i in _RULES_BY_STEM[s]}))
+        if len(_gates) < _CACHE_MAX:
+            _gates[stems] = gate
+    return gate.rules(line)
 
 
 @dataclass(slots=True)
@@ -84,51 +208,69 @@ def _timeout_by_exit(code: int | None, command: str | None) -> dict[str, Any] | 
     return {"exit_code": code, "command": command, "limit": m.group("limit")}
 
 
+def candidates(text: str, lo: int, hi: int) -> list[int]:
+    """Sorted ``offset << 5 | scan index`` for every stem start in ``text[lo:hi]`` (``hi`` at a line end)."""
+    hits: list[int] = []
+    for g, rx in enumerate(SCANS):
+        hits.extend([m.start() << 5 | g for m in rx.finditer(text, lo, hi)])
+    hits.sort()
+    return hits
+
+
 def scan(sc: Scan) -> tuple[Hit | None, list[Hit]]:
-    """Walk the output once; return the first root-cause hit and the consequence hits before it."""
+    """Walk the output once; return the first root-cause hit and the consequence hits before it.
+
+    The text is scanned a chunk at a time (about 1 MB, cut at a line end): the
+    stem regexes find the candidate offsets of the chunk, and the candidate
+    lines are confirmed in order, so a root cause in the first chunk ends the
+    work without scanning the rest.
+    """
     text = sc.text
-    search = PREFILTER.search
-    findall = PREFILTER.findall
     summaries: list[Hit] = []
-    pos = 0
     size = len(text)
-    for _ in range(_MAX_CANDIDATES):
-        m = search(text, pos)
-        if m is None:
-            break
-        p = m.start()
-        s = text.rfind("\n", 0, p) + 1
-        e = text.find("\n", p)
-        if e < 0:
-            e = size
-        pos = e + 1
-        line = clean_line(text[s : min(e, s + _MAX_LINE)])
-        if not line or QUOTED.match(line):
-            continue
-        stems = frozenset(findall(line))
-        if not stems:
-            continue
-        hit = _confirm(_rules_for(stems), line, sc, s, e)
-        if hit is None:
-            continue
-        if hit.tier == ROOT:
-            if sc.in_captured_output(s):
+    budget = _MAX_CANDIDATES
+    lo = 0
+    while lo < size:
+        hi = text.find("\n", lo + _CHUNK)
+        hi = size if hi < 0 else hi + 1
+        hits = candidates(text, lo, hi)
+        nhits = len(hits)
+        i = 0
+        while i < nhits:
+            p = hits[i] >> 5
+            groups = 1 << (hits[i] & 31)
+            i += 1
+            budget -= 1
+            if budget < 0:
+                return None, summaries
+            s = text.rfind("\n", 0, p) + 1
+            e = text.find("\n", p)
+            if e < 0:
+                e = size
+            while i < nhits and hits[i] >> 5 < e:  # the line's other stems
+                groups |= 1 << (hits[i] & 31)
+                i += 1
+            line = clean_line(text[s : min(e, s + _MAX_LINE)])
+            if not line or QUOTED.match(line):
                 continue
-            return hit, summaries
-        if len(summaries) < 500:
-            summaries.append(hit)
+            stems = frozenset([st for st in _GROUP_STEMS[groups] if st in line])
+            if not stems:
+                continue
+            hit = _confirm(_rules_for(stems, line), line, sc, s, e)
+            if hit is None:
+                continue
+            if hit.tier == ROOT:
+                if sc.in_captured_output(s):
+                    continue
+                return hit, summaries
+            if len(summaries) < 500:
+                summaries.append(hit)
+        lo = hi
     return None, summaries
 
 
 def _confirm(rules: tuple[Rule, ...], line: str, sc: Scan, s: int, e: int) -> Hit | None:
     for rule in rules:
-        need = rule.need
-        if need:
-            if rule.need_rx is None:
-                if need[0] not in line:
-                    continue
-            elif rule.need_rx.search(line) is None:
-                continue
         mm = rule.rx.search(line)
         if mm is None:
             continue
