@@ -52,18 +52,6 @@ SCANS = _scans(STEMS)
 assert len(SCANS) <= 20
 
 
-class _GroupStems(dict[int, tuple[str, ...]]):
-    """Bit set of scan indices → the stems of those scans."""
-
-    def __missing__(self, groups: int) -> tuple[str, ...]:
-        out = tuple(st for g, rx in enumerate(SCANS) if groups >> g & 1 for st in STEMS if rx.fullmatch(st))
-        self[groups] = out
-        return out
-
-
-_GROUP_STEMS = _GroupStems()
-
-
 def _rules_by_stem() -> dict[str, tuple[int, ...]]:
     """Stem → indices of the rules one of whose words contains it (every word must contain one)."""
     out: dict[str, list[int]] = {s: [] for s in STEMS}
@@ -161,17 +149,17 @@ class _Gate:
         return rules
 
 
-_gates: dict[frozenset[str], _Gate] = {}
+class _Gates(dict[int, _Gate]):
+    """Bit set of scan indices → the gate over the rules of all those scans' stems."""
+
+    def __missing__(self, groups: int) -> _Gate:
+        stems = [st for g, rx in enumerate(SCANS) if groups >> g & 1 for st in STEMS if rx.fullmatch(st)]
+        gate = _Gate(sorted({i for st in stems for i in _RULES_BY_STEM[st]}))
+        self[groups] = gate
+        return gate
 
 
-def _rules_for(stems: frozenset[str], line: str) -> tuple[Rule, ...]:
-    """The rules, in table order, that could match ``line`` (whose stems are ``stems``)."""
-    gate = _gates.get(stems)
-    if gate is None:
-        gate = _Gate(sorted({i for s in stems for i in _RULES_BY_STEM[s]}))
-        if len(_gates) < _CACHE_MAX:
-            _gates[stems] = gate
-    return gate.rules(line)
+_GATES = _Gates()
 
 
 @dataclass(slots=True)
@@ -226,6 +214,7 @@ def scan(sc: Scan) -> tuple[Hit | None, list[Hit]]:
     work without scanning the rest.
     """
     text = sc.text
+    gates = _GATES
     summaries: list[Hit] = []
     size = len(text)
     budget = _MAX_CANDIDATES
@@ -251,12 +240,12 @@ def scan(sc: Scan) -> tuple[Hit | None, list[Hit]]:
                 groups |= 1 << (hits[i] & 31)
                 i += 1
             line = clean_line(text[s : min(e, s + _MAX_LINE)])
-            if not line or QUOTED.match(line):
+            if not line:
                 continue
-            stems = frozenset([st for st in _GROUP_STEMS[groups] if st in line])
-            if not stems:
+            rules = gates[groups].rules(line)
+            if not rules or QUOTED.match(line):
                 continue
-            hit = _confirm(_rules_for(stems, line), line, sc, s, e)
+            hit = _confirm(rules, line, sc, s, e)
             if hit is None:
                 continue
             if hit.tier == ROOT:

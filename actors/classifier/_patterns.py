@@ -2,15 +2,17 @@
 
 Theory of operation
 -------------------
-Every rule names a taxonomy id, the *stems* (short literals) one of which must
+Every rule names a taxonomy id, the *words* (``Rule.stems``) one of which must
 appear in a line for the rule to be worth trying, an anchored regex that
 confirms the line, and optionally a ``post`` check that looks at neighbouring
 lines or the command context and may veto the hit or re-route it to another id
 (a missing module that belongs to the repo is ``wrong_working_dir``; a
 ``SyntaxError`` over merge-conflict markers is ``patch_apply_failed``).
 
-The engine (``_core``) runs one combined regex of all stems over the output
-(never one regex per pattern), and only candidate lines are confirmed here.
+The engine (``_core``) scans the output for the ``STEMS`` (never one regex
+per pattern), and only candidate lines are confirmed here; within a line, a
+rule is tried only when the line starts with its ``prefix`` or holds one of
+its ``need`` literals (both derived from the regex).
 Rules of tier ``ROOT`` are decisive: the earliest such line wins. Tier
 ``SUMMARY`` rules describe consequences (test summaries, "no tests ran") and
 only decide when no root cause was found.
@@ -64,17 +66,16 @@ PATTERNS: dict[str, str] = {
 # first character is searched an order of magnitude faster by ``re`` than an
 # alternation starting with many different characters, so the literals are cut
 # to start with few distinct characters ("Killed" is found as "illed",
-# "Unauthorized" as "nauthorized"): twelve passes over the text in all.
+# "Unauthorized" as "nauthorized"): eleven passes over the text in all.
 STEMS: tuple[str, ...] = (
     "rror", "refused", "reachable", "ry exhausted",
     "RROR", "RR!", "Ran 0 tests", "Read-only",
-    "not ", "nauthorized", "ndefined ref", "nnot find",
+    "not ", "nauthorized", "ndefined ref", "nnot find", "no tests ran",
     "No ", "NFLICT",
     "fail", "f memory",
     "FAIL", "Fail",
     "denied", "deselected",
-    "imeout", "in use", "illed",
-    "timed out", "te limit", "tests ran",
+    "imeout", "in use", "illed", "imed out", "imit",
     "Too Many",
     "cate memory", "collected 0 ", "curl: (", "can't open",
     ".go:",
@@ -91,7 +92,6 @@ class Rule:
     post: Post | None = None
     tier: int = ROOT
     need: tuple[str, ...] = ()  # literals one of which every match contains (derived from rx)
-    need_rx: re.Pattern[str] | None = None  # the same as one regex, when there are several
     prefix: tuple[str, ...] = ()  # for a rule anchored with ``^``: literals one of which every match starts with
 
 
@@ -388,8 +388,7 @@ def _unittest_summary(m: re.Match[str], line: str, sc: Scan, start: int, end: in
 def _r(pid: str, stems: tuple[str, ...], rx: str, post: Post | None = None, tier: int = ROOT) -> Rule:
     compiled = re.compile(rx)
     need = required_literal(compiled)
-    need_rx = re.compile("|".join(map(re.escape, need))) if len(need) > 1 else None
-    return Rule(pid, stems, compiled, post or _default(pid), tier, need, need_rx, required_prefix(compiled))
+    return Rule(pid, stems, compiled, post or _default(pid), tier, need, required_prefix(compiled))
 
 
 def required_prefix(rx: re.Pattern[str]) -> tuple[str, ...]:
@@ -588,7 +587,7 @@ RULES: tuple[Rule, ...] = (
     _r("test_failure", ("fail",), r"^Tests:\s+(?P<failed>\d+) failed", _tests_line("jest"), SUMMARY),
     _r("test_failure", ("fail",), r"^\s+(?P<failed>\d+) failing$", _tests_line("mocha"), SUMMARY),
     _r("test_failure", ("FAIL",), r"^--- FAIL: (?P<test>\S+)", _tests_line("go"), SUMMARY),
-    _r("no_tests_collected", ("tests ran",), r"^=*\s*no tests ran in [\d.]+s", None, SUMMARY),
+    _r("no_tests_collected", ("no tests ran",), r"^=*\s*no tests ran in [\d.]+s", None, SUMMARY),
     _r("no_tests_collected", ("collected 0 ",), r"^collected 0 items\s*$", None, SUMMARY),
     _r("no_tests_collected", ("deselected",), r"^=*\s*\d+ deselected in [\d.]+s", None, SUMMARY),
     _r("no_tests_collected", ("Ran 0 tests",), r"^Ran 0 tests in", lambda m, line, sc, s, e: ("no_tests_collected", {"runner": "unittest"}) if sc.exit_code in (None, 5) or "NO TESTS RAN" in "".join(sc.lines_after(e, 3)) else None, SUMMARY),
