@@ -579,7 +579,7 @@ RULES: tuple[Rule, ...] = (
     _r("test_failure", ("FAIL",), r"^(?P<test>\S+::\S+) FAILED(?:\s+\[\s*\d+%\])?$", _tests_line("pytest"), SUMMARY),
     _r("test_failure", ("fail",), r"^=*\s*(?P<failed>\d+) failed(?:, \d+ \w+)*(?: in [\d.]+s)", _tests_line("pytest"), SUMMARY),
     _r("test_failure", ("FAIL",), r"^FAILED \((?:failures|errors)=(?P<n>\d+)", _unittest_summary, SUMMARY),
-    _r("test_failure", ("FAIL",), r"^(?:FAIL|ERROR): \w+ \((?P<test>[\w.]+)\)$", lambda m, line, sc, s, e: None if "_FailedTest" in line else _tests_line("unittest")(m, line, sc, s, e), SUMMARY),
+    _r("test_failure", ("FAIL", "RROR"), r"^(?:FAIL|ERROR): \w+ \((?P<test>[\w.]+)\)$", lambda m, line, sc, s, e: None if "_FailedTest" in line else _tests_line("unittest")(m, line, sc, s, e), SUMMARY),
     _r("test_failure", ("FAIL",), r"^test result: FAILED\. \d+ passed; (?P<failed>\d+) failed", _tests_line("cargo"), SUMMARY),
     _r("test_failure", ("FAIL",), r"^test (?P<test>\S+) \.\.\. FAILED$", _tests_line("cargo"), SUMMARY),
     _r("test_failure", ("fail",), r"^# fail (?P<failed>\d+)$", _tests_line("node"), SUMMARY),

@@ -28,16 +28,22 @@ def test_classify_json_from_file_and_stdin() -> None:
             "--command", "timeout -s KILL 5 make", "--json")
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
-    assert out["pattern"] == "command_timeout" and {"evidence", "details", "mitigation"} <= out.keys()
+    assert out["pattern"] == "command_timeout"
+    assert {"evidence", "details", "mitigation"} <= out.keys()
     p = run("classify", "-", "--json", stdin=b"just a failure\n")
-    assert p.returncode == 0 and json.loads(p.stdout)["pattern"] is None
+    assert p.returncode == 0
+    assert json.loads(p.stdout)["pattern"] is None
 
 
 def test_classify_human_and_unreadable_file(tmp_path: Path) -> None:
     p = run("classify", str(FIX / "pmd_python_c_yaml.log"))
-    assert p.returncode == 0 and b"python_missing_dep" in p.stdout and b"PyYAML" in p.stdout
+    assert p.returncode == 0
+    assert b"python_missing_dep" in p.stdout
+    assert b"PyYAML" in p.stdout
     p = run("classify", str(tmp_path / "missing.log"))
-    assert p.returncode == 2 and p.stderr.count(b"\n") == 1 and b"Traceback" not in p.stderr
+    assert p.returncode == 2
+    assert p.stderr.count(b"\n") == 1
+    assert b"Traceback" not in p.stderr
 
 
 def test_patterns_lists_every_id() -> None:

@@ -59,13 +59,18 @@ def test_details_and_mitigations() -> None:
     c = classify("Error: listen EADDRINUSE: address already in use :::3000\n", 1)
     assert c.details["port"] == 3000
     c = classify("ModuleNotFoundError: No module named '_ctypes'\n", 1)
-    assert c.mitigation is not None and c.mitigation.kind == "hint"  # never install stdlib names
+    assert c.mitigation is not None
+    assert c.mitigation.kind == "hint"  # never install stdlib names
     c = classify("ModuleNotFoundError: No module named 'sklearn.svm'\n", 1)
-    assert c.mitigation is not None and (c.mitigation.kind, c.mitigation.package) == ("install_dependency", "scikit-learn")
+    assert c.mitigation is not None
+    assert (c.mitigation.kind, c.mitigation.package) == ("install_dependency", "scikit-learn")
     c = classify("Error: Cannot find module '@scope/pkg/lib/x'\n", 1, ClassifyContext(lockfile_manager="pnpm"))
-    assert c.mitigation is not None and (c.mitigation.package, c.mitigation.manager) == ("@scope/pkg", "pnpm")
+    assert c.mitigation is not None
+    assert (c.mitigation.package, c.mitigation.manager) == ("@scope/pkg", "pnpm")
     c = classify("HTTP/1.1 429 Too Many Requests\nretry-after: 12\n", 22)
-    assert c.mitigation is not None and c.mitigation.kind == "wait" and c.mitigation.wait_s == 12.0
+    assert c.mitigation is not None
+    assert c.mitigation.kind == "wait"
+    assert c.mitigation.wait_s == 12.0
 
 
 def test_bytes_and_huge_lines_do_not_break() -> None:

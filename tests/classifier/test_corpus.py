@@ -49,7 +49,8 @@ def test_every_classified_fixture_has_evidence_from_its_output_and_a_mitigation(
     assert isinstance(fx, Fixture)
     c = classify(fx.output, fx.exit_code, fx.ctx)
     assert c.pattern == fx.expected
-    assert c.evidence and c.mitigation is not None
+    assert c.evidence
+    assert c.mitigation is not None
     text = fx.output.decode("utf-8", "replace")
     if not c.evidence[0].startswith("exit status"):
         assert c.evidence[0].rstrip("…")[:60] in text
