@@ -118,6 +118,7 @@ class PhaseRunner:
         hardening = self.hardening(arm) and self.classify is not None
         if hardening:
             assert self.classify is not None
+            await ws.describe()
             ctx = ClassifyContext(command=failed.command, repo_root=str(ws.worktree),
                                   toolchain=ws.toolchain, repo_modules=ws.repo_modules,
                                   lockfile_manager=ws.node_manager)

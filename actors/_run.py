@@ -87,6 +87,8 @@ class RunServices:
     phase_runner: Any = None  # strategy for failures/builder (see _phase.py); None = plain checks
     free_disk_mb: Callable[[Path], float] | None = None
     draining: bool = False  # set on shutdown: stop at the next phase boundary
+    pool: Any = None  # WorktreePool: ready worktrees so runs start without a checkout
+    spawn: Callable[..., None] | None = None  # start an owned background task (scheduler's)
     repo_locks: dict[str, anyio.Lock] = field(default_factory=dict)
 
     def repo_lock(self, repo: str) -> anyio.Lock:
@@ -118,11 +120,33 @@ class RunWorkspace:
     repo_modules: list[str] = field(default_factory=list)
     node_manager: str | None = None
     intention_recorded: bool = False
+    described: bool = False
 
     async def activate_venv(self) -> Path:
         python = await ensure_venv(self.venv)
         self.env = with_venv(self.env, self.venv)
         return python
+
+    async def describe(self) -> None:
+        """What the classifier may know of the repository (toolchain, own module names).
+
+        Read once, lazily (only a failure needs it), in a thread: on a large
+        repository it takes tens of milliseconds of file reads."""
+        if self.described:
+            return
+        self.described = True
+        from ._toolchain import detect_toolchains, repo_modules
+
+        def read() -> tuple[list[Any], list[str]]:
+            return detect_toolchains(self.worktree), repo_modules(self.worktree)
+
+        try:
+            tcs, self.repo_modules = await anyio.to_thread.run_sync(read)
+        except OSError:
+            return
+        if tcs:
+            self.toolchain = tcs[0].name
+        self.node_manager = next((tc.manager for tc in tcs if tc.name == "node"), None)
 
     @property
     def venv_active(self) -> bool:
@@ -206,15 +230,20 @@ class RunActor:
                 raise RunEnded("failed", f"base ref {ws.spec.base!r} not found in {ws.repo}") from None
             await self.rec.set_run_fields(self.run_id, base_commit=ws.base_sha)
         fresh = run["state"] == "queued"
-        reused = await wt.ensure_worktree(ws.repo, ws.worktree, f"autopack/{self.run_id}",
-                                          ws.base_sha, lock=self.s.repo_lock(str(ws.repo)),
-                                          fresh=fresh)
+        lock = self.s.repo_lock(str(ws.repo))
+        branch = f"autopack/{self.run_id}"
+        pooled = fresh and self.s.pool is not None and await self.s.pool.take(
+            ws.repo, ws.base_sha, ws.worktree, branch, lock)
+        reused = False
+        if not pooled:
+            reused = await wt.ensure_worktree(ws.repo, ws.worktree, branch, ws.base_sha,
+                                              lock=lock, fresh=fresh)
         await self.rec.event(self.run_id, None, None, "worktree_ready", path=str(ws.worktree),
-                             reused=reused, base=ws.base_sha)
+                             reused=reused, pooled=pooled, base=ws.base_sha)
+        self._refill_pool(ws)
         ws.env = base_env()
         if ws.venv.exists():
             await ws.activate_venv()
-        self._describe_repo(ws)
         for idx, phase in enumerate(ws.spec.phases):
             prow = run["phases"][idx]
             if prow["state"] in ("succeeded", "skipped"):
@@ -289,8 +318,12 @@ class RunActor:
             return list(phase.checks)
         from ._toolchain import default_checks, detect_toolchains
 
-        checks, reasons = default_checks(ws.worktree)
-        if any(tc.env == "venv" for tc in detect_toolchains(ws.worktree)) and not ws.venv_active:
+        def read() -> tuple[list[str], list[str], bool]:
+            checks, reasons = default_checks(ws.worktree)
+            return checks, reasons, any(tc.env == "venv" for tc in detect_toolchains(ws.worktree))
+
+        checks, reasons, wants_venv = await anyio.to_thread.run_sync(read)
+        if wants_venv and not ws.venv_active:
             await ws.activate_venv()
         await self.rec.event(self.run_id, phase.id, attempt, "checks_detected", checks=checks,
                              reasons=reasons)
@@ -339,19 +372,6 @@ class RunActor:
         if result.timed_out and self._run_time_left(ws) <= 0.2:
             raise RunEnded("failed", f"wall time limit of {limits.wall_time_s:g} s reached")
         return result
-
-    def _describe_repo(self, ws: RunWorkspace) -> None:
-        """What the classifier may know of the repository (pure reads, cheap)."""
-        from ._toolchain import detect_toolchains, repo_modules
-
-        try:
-            tcs = detect_toolchains(ws.worktree)
-            ws.repo_modules = repo_modules(ws.worktree)
-        except OSError:
-            return
-        if tcs:
-            ws.toolchain = tcs[0].name
-        ws.node_manager = next((tc.manager for tc in tcs if tc.name == "node"), None)
 
     async def budget(self, ws: RunWorkspace) -> Any:
         """The run's token/USD budget, charged with what was already spent (durable)."""
@@ -417,6 +437,12 @@ class RunActor:
         if ws.venv.exists():
             await anyio.to_thread.run_sync(shutil.rmtree, ws.venv, True)
         await self.rec.event(self.run_id, None, None, "worktree_removed", path=str(ws.worktree))
+        self._refill_pool(ws)
+
+    def _refill_pool(self, ws: RunWorkspace) -> None:
+        """Ready the next run's worktree in the background (a no-op when one is ready)."""
+        if self.s.pool is not None and self.s.spawn is not None and ws.base_sha:
+            self.s.spawn(self.s.pool.refill, ws.repo, ws.base_sha, self.s.repo_lock(str(ws.repo)))
 
 
 def excerpt(output: str, limit: int = EXCERPT_BYTES) -> str:

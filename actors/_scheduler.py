@@ -77,6 +77,7 @@ class Scheduler:
     async def serve(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as tg:
             self._tg = tg
+            self.services.spawn = self._spawn
             task_status.started()
             while True:
                 if self._accepting:
@@ -84,6 +85,17 @@ class Scheduler:
                 with anyio.move_on_after(self.poll_s):
                     await self._wake.wait()
                 self._wake = anyio.Event()
+
+    def _spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Run ``fn(*args)`` as a task owned by the scheduler; its failure is logged, not fatal."""
+        async def guarded() -> None:
+            try:
+                await fn(*args)
+            except Exception:
+                LOGGER.exception("background task %s failed", getattr(fn, "__name__", fn))
+
+        if self._tg is not None:
+            self._tg.start_soon(guarded)
 
     async def _fill(self, tg: TaskGroup) -> None:
         free = self.limit() - len(self.active)

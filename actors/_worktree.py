@@ -84,7 +84,10 @@ async def ensure_worktree(repo: Path, path: Path, branch: str, base_sha: str, *,
     if fresh:
         try:
             async with lock:
-                await git(repo, "worktree", "add", "--quiet", "-b", branch, str(path), base_sha)
+                await git(repo, "worktree", "add", "--quiet", "--no-checkout", "-b", branch,
+                          str(path), base_sha)
+            # the checkout runs outside the repository lock: the worktree is ours alone
+            await git(path, "reset", "--quiet", "--hard", base_sha)
             return False
         except GitError:
             pass  # something is in the way after all: take the careful path

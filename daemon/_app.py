@@ -27,6 +27,7 @@ from autopack.actors import _worktree as wt
 from autopack.actors._llm import LLM, read_api_key
 from autopack.actors._memory import MemoryActor, handle_get_context, handle_get_lessons
 from autopack.actors._phase import PhaseRunner
+from autopack.actors._pool import WorktreePool
 from autopack.actors._proc import kill_group
 from autopack.actors._run import RunServices
 from autopack.actors._scheduler import Scheduler
@@ -118,8 +119,10 @@ class Daemon:
             settings=settings, classify=self._classify_fn(), mitigate=self._mitigate_fn(),
             memory=self.memory.client(), llm=self.llm,
             mean_doctor_tokens=lambda: self.records.mean_doctor_tokens())
-        self.services = RunServices(records=self.records, state_dir=self.state_dir,
-                                    settings=settings, phase_runner=self.phase_runner)
+        self.services = RunServices(
+            records=self.records, state_dir=self.state_dir, settings=settings,
+            phase_runner=self.phase_runner,
+            pool=WorktreePool(self.state_dir / "worktrees" / ".pool", enabled=settings.worktree_pool))
         self.scheduler = Scheduler(self.services, limit=lambda: self.settings.max_concurrent_runs)
         self.scheduler.on_run_end = self._after_run
         self.control: ControlServer | None = None
@@ -315,6 +318,8 @@ class Daemon:
         lock_dir = self.state_dir / "locks"
         for path in sorted(root.iterdir()) if root.exists() else []:
             run_id = path.name
+            if run_id == ".pool":
+                continue
             if run_id in live or wt.lock_is_held(lock_dir, run_id):
                 continue
             repo = None

@@ -54,6 +54,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     restart_limit: int = 5  # R restarts ...
     restart_window_s: float = 60.0  # ... in T seconds, then exit non-zero
     min_free_disk_mb: int = 500
+    worktree_pool: bool = True
     retention_days: float | None = None  # delete ended runs' branches/reports older than this
     memory_deadline_ms: int = 250
     builder_context_bytes: int = 2048
@@ -100,6 +101,7 @@ SETTING_DOCS: dict[str, str] = {
     "restart_limit": "crashed-child restarts allowed within restart_window_s before exiting non-zero",
     "restart_window_s": "window for restart_limit",
     "min_free_disk_mb": "free disk required before a run and each phase starts",
+    "worktree_pool": "keep one ready worktree per repository so the next run starts without a checkout",
     "retention_days": "delete branches and reports of runs ended longer ago than this (off by default)",
     "memory_deadline_ms": "deadline of every request to the memory actor",
     "builder_context_bytes": "intention context bound for the Builder (UTF-8 bytes)",
