@@ -197,7 +197,8 @@ class RunActor:
         resumed = run["state"] in ("interrupted", "running")
         await self.rec.set_run_state(self.run_id, "running",
                                      "resumed after restart" if resumed else None)
-        end_state, reason = "failed", "internal error"
+        end_state: str = "failed"
+        reason: str | None = "internal error"
         with anyio.CancelScope() as self._scope:
             if self._cancel_early:
                 self._scope.cancel()

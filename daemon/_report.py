@@ -26,22 +26,22 @@ def build_report(run: dict[str, Any], events: list[dict[str, Any]], tokens: dict
         by_id[p["id"]] = entry
     tokens_avoided = 0
     for ev in events:
-        entry = by_id.get(ev["phase_id"] or "")
+        found = by_id.get(ev["phase_id"] or "")
         pl = ev["payload"]
-        if ev["kind"] == "check_finished" and entry is not None:
-            entry["checks"].append({
+        if ev["kind"] == "check_finished" and found is not None:
+            found["checks"].append({
                 "attempt": ev["attempt"], "command": pl.get("command"),
                 "exit_code": pl.get("exit_code"), "duration_s": pl.get("duration_s"),
                 "timed_out": pl.get("timed_out", False),
             })
-        elif ev["kind"] == "classified" and entry is not None:
+        elif ev["kind"] == "classified" and found is not None:
             tokens_avoided += int(pl.get("tokens_avoided", 0) or 0)
-            entry["failures"].append({
+            found["failures"].append({
                 "attempt": ev["attempt"], "pattern": pl.get("pattern"),
                 "evidence": pl.get("evidence", []), "command": pl.get("command"),
             })
-        elif ev["kind"] == "mitigation" and entry is not None:
-            entry["mitigations"].append({"attempt": ev["attempt"], **pl})
+        elif ev["kind"] == "mitigation" and found is not None:
+            found["mitigations"].append({"attempt": ev["attempt"], **pl})
     return {
         "run_id": run["id"],
         "state": run["state"],

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +21,7 @@ import anyio
 import msgspec
 
 LOGGER = logging.getLogger(__name__)
-ChildFn = Callable[..., Awaitable[Any]]
+ChildFn = Callable[..., Coroutine[Any, Any, Any]]
 
 
 class SupervisorGaveUp(Exception):

@@ -27,41 +27,41 @@ class Reply(msgspec.Struct, tag_field="t", frozen=True, kw_only=True):
 
 
 # ---------------------------------------------------------------- requests
-class Hello(Request, tag="hello"):
+class Hello(Request, tag="hello", frozen=True):
     version: int = PROTOCOL_VERSION
     client: str = "autopackctl"
 
 
-class Submit(Request, tag="submit"):
+class Submit(Request, tag="submit", frozen=True):
     spec: RunSpec
     repo: str | None = None  # overrides spec.repo; absolute path
     arm: str | None = None  # force an A/B arm ("hardened" / "baseline"); None = daemon decides
 
 
-class NormalizePlan(Request, tag="normalize"):
+class NormalizePlan(Request, tag="normalize", frozen=True):
     plan: str
     repo: str | None = None
     llm: bool = False  # let Claude fill the spec (through the daemon's shared LLM client)
 
 
-class ListRuns(Request, tag="list"):
+class ListRuns(Request, tag="list", frozen=True):
     state: str | None = None
     limit: int = 100
 
 
-class GetStatus(Request, tag="status"):
+class GetStatus(Request, tag="status", frozen=True):
     run_id: str
 
 
-class GetReport(Request, tag="report"):
+class GetReport(Request, tag="report", frozen=True):
     run_id: str
 
 
-class Cancel(Request, tag="cancel"):
+class Cancel(Request, tag="cancel", frozen=True):
     run_id: str
 
 
-class Follow(Request, tag="logs"):
+class Follow(Request, tag="logs", frozen=True):
     """Stream events of a run: ``EventMsg`` replies, then ``LogsEnd``.
 
     With ``follow`` the stream stays open until the run ends.
@@ -72,41 +72,41 @@ class Follow(Request, tag="logs"):
     after: int = 0  # event id to start after
 
 
-class GetHealth(Request, tag="health"):
+class GetHealth(Request, tag="health", frozen=True):
     pass
 
 
-class GetContext(Request, tag="context"):
+class GetContext(Request, tag="context", frozen=True):
     run_id: str
     phase: str | None = None
     role: str = "builder"
 
 
-class GetLessons(Request, tag="lessons"):
+class GetLessons(Request, tag="lessons", frozen=True):
     repo: str | None = None
     search: str | None = None
     limit: int = 50
 
 
-class GetStats(Request, tag="stats"):
+class GetStats(Request, tag="stats", frozen=True):
     since_s: float | None = None
     by_arm: bool = False
 
 
 # ---------------------------------------------------------------- replies
-class Welcome(Reply, tag="welcome"):
+class Welcome(Reply, tag="welcome", frozen=True):
     version: int = PROTOCOL_VERSION
     daemon: str = ""
     pid: int = 0
 
 
-class Error(Reply, tag="error"):
+class Error(Reply, tag="error", frozen=True):
     code: str
     message: str
     details: list[str] = []
 
 
-class Submitted(Reply, tag="submitted"):
+class Submitted(Reply, tag="submitted", frozen=True):
     run_id: str
 
 
@@ -119,7 +119,7 @@ class PhaseState(msgspec.Struct, frozen=True, kw_only=True):
     commit: str | None = None
 
 
-class RunStatus(Reply, tag="run_status"):
+class RunStatus(Reply, tag="run_status", frozen=True):
     run_id: str
     state: str
     reason: str | None = None
@@ -133,22 +133,22 @@ class RunStatus(Reply, tag="run_status"):
     ended_at: float | None = None
 
 
-class RunList(Reply, tag="run_list"):
+class RunList(Reply, tag="run_list", frozen=True):
     runs: list[RunStatus]
 
 
-class Report(Reply, tag="report"):
+class Report(Reply, tag="report", frozen=True):
     """The run report; ``data`` holds the JSON report (keys per DESIGN.md)."""
 
     data: dict[str, Any]
     markdown: str = ""
 
 
-class Ok(Reply, tag="ok"):
+class Ok(Reply, tag="ok", frozen=True):
     message: str = ""
 
 
-class EventMsg(Reply, tag="event"):
+class EventMsg(Reply, tag="event", frozen=True):
     id: int
     run_id: str
     phase_id: str | None
@@ -158,11 +158,11 @@ class EventMsg(Reply, tag="event"):
     payload: dict[str, Any] = {}
 
 
-class LogsEnd(Reply, tag="logs_end"):
+class LogsEnd(Reply, tag="logs_end", frozen=True):
     state: str
 
 
-class Health(Reply, tag="health"):
+class Health(Reply, tag="health", frozen=True):
     alive: bool
     ready: bool
     parts: dict[str, str] = {}  # actor -> "ok" | "degraded" | "down"
@@ -172,28 +172,28 @@ class Health(Reply, tag="health"):
     endpoints: dict[str, str] = {}  # "health": "http://127.0.0.1:7878", "socket": path
 
 
-class Normalized(Reply, tag="normalized"):
+class Normalized(Reply, tag="normalized", frozen=True):
     spec: dict[str, Any]
     confidence: float
     warnings: list[str] = []
     phases: list[dict[str, Any]] = []  # per-phase confidence and reasons
 
 
-class ContextReply(Reply, tag="context"):
+class ContextReply(Reply, tag="context", frozen=True):
     text: str
     bytes: int
     degraded: bool = False
 
 
-class Lessons(Reply, tag="lessons"):
+class Lessons(Reply, tag="lessons", frozen=True):
     lessons: list[dict[str, Any]]
 
 
-class Stats(Reply, tag="stats"):
+class Stats(Reply, tag="stats", frozen=True):
     data: dict[str, Any]
 
 
-class Classified(Reply, tag="classified"):
+class Classified(Reply, tag="classified", frozen=True):
     classification: Classification
 
 
