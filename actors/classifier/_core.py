@@ -49,7 +49,7 @@ def _scans(stems: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
 
 
 SCANS = _scans(STEMS)
-assert len(SCANS) <= 20
+assert len(SCANS) < 32  # a scan's index fits in the low 5 bits of a candidate
 
 
 def _rules_by_stem() -> dict[str, tuple[int, ...]]:
@@ -69,20 +69,23 @@ _RULES_BY_STEM = _rules_by_stem()
 _CACHE_MAX = 4096
 
 
+_Trie = dict[str, "_Trie"]
+
+
 def trie_regex(literals: list[str] | set[str]) -> str:
     """One regex matching any of ``literals``, longest first, factored as a trie.
 
     ``re`` tries the alternatives of a plain ``a|b|c`` one after the other at
     every offset; a trie tries only the few that share the next character.
     """
-    root: dict[str, dict] = {}  # type: ignore[type-arg]
+    root: _Trie = {}
     for lit in literals:
         node = root
         for ch in lit:
             node = node.setdefault(ch, {})
         node[""] = {}
 
-    def emit(node: dict) -> str:  # type: ignore[type-arg]
+    def emit(node: _Trie) -> str:
         alts = [re.escape(ch) + emit(child) for ch, child in sorted(node.items()) if ch]
         if not alts:
             return ""
@@ -95,7 +98,7 @@ def trie_regex(literals: list[str] | set[str]) -> str:
 
 
 class _Gate:
-    """The rules worth trying on a line that holds a given set of stems.
+    """The rules worth trying on a line that holds stems of a given set of scans.
 
     A rule anchored at the line start with a literal prefix (``Rule.prefix``)
     is worth trying only when the line starts with it: one trie regex of all
