@@ -35,7 +35,8 @@ def mitigation_for(pattern: str, details: dict[str, Any], ctx: ClassifyContext) 
     fn = _TABLE.get(pattern)
     if fn is None:
         return Mitigation(kind="none", summary=f"no mitigation known for {pattern}")
-    return fn(details, ctx)
+    m: Mitigation = fn(details, ctx)
+    return m
 
 
 def _python_missing(d: dict[str, Any], ctx: ClassifyContext) -> Mitigation:

@@ -397,11 +397,9 @@ def required_prefix(rx: re.Pattern[str]) -> tuple[str, ...]:
     ``()`` when the pattern is not anchored at the start of the line, begins
     with anything but literals, or a prefix would be shorter than 3 characters.
     """
-    import re._parser as sre_parse  # stdlib; a best-effort optimisation only
-
     if rx.flags & (re.IGNORECASE | re.MULTILINE):
         return ()
-    items = list(sre_parse.parse(rx.pattern))
+    items = list(_parse(rx.pattern))
     if not items or str(items[0][0]) != "AT" or str(items[0][1]) != "AT_BEGINNING":
         return ()
     heads = [""]
@@ -431,11 +429,16 @@ def required_literal(rx: re.Pattern[str]) -> tuple[str, ...]:
     else one literal per alternative of a required branch. Classes, optional
     parts and case-insensitive patterns give nothing.
     """
-    import re._parser as sre_parse  # stdlib; a best-effort optimisation only
-
     if rx.flags & re.IGNORECASE:
         return ()
-    return _needs(sre_parse.parse(rx.pattern))
+    return _needs(_parse(rx.pattern))
+
+
+def _parse(pattern: str) -> Any:
+    """The stdlib's parse tree of ``pattern`` (``re._parser``: private, used for best-effort gates only)."""
+    import importlib
+
+    return importlib.import_module("re._parser").parse(pattern)
 
 
 def _needs(items: Any) -> tuple[str, ...]:
