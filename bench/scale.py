@@ -37,7 +37,6 @@ from _common import (
     wait_until,
     workspace,
 )
-
 from autopack.protocol import GetHealth, ListRuns, Submit
 
 TERMINAL = ("succeeded", "failed", "cancelled")

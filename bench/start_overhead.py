@@ -37,15 +37,14 @@ from _common import (
     BenchDaemon,
     command_spec,
     emit,
+    fs_type,
     machine,
     make_repo,
     summary_ms,
-    fs_type,
     tmpfs_dir,
     wait_until,
     workspace,
 )
-
 from autopack.protocol import GetStatus, Submit
 
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -73,7 +72,7 @@ def bench_daemon(root: Path, repo: Path, runs: int) -> dict[str, Any]:
                 started = read_mark(mark)
                 state = ""
 
-                def ended() -> bool:
+                def ended(run_id: str = run_id) -> bool:
                     nonlocal state
                     state = c.request(GetStatus(run_id=run_id)).state
                     return state in TERMINAL
@@ -82,7 +81,7 @@ def bench_daemon(root: Path, repo: Path, runs: int) -> dict[str, Any]:
                 if state != "succeeded":
                     raise RuntimeError(f"run {run_id} ended {state}")
                 # 'succeeded' is recorded before the worktree is removed; the slot frees after
-                wait_until(lambda: "report_written" in d.event_kinds(run_id), 60, 0.01,
+                wait_until(lambda run_id=run_id: "report_written" in d.event_kinds(run_id), 60, 0.01,
                            f"run {i} cleaned up")
                 if i:
                     gaps.append(started - t0)

@@ -36,14 +36,13 @@ from _common import (
     command_spec,
     emit,
     healthz_new_connection,
-    server_closes_after_connection_close,
     machine,
     make_repo,
+    server_closes_after_connection_close,
     summary_ms,
     wait_until,
     workspace,
 )
-
 from autopack.daemon._store import Store
 from autopack.protocol import GetHealth, Submit, Submitted
 
