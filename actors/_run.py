@@ -23,13 +23,13 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
-from autopack.protocol import Classification, ClassifyContext, PhaseSpec, RunSpec, validate_spec
+from autopack.protocol import PhaseSpec, RunSpec, validate_spec
 
 from . import _worktree as wt
 from ._env import base_env, ensure_venv, with_venv
@@ -83,7 +83,6 @@ class RunServices:
     records: RecordsPort
     state_dir: Path
     settings: Any  # autopack.daemon Settings (read live: SIGHUP may change it)
-    classify: Callable[[str, int | None, ClassifyContext], Awaitable[Classification]] | None = None
     phase_runner: Any = None  # strategy for failures/builder (see _phase.py); None = plain checks
     free_disk_mb: Callable[[Path], float] | None = None
     draining: bool = False  # set on shutdown: stop at the next phase boundary

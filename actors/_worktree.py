@@ -127,10 +127,6 @@ async def remove_worktree(repo: Path, path: Path) -> None:
         pass
 
 
-async def changed(worktree: Path) -> bool:
-    return bool(await git(worktree, "status", "--porcelain", "--untracked-files=all"))
-
-
 async def commit_phase(worktree: Path, run_id: str, phase_id: str, goal: str) -> str | None:
     """Commit everything in the worktree for a finished phase; ``None`` when nothing changed.
 

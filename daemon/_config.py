@@ -26,19 +26,9 @@ def default_state_dir() -> str:
     return os.path.join(base, "autopack")
 
 
-def default_socket() -> str:
-    """``$RUNTIME_DIRECTORY/autopackd.sock`` (systemd), else ``$XDG_RUNTIME_DIR/autopack/autopackd.sock``,
-    else ``<state_dir>/autopackd.sock``."""
-    if os.environ.get("RUNTIME_DIRECTORY"):
-        return os.path.join(os.environ["RUNTIME_DIRECTORY"].split(":")[0], "autopackd.sock")
-    if os.environ.get("XDG_RUNTIME_DIR"):
-        return os.path.join(os.environ["XDG_RUNTIME_DIR"], "autopack", "autopackd.sock")
-    return os.path.join(default_state_dir(), "autopackd.sock")
-
-
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     state_dir: str = msgspec.field(default_factory=default_state_dir)
-    socket: str = ""  # "" = derived, see default_socket()
+    socket: str = ""  # "" = derived, see default_socket_for()
     socket_mode: int = 0o600
     socket_group: str | None = None
     allowed_uids: list[int] = []

@@ -23,7 +23,6 @@ import logging
 import queue
 import sqlite3
 import threading
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -257,7 +256,3 @@ class Store:
                 job.token.run_sync_soon(job.done.set)
             except trio.RunFinishedError:
                 pass
-
-
-def now() -> float:
-    return time.time()
