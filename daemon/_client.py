@@ -28,14 +28,20 @@ class DaemonUnavailable(Exception):
     """Raised when the daemon's socket cannot be reached (not running, wrong path, no permission)."""
 
 
+SYSTEM_SOCKET = "/run/autopack/autopackd.sock"  # the systemd units' socket
+
+
 def resolve_socket(explicit: str | None = None) -> str:
-    """``--socket``, then ``AUTOPACK_SOCKET``, then the daemon's default path."""
+    """``--socket``, then ``AUTOPACK_SOCKET``, then the system service's socket when it
+    exists, then the default path of a daemon run by this user."""
     if explicit:
         return explicit
     if os.environ.get("AUTOPACK_SOCKET"):
         return os.environ["AUTOPACK_SOCKET"]
     from ._config import default_socket_for, default_state_dir
 
+    if not os.environ.get("AUTOPACK_STATE_DIR") and os.path.exists(SYSTEM_SOCKET):
+        return SYSTEM_SOCKET
     state = os.environ.get("AUTOPACK_STATE_DIR") or default_state_dir()
     return default_socket_for(state)
 

@@ -372,3 +372,20 @@ def test_health_closes_after_connection_close(daemon):
             data += chunk
     assert data.startswith(b"HTTP/1.1 200")
     assert b'"alive": true' in data
+
+
+def test_socket_resolution_order(tmp_path, monkeypatch):
+    from autopack.daemon._client import SYSTEM_SOCKET, resolve_socket
+
+    monkeypatch.setenv("AUTOPACK_SOCKET", str(tmp_path / "env.sock"))
+    assert resolve_socket("/x/flag.sock") == "/x/flag.sock"
+    assert resolve_socket(None) == str(tmp_path / "env.sock")
+    monkeypatch.delenv("AUTOPACK_SOCKET")
+    monkeypatch.setenv("AUTOPACK_STATE_DIR", str(tmp_path / "state"))
+    assert resolve_socket(None) == str(tmp_path / "state" / "autopackd.sock")
+    monkeypatch.delenv("AUTOPACK_STATE_DIR")
+    expected = SYSTEM_SOCKET if os.path.exists(SYSTEM_SOCKET) else None
+    if expected:
+        assert resolve_socket(None) == expected
+    else:
+        assert resolve_socket(None).endswith("autopack/autopackd.sock")
