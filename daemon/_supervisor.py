@@ -11,7 +11,6 @@ whole process. A child that returns normally is finished and not restarted.
 from __future__ import annotations
 
 import logging
-import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -22,6 +21,13 @@ import msgspec
 
 LOGGER = logging.getLogger(__name__)
 ChildFn = Callable[..., Coroutine[Any, Any, Any]]
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    """The first real exception inside (nested) exception groups: what a person wants to read."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
 
 
 class SupervisorGaveUp(Exception):
@@ -53,7 +59,6 @@ class Supervisor:
         self.max_backoff = max_backoff
         self.children: dict[str, _Child] = {}
         self._crashes: deque[float] = deque()
-        self.heartbeat = time.monotonic()
 
     def statistics(self) -> list[ChildStats]:
         return [ChildStats(name=c.name, state=c.state, restarts=c.restarts,
@@ -81,7 +86,8 @@ class Supervisor:
             except Exception as exc:  # one-for-one: only this child restarts
                 child.state = "restarting"
                 child.restarts += 1
-                child.last_error = f"{type(exc).__name__}: {exc}"
+                leaf = _first_leaf(exc)
+                child.last_error = f"{type(leaf).__name__}: {leaf}"
                 LOGGER.error("actor %s crashed (%s); restarting", child.name, child.last_error,
                              exc_info=exc)
                 self._record_crash(child)
@@ -98,7 +104,7 @@ class Supervisor:
             return
 
     def _record_crash(self, child: _Child) -> None:
-        now = time.monotonic()
+        now = anyio.current_time()  # the event loop's clock (a test's virtual clock too)
         self._crashes.append(now)
         while self._crashes and now - self._crashes[0] > self.window_s:
             self._crashes.popleft()

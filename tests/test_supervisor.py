@@ -1,0 +1,75 @@
+"""The supervisor: one-for-one restarts, and giving up after R crashes in T seconds."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+import trio
+import trio.testing
+from autopack.daemon._supervisor import Supervisor, SupervisorGaveUp
+
+
+class Flaky:
+    """A child that crashes its first ``crashes`` starts, then serves forever."""
+
+    def __init__(self, crashes: int) -> None:
+        self.crashes = crashes
+        self.starts = 0
+        self.up = trio.Event()
+
+    async def serve(self, *, task_status=anyio.TASK_STATUS_IGNORED) -> None:
+        self.starts += 1
+        task_status.started()
+        if self.starts <= self.crashes:
+            raise RuntimeError(f"crash #{self.starts}")
+        self.up.set()
+        await trio.sleep_forever()
+
+
+async def test_crashed_child_is_restarted_and_siblings_untouched(autojump_clock):
+    sup = Supervisor(limit=5, window_s=60)
+    flaky, steady = Flaky(crashes=2), Flaky(crashes=0)
+    async with trio.open_nursery() as nursery:
+        await sup.start_child(nursery, "steady", steady.serve)
+        await sup.start_child(nursery, "flaky", flaky.serve)
+        await flaky.up.wait()
+        await trio.testing.wait_all_tasks_blocked()
+        stats = {c.name: c for c in sup.statistics()}
+        assert stats["flaky"].restarts == 2
+        assert stats["flaky"].state == "up"
+        assert "crash #2" in stats["flaky"].last_error
+        assert steady.starts == 1  # one-for-one: the sibling was never restarted
+        nursery.cancel_scope.cancel()
+
+
+async def test_too_many_crashes_in_the_window_gives_up(autojump_clock):
+    sup = Supervisor(limit=3, window_s=60)
+    always = Flaky(crashes=10**6)
+    with pytest.RaisesGroup(SupervisorGaveUp, flatten_subgroups=True):
+        async with trio.open_nursery() as nursery:
+            await sup.start_child(nursery, "doomed", always.serve)
+            await trio.sleep_forever()
+    assert always.starts == 4  # limit 3: the fourth crash within the window gives up
+
+
+async def test_crashes_spread_over_time_are_forgiven(autojump_clock):
+    sup = Supervisor(limit=2, window_s=1.0, max_backoff=0.1)
+    slow = Flaky(crashes=0)
+
+    class EverySecond(Flaky):
+        async def serve(self, *, task_status=anyio.TASK_STATUS_IGNORED) -> None:
+            self.starts += 1
+            task_status.started()
+            await trio.sleep(2.0)  # lives 2 s, then crashes: never 3 crashes within 1 s
+            if self.starts < 6:
+                raise RuntimeError("periodic")
+            self.up.set()
+            await trio.sleep_forever()
+
+    periodic = EverySecond(crashes=0)
+    async with trio.open_nursery() as nursery:
+        await sup.start_child(nursery, "slow", slow.serve)
+        await sup.start_child(nursery, "periodic", periodic.serve)
+        await periodic.up.wait()
+        assert {c.name: c.restarts for c in sup.statistics()}["periodic"] == 5
+        nursery.cancel_scope.cancel()
