@@ -194,7 +194,8 @@ class Daemon:
             allowed_gids=lambda: set(self.settings.allowed_gids))
         async with trio.open_nursery() as nursery:
             await self.supervisor.start_child(nursery, "classifier", self.classifier.serve)
-            await self.supervisor.start_child(nursery, "memory", self.memory.serve)
+            await self.supervisor.start_child(nursery, "memory", self.memory.serve,
+                                              degradable=True)
             await self.supervisor.start_child(nursery, "scheduler", self.scheduler.serve)
             await nursery.start(self.control.serve)
             self.health_port = await nursery.start(self._health_server().serve)

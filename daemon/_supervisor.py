@@ -49,6 +49,7 @@ class _Child:
     restarts: int = 0
     last_error: str | None = None
     backoff: float = 0.1
+    degradable: bool = False
     history: deque[float] = field(default_factory=deque)
 
 
@@ -67,9 +68,13 @@ class Supervisor:
     def total_restarts(self) -> dict[str, int]:
         return {c.name: c.restarts for c in self.children.values()}
 
-    async def start_child(self, tg: Any, name: str, fn: ChildFn) -> None:
-        """Start ``fn`` under supervision in ``tg``; returns once it reported started."""
-        child = self.children[name] = _Child(name, fn)
+    async def start_child(self, tg: Any, name: str, fn: ChildFn, *,
+                          degradable: bool = False) -> None:
+        """Start ``fn`` under supervision in ``tg``; returns once it reported started.
+
+        A ``degradable`` child (memory) is restarted with backoff forever: the
+        daemon works without it, so its crashes never make the daemon give up."""
+        child = self.children[name] = _Child(name, fn, degradable=degradable)
         await tg.start(self._keep, child)
 
     async def _keep(self, child: _Child, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
@@ -104,6 +109,8 @@ class Supervisor:
             return
 
     def _record_crash(self, child: _Child) -> None:
+        if child.degradable:
+            return
         now = anyio.current_time()  # the event loop's clock (a test's virtual clock too)
         self._crashes.append(now)
         while self._crashes and now - self._crashes[0] > self.window_s:

@@ -73,3 +73,14 @@ async def test_crashes_spread_over_time_are_forgiven(autojump_clock):
         await periodic.up.wait()
         assert {c.name: c.restarts for c in sup.statistics()}["periodic"] == 5
         nursery.cancel_scope.cancel()
+
+
+async def test_degradable_child_never_makes_the_daemon_give_up(autojump_clock):
+    sup = Supervisor(limit=1, window_s=60, max_backoff=0.5)
+    memory = Flaky(crashes=8)
+    async with trio.open_nursery() as nursery:
+        await sup.start_child(nursery, "memory", memory.serve, degradable=True)
+        await memory.up.wait()
+        await trio.testing.wait_all_tasks_blocked()
+        assert {c.name: c.restarts for c in sup.statistics()}["memory"] == 8
+        nursery.cancel_scope.cancel()
