@@ -270,7 +270,8 @@ class PhaseRunner:
             self.llm, worktree=ws.worktree, env=ws.env, run_id=actor.run_id, phase=phase,
             context_text=context, retry_hint=st.hint, previous=st.previous,
             max_turns=int(self.settings.builder_max_turns),
-            wall_s=float(self.settings.builder_attempt_wall_s), token_limit=None,
+            wall_s=float(self.settings.builder_attempt_wall_s),
+            token_limit=self.settings.builder_attempt_tokens,
             attempt=attempt, budget=budget, on_usage=usages.append,
             command_timeout_s=min(phase.timeout_s, 600))
         for usage in usages:

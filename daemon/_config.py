@@ -57,6 +57,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     api_key_file: str | None = None  # e.g. $CREDENTIALS_DIRECTORY/anthropic_api_key
     builder_max_turns: int = 30
     builder_attempt_wall_s: float = 1200
+    builder_attempt_tokens: int | None = None  # tokens per Builder attempt; None = only the run budget
     llm_max_concurrency: int = 4
     prices: dict[str, list[float]] = {}  # model -> [usd per Mtok input, output, cache write, cache read]
     watchdog: bool = True
@@ -104,6 +105,7 @@ SETTING_DOCS: dict[str, str] = {
     "api_key_file": "file holding the API key (default: $CREDENTIALS_DIRECTORY/anthropic_api_key)",
     "builder_max_turns": "Builder turns per attempt",
     "builder_attempt_wall_s": "wall time per Builder attempt",
+    "builder_attempt_tokens": "tokens one Builder attempt may spend (unset: only the run's token_budget)",
     "llm_max_concurrency": "LLM calls in flight across all runs",
     "prices": "model -> [USD per million tokens: input, output, cache write, cache read]",
     "watchdog": "send WATCHDOG=1 to systemd when WatchdogSec is set",
@@ -114,7 +116,7 @@ SETTING_DOCS: dict[str, str] = {
 LIVE_RELOADABLE = {
     "max_concurrent_runs", "auto_mitigate", "enable_failure_hardening", "enable_intention_context",
     "ab_fraction", "min_free_disk_mb", "retention_days", "memory_deadline_ms", "drift_policy",
-    "builder_max_turns", "log_level", "default_doctor_tokens", "grace_period_s",
+    "builder_max_turns", "builder_attempt_wall_s", "builder_attempt_tokens", "log_level", "default_doctor_tokens", "grace_period_s",
 }
 
 

@@ -44,9 +44,10 @@ EXAMPLES: dict[str, Any] = {
     "allowed_uids": [1000],
     "allowed_gids": [999],
     "retention_days": 30.0,
+    "builder_attempt_tokens": 150000,
     "anthropic_base_url": "http://127.0.0.1:8080",
     "api_key_file": "/run/credentials/autopackd.service/anthropic_api_key",
-    "prices": {"claude-sonnet-4-5": [3.0, 15.0, 3.75, 0.3]},
+    "prices": {"claude-sonnet-4-6": [3.0, 15.0, 3.75, 0.3]},
 }
 # Extra advice for the system service set up in docs/install.md.
 SERVICE_NOTES = {

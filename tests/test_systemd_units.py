@@ -254,4 +254,4 @@ def test_example_values_load(tmp_path: Path) -> None:
     config.write_text(uncommented(r"# [a-z_]+ = .*# example") + 'state_dir = "/var/lib/autopack"\n')
     loaded = load_settings(str(config), env={})
     assert loaded.socket_group == "autopack"
-    assert loaded.prices == {"claude-sonnet-4-5": [3.0, 15.0, 3.75, 0.3]}
+    assert loaded.prices == {"claude-sonnet-4-6": [3.0, 15.0, 3.75, 0.3]}
