@@ -60,10 +60,6 @@ class PhaseRunner:
         self.mean_doctor_tokens = mean_doctor_tokens
         self._doctor_calls_run: dict[str, int] = {}
 
-    @property
-    def builder_available(self) -> bool:
-        return self.llm is not None
-
     # ------------------------------------------------------------------ flags per run
     def hardening(self, arm: str) -> bool:
         return bool(self.settings.enable_failure_hardening) and arm != "baseline"

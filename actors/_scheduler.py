@@ -45,19 +45,21 @@ class Scheduler:
         self._accepting = True
         self._told: set[str] = set()  # runs held elsewhere that we already logged
         self._idle = anyio.Event()
+        self._ended: dict[str, anyio.Event] = {}  # runs someone waits to see end
         self.on_run_end: Callable[[str, str], Awaitable[None]] | None = None
 
     def poke(self) -> None:
         """Look for work now (called after a submit or a run end)."""
         self._wake.set()
 
-    def cancel(self, run_id: str, reason: str = "cancelled by user") -> bool:
-        """Cancel an active run; ``False`` if this daemon is not executing it."""
+    def cancel(self, run_id: str, reason: str = "cancelled by user") -> anyio.Event | None:
+        """Cancel an active run; returns an event set once its actor has ended, or ``None``
+        if this daemon is not executing the run."""
         actor = self.active.get(run_id)
         if actor is None:
-            return False
+            return None
         actor.cancel(reason)
-        return True
+        return self._ended.setdefault(run_id, anyio.Event())
 
     async def idle(self) -> None:
         """Return once no run is active (used by the graceful stop)."""
@@ -134,6 +136,9 @@ class Scheduler:
             LOGGER.exception("run %s: actor crashed", run_id)
         finally:
             self.active.pop(run_id, None)
+            ended = self._ended.pop(run_id, None)
+            if ended is not None:
+                ended.set()
             if not self.active:
                 self._idle.set()
             self.poke()

@@ -236,12 +236,9 @@ class Daemon:
         return self.settings.resolved_socket()
 
     def _control_socket(self) -> Any:
-        import socket as _socket
-
         if self.listen_sock is not None:
             LOGGER.info("using the socket-activated control socket")
             return self.listen_sock
-        del _socket
         try:
             return bind_unix_socket(self.socket_path, self.settings.socket_mode,
                                     self.settings.socket_group)
@@ -434,21 +431,12 @@ class Daemon:
             raise RequestError(ErrorCode.SHUTTING_DOWN, "the daemon is stopping; submit again later")
         spec = validate_spec(msgspec.to_builtins(req.spec))  # same checks as a file
         repo, problems = check_repo(req.repo or spec.repo)
-        unsupported = [p.id for p in spec.phases if p.kind == "build" and not self.build_supported()]
-        if unsupported:
-            raise RequestError(ErrorCode.NOT_SUPPORTED,
-                               "build phases are not supported yet by this daemon (no Builder): "
-                               + ", ".join(unsupported))
         if problems:
             raise RequestError(ErrorCode.INVALID_SPEC, "invalid run spec", problems)
         arm = req.arm or self._pick_arm()
         run_id = await self.records.submit(spec, repo, arm)
         self.scheduler.poke()
         return Submitted(run_id=run_id)
-
-    def build_supported(self) -> bool:
-        return self.services.phase_runner is not None and getattr(
-            self.services.phase_runner, "builder_available", False)
 
     def _pick_arm(self) -> str:
         frac = self.settings.ab_fraction
@@ -459,10 +447,10 @@ class Daemon:
         state = run["state"]
         if state in TERMINAL:
             raise RequestError(ErrorCode.INVALID_STATE, f"run {run_id} already ended ({state})")
-        if self.scheduler.cancel(run_id):
-            with trio.move_on_after(30):
-                while run_id in self.scheduler.active:
-                    await self.store.wait_changed()
+        ended = self.scheduler.cancel(run_id)
+        if ended is not None:
+            with trio.move_on_after(30):  # the run's processes are being killed
+                await ended.wait()
             return Ok(message=f"run {run_id} cancelled")
         # queued or interrupted and not executing here: record it directly
         for p in run["phases"]:

@@ -183,13 +183,9 @@ class Store:
         return job.result  # type: ignore[no-any-return]
 
     def notify_changed(self) -> None:
-        """Wake everyone waiting in :meth:`wait_changed` (call on the trio side)."""
+        """Wake everyone holding :meth:`changed_event` (call on the trio side)."""
         self._changed.set()
         self._changed = trio.Event()
-
-    async def wait_changed(self) -> None:
-        """Wait until some event was committed after this call started."""
-        await self._changed.wait()
 
     def changed_event(self) -> trio.Event:
         """The event that the next commit of events will set (take it *before* reading)."""
