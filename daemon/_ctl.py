@@ -224,7 +224,13 @@ def format_event(ev: EventMsg) -> str:
         where += f"#{ev.attempt}"
     pl = dict(ev.payload)
     excerpt = pl.pop("excerpt", None)
-    detail = " ".join(f"{k}={v}" for k, v in pl.items() if v not in (None, "", [], {}))
+    if ev.kind == "classified":  # the full details and mitigation are in --json and the report
+        pl.pop("details", None)
+        mitigation = pl.pop("mitigation", None) or {}
+        pl["evidence"] = " | ".join(pl.get("evidence") or [])
+        if mitigation.get("summary"):
+            pl["mitigation"] = mitigation["summary"]
+    detail = " ".join(f"{k}={v}" for k, v in pl.items() if v not in (None, "", [], {}, False))
     line = f"{time.strftime('%H:%M:%S', time.localtime(ev.ts))} {where:<16} {ev.kind:<18} {detail}"
     if excerpt and pl.get("exit_code") not in (0, None):
         tail = "\n".join(excerpt.rstrip().splitlines()[-8:])

@@ -367,12 +367,25 @@ def classify(
                     evidence = [f"exit status {code}"]
     if pattern is None:
         return Classification(pattern=None, evidence=[_clip(x) for x in _tail(text, 3)])
+    details = _relative_file(details, ctx.repo_root)
     return Classification(
         pattern=pattern,
         evidence=evidence,
         details=details,
         mitigation=mitigation_for(pattern, details, ctx),
     )
+
+
+def _relative_file(details: dict[str, Any], root: str | None) -> dict[str, Any]:
+    """A file inside the repository is named relative to its root: that is how the Builder
+    (and a person) refers to it, and it does not depend on where the worktree lives."""
+    path = details.get("file")
+    if not root or not isinstance(path, str) or not path.startswith("/"):
+        return details
+    prefix = root.rstrip("/") + "/"
+    if not path.startswith(prefix):
+        return details
+    return {**details, "file": path[len(prefix):]}
 
 
 def _tail(text: str, n: int) -> list[str]:

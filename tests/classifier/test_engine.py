@@ -82,3 +82,17 @@ def test_earliest_root_cause_wins_across_chunks() -> None:
 ])
 def test_lines(line: str, expected: str | None) -> None:
     assert classify(line + "\n", 1).pattern == expected
+
+
+def test_file_inside_the_repository_is_named_relative_to_it():
+    from autopack.actors.classifier import classify
+    from autopack.protocol import ClassifyContext
+
+    out = ('  File "/srv/wt/run-1/calc/ops.py", line 11\n    def f()\n           ^\n'
+           "SyntaxError: expected ':'\n")
+    c = classify(out, 1, ClassifyContext(repo_root="/srv/wt/run-1"))
+    assert c.pattern == "python_syntax_error"
+    assert c.details["file"] == "calc/ops.py"
+    assert "calc/ops.py:11" in c.mitigation.hint
+    outside = classify(out, 1, ClassifyContext(repo_root="/elsewhere"))
+    assert outside.details["file"] == "/srv/wt/run-1/calc/ops.py"
