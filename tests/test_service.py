@@ -158,3 +158,18 @@ def test_journal_prefixes_under_systemd(daemon_factory, tmp_path):
     lines = [ln for ln in d.log.read_text().splitlines() if ln.strip()]
     assert lines
     assert all(ln.startswith("<") and ln[2] == ">" for ln in lines), lines
+
+
+def test_ab_fraction_assigns_and_records_arms(daemon_factory, repo, tmp_path):
+    spec = write_spec(tmp_path / "s.json", [{"id": "a", "goal": "a", "kind": "command",
+                                             "checks": ["true"]}])
+    for fraction, arm in ((1.0, "baseline"), (0.0, "hardened")):
+        d = daemon_factory(f"state-{arm}", config={"ab_fraction": fraction})
+        ids = [json.loads(d.ctl("submit", str(spec), "--repo", str(repo), "--json").stdout)["run_id"]
+               for _ in range(3)]
+        for run_id in ids:
+            st = wait_state(d, run_id)
+            assert st.arm == arm
+        by_arm = json.loads(d.ctl("stats", "--by-arm", "--json").stdout)["arms"]
+        assert by_arm[arm]["runs_total"] == 3
+        d.stop()
