@@ -188,10 +188,11 @@ class Daemon:
     async def _serve(self, task_status: Any) -> None:
         await self.reconcile()
         sock = self._control_socket()
+        socket_gid = group_with_access(sock)
         self.control = ControlServer(
             sock, self, max_frame=self.settings.max_frame_bytes,
             allowed_uids=lambda: set(self.settings.allowed_uids),
-            allowed_gids=lambda: set(self.settings.allowed_gids))
+            allowed_gids=lambda: set(self.settings.allowed_gids) | socket_gid)
         async with trio.open_nursery() as nursery:
             await self.supervisor.start_child(nursery, "classifier", self.classifier.serve)
             await self.supervisor.start_child(nursery, "memory", self.memory.serve,
@@ -602,6 +603,16 @@ class Daemon:
         return Normalized(spec=spec_to_builtins(result.spec), confidence=result.confidence,
                           warnings=result.warnings,
                           phases=[msgspec.to_builtins(p) for p in result.phases])
+
+
+def group_with_access(sock: Any) -> set[int]:
+    """The socket file's group, if the file grants its group read and write: whoever set
+    ``SocketGroup=``/``socket_group`` with mode 0660 meant that group to use the daemon."""
+    try:
+        st = os.stat(sock.getsockname())
+    except (OSError, TypeError, ValueError):
+        return set()
+    return {st.st_gid} if st.st_mode & 0o060 == 0o060 else set()
 
 
 def check_repo(repo: str | None) -> tuple[str, list[str]]:

@@ -80,7 +80,7 @@ SETTING_DOCS: dict[str, str] = {
     "socket_mode": "permission bits of the control socket (0o600; 0o660 with socket_group)",
     "socket_group": "group that owns the socket and may use it",
     "allowed_uids": "extra uids allowed on the control socket (own uid and root always are)",
-    "allowed_gids": "gids whose members may use the control socket",
+    "allowed_gids": "gids whose members may use the control socket (the socket file's group is allowed by itself when the mode gives it read-write)",
     "max_frame_bytes": "largest control frame accepted (bytes)",
     "health_listen": "host:port of the HTTP health endpoint; loopback; port 0 picks one",
     "max_concurrent_runs": "runs executed at once; the rest wait in submit order (live-reloadable)",

@@ -53,8 +53,7 @@ EXAMPLES: dict[str, Any] = {
 SERVICE_NOTES = {
     "socket": "with autopackd.socket the socket is systemd's and this is ignored",
     "socket_mode": "only when the daemon creates the socket itself (no autopackd.socket)",
-    "allowed_gids": "with autopackd.socket: the gid of group autopack (`getent group autopack`), "
-    "so that its members pass the peer-credential check",
+    "allowed_gids": "not needed for the socket's own group: when the socket is group read-writable (SocketMode=0660), its group is allowed automatically",
     "api_key_file": "unset: autopackd.service's LoadCredential= puts the key at the default path",
     "health_listen": "`autopackctl health` and `curl 127.0.0.1:7878/readyz` use this",
     "watchdog": "autopackd.service sets WatchdogSec=60s",

@@ -389,3 +389,30 @@ def test_socket_resolution_order(tmp_path, monkeypatch):
         assert resolve_socket(None) == expected
     else:
         assert resolve_socket(None).endswith("autopack/autopackd.sock")
+
+
+@pytest.mark.skipif(os.getuid() != 0 or shutil.which("setpriv") is None,
+                    reason="needs root and setpriv to connect as another user")
+def test_members_of_the_socket_group_are_served(daemon_factory, tmp_path):
+    import grp
+    import tempfile
+
+    nogroup = grp.getgrgid(pwd.getpwnam("nobody").pw_gid).gr_name
+    public = Path(tempfile.mkdtemp(prefix="autopack-test-"))
+    os.chmod(public, 0o755)
+    d = daemon_factory(config={"socket_mode": 0o660, "socket_group": nogroup,
+                               "socket": str(public / "ctl.sock")})
+    nobody = pwd.getpwnam("nobody")
+    script = (
+        "import socket,struct,msgspec\n"
+        f"s=socket.socket(socket.AF_UNIX); s.connect({d.socket!r})\n"
+        "b=msgspec.msgpack.encode({'t':'hello','version':1,'client':'x'})\n"
+        "s.sendall(struct.pack('>I',len(b))+b)\n"
+        "h=s.recv(4); n=struct.unpack('>I',h)[0]; print(msgspec.msgpack.decode(s.recv(n)))\n"
+    )
+    res = subprocess.run(["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}",
+                          "--clear-groups", str(Path(os.sys.executable)), "-c", script],
+                         capture_output=True, text=True, timeout=30)
+    assert "welcome" in res.stdout, res.stdout + res.stderr
+    d.stop()
+    shutil.rmtree(public, ignore_errors=True)
