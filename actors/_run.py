@@ -193,6 +193,9 @@ class RunActor:
             venv=self.s.state_dir / "envs" / self.run_id,
             base_sha=run.get("base_commit") or "", arm=run.get("arm") or "hardened",
         )
+        if run.get("started_at"):
+            # a resumed run keeps its clock: restarts (and downtime) count toward wall_time_s
+            ws.started = time.monotonic() - max(0.0, time.time() - float(run["started_at"]))
         resumed = run["state"] in ("interrupted", "running")
         await self.rec.set_run_state(self.run_id, "running",
                                      "resumed after restart" if resumed else None)
