@@ -83,7 +83,7 @@ class RunServices:
     records: RecordsPort
     state_dir: Path
     settings: Any  # autopack.daemon Settings (read live: SIGHUP may change it)
-    phase_runner: Any = None  # strategy for failures/builder (see _phase.py); None = plain checks
+    phase_runner: Any  # the attempt loop: Builder, checks, failure policy (``_phase.PhaseRunner``)
     free_disk_mb: Callable[[Path], float] | None = None
     draining: bool = False  # set on shutdown: stop at the next phase boundary
     pool: Any = None  # WorktreePool: ready worktrees so runs start without a checkout
@@ -159,7 +159,6 @@ class RunActor:
         self.run_id = run_id
         self.s = services
         self.rec = services.records
-        self.current_pgid: int | None = None
         self._scope: anyio.CancelScope | None = None
         self._cancel_reason: str | None = None
         self._cancel_early = False
@@ -295,24 +294,9 @@ class RunActor:
     async def _run_phase(self, ws: RunWorkspace, idx: int,
                          phase: PhaseSpec) -> tuple[str, str | None, str | None]:
         """Attempts until success or a limit; returns (state, reason, commit)."""
-        if self.s.phase_runner is not None:
-            result: tuple[str, str | None, str | None] = await self.s.phase_runner.run_phase(
-                self, ws, idx, phase)
-            return result
-        return await self.plain_phase(ws, idx, phase)
-
-    async def plain_phase(self, ws: RunWorkspace, idx: int,
-                          phase: PhaseSpec) -> tuple[str, str | None, str | None]:
-        """Checks only, no classifier/LLM: one attempt per allowed attempt, no retry of a
-        deterministic failure (the same command would fail the same way)."""
-        if phase.kind == "build":
-            return "failed", "build phases need the Builder (LLM), which is not configured", None
-        attempt = await self.rec.begin_attempt(self.run_id, idx)
-        checks = await self.checks_for(ws, idx, phase, attempt)
-        failed = await self.run_checks(ws, idx, phase, attempt, checks)
-        if failed is None:
-            return "succeeded", None, await self.commit(ws, phase)
-        return "failed", f"check failed: {failed.command} (exit {failed.exit_code})", None
+        result: tuple[str, str | None, str | None] = await self.s.phase_runner.run_phase(
+            self, ws, idx, phase)
+        return result
 
     async def checks_for(self, ws: RunWorkspace, idx: int, phase: PhaseSpec,
                          attempt: int) -> list[str]:
@@ -351,11 +335,9 @@ class RunActor:
         timeout = min(phase.timeout_s, self._run_time_left(ws))
 
         async def on_start(pgid: int) -> None:
-            self.current_pgid = pgid
             await self.rec.add_process(pgid, self.run_id, command)
 
         async def on_end(pgid: int) -> None:
-            self.current_pgid = None
             await self.rec.remove_process(pgid)
 
         result = await run_command(command, cwd=ws.worktree, env=ws.env, timeout_s=timeout,
