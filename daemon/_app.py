@@ -131,6 +131,7 @@ class Daemon:
         self.started_at = time.time()
         self._rng = random.Random()
         self._metrics_cache: Any = None
+        self._nursery: Any = None
 
     def _make_llm(self) -> LLM:
         """The Claude client shared by all runs; the key never leaves it (or reaches logs)."""
@@ -194,6 +195,7 @@ class Daemon:
             allowed_uids=lambda: set(self.settings.allowed_uids),
             allowed_gids=lambda: set(self.settings.allowed_gids) | socket_gid)
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             await self.supervisor.start_child(nursery, "classifier", self.classifier.serve)
             await self.supervisor.start_child(nursery, "memory", self.memory.serve,
                                               degradable=True)
@@ -437,7 +439,19 @@ class Daemon:
         arm = req.arm or self._pick_arm()
         run_id = await self.records.submit(spec, repo, arm)
         self.scheduler.poke()
+        if self._nursery is not None:  # after the ack's commit, off the ack's path
+            self._nursery.start_soon(self._pin_base, run_id, repo, spec.base)
         return Submitted(run_id=run_id)
+
+    async def _pin_base(self, run_id: str, repo: str, base: str) -> None:
+        """Resolve the run's base ref to a commit right after submit, so a run that waits in
+        the queue still branches from what the repository was when it was submitted (a
+        later commit in the user's checkout does not move it)."""
+        try:
+            sha = await wt.resolve_base(Path(repo), base)
+        except wt.GitError:
+            return  # the run actor reports the bad ref when the run starts
+        await self.store.call(q.pin_base_commit, run_id, sha)
 
     def _pick_arm(self) -> str:
         frac = self.settings.ab_fraction

@@ -290,3 +290,23 @@ def test_sighup_reload_changes_concurrency_live(daemon_factory, repo, tmp_path):
     for run_id in ids:
         assert d.ctl("cancel", run_id).returncode == 0
     assert "reloaded settings: max_concurrent_runs" in d.log.read_text()
+
+
+def test_base_is_pinned_at_submit_not_at_start(daemon_factory, repo, tmp_path):
+    d = daemon_factory(config={"max_concurrent_runs": 1})
+    before = git(repo, "rev-parse", "HEAD")
+    slow = write_spec(tmp_path / "slow.json", [
+        {"id": "s", "goal": "s", "kind": "command", "checks": ["sleep 1.5"]}])
+    quick = write_spec(tmp_path / "quick.json", [
+        {"id": "q", "goal": "q", "kind": "command", "checks": ["echo q > q.txt"]}])
+    first = submit(d, slow, repo)
+    queued = submit(d, quick, repo)  # waits behind the first
+    time.sleep(0.3)
+    (repo / "later.txt").write_text("committed after the submit\n")
+    git(repo, "add", "later.txt")
+    git(repo, "commit", "-qm", "later")
+    assert wait_state(d, first).state == "succeeded"
+    assert wait_state(d, queued).state == "succeeded"
+    assert git(repo, "rev-parse", f"autopack/{queued}~1") == before
+    tree = git(repo, "ls-tree", "--name-only", f"autopack/{queued}")
+    assert "later.txt" not in tree.split()
