@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -62,8 +63,48 @@ def is_git_repo(path: str | Path) -> bool:
 
 
 async def resolve_base(repo: Path, base: str) -> str:
-    """The commit sha ``base`` names in ``repo``."""
+    """The commit sha ``base`` names in ``repo``.
+
+    ``HEAD`` (the default, and the common case) is read straight from the ref
+    files: no process on the submit → first check path. Anything else, or any
+    doubt, asks ``git rev-parse`` (which also knows tag/branch precedence)."""
+    sha = read_ref(repo, base)
+    if sha is not None:
+        return sha
     return await git(repo, "rev-parse", "--verify", "--quiet", f"{base}^{{commit}}")
+
+
+_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+
+
+def read_ref(repo: Path, name: str) -> str | None:
+    """Resolve ``HEAD`` with the files ref backend; ``None`` when unsure (any other name,
+    not a plain ``.git`` directory, reftable, a symbolic ref outside refs/heads …)."""
+    gitdir = repo / ".git"
+    try:
+        if not gitdir.is_dir() or "reftable" in (gitdir / "config").read_text():
+            return None
+        if name != "HEAD":
+            return None
+        head = (gitdir / "HEAD").read_text().strip()
+        if _SHA_RE.match(head):
+            return head
+        if not head.startswith("ref: refs/heads/"):
+            return None
+        ref = head[5:]
+        loose = gitdir / ref
+        if loose.is_file():
+            value = loose.read_text().strip()
+            return value if _SHA_RE.match(value) else None
+        packed = gitdir / "packed-refs"
+        if packed.is_file():
+            for line in packed.read_text().splitlines():
+                sha, _, pref = line.partition(" ")
+                if pref == ref and _SHA_RE.match(sha):
+                    return sha
+    except OSError:
+        return None
+    return None
 
 
 async def branch_exists(repo: Path, branch: str) -> bool:
