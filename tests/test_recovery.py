@@ -296,12 +296,12 @@ def test_base_is_pinned_at_submit_not_at_start(daemon_factory, repo, tmp_path):
     d = daemon_factory(config={"max_concurrent_runs": 1})
     before = git(repo, "rev-parse", "HEAD")
     slow = write_spec(tmp_path / "slow.json", [
-        {"id": "s", "goal": "s", "kind": "command", "checks": ["sleep 1.5"]}])
+        {"id": "s", "goal": "s", "kind": "command", "checks": ["sleep 4"]}])
     quick = write_spec(tmp_path / "quick.json", [
         {"id": "q", "goal": "q", "kind": "command", "checks": ["echo q > q.txt"]}])
     first = submit(d, slow, repo)
     queued = submit(d, quick, repo)  # waits behind the first
-    time.sleep(0.3)
+    time.sleep(1.5)  # pinning happens within ~0.1 s of the submit; leave slack for a busy box
     (repo / "later.txt").write_text("committed after the submit\n")
     git(repo, "add", "later.txt")
     git(repo, "commit", "-qm", "later")
