@@ -200,7 +200,9 @@ class Daemon:
             await self.supervisor.start_child(nursery, "memory", self.memory.serve,
                                               degradable=True)
             await self.supervisor.start_child(nursery, "scheduler", self.scheduler.serve)
-            await self.supervisor.start_child(nursery, "base-pinner", self._pin_bases)
+            # not essential: a run whose base was not pinned resolves it when it starts
+            await self.supervisor.start_child(nursery, "base-pinner", self._pin_bases,
+                                              degradable=True)
             await nursery.start(self.control.serve)
             self.health_port = await nursery.start(self._health_server().serve)
             nursery.start_soon(self._signals, nursery.cancel_scope)
@@ -555,7 +557,7 @@ class Daemon:
         parts: dict[str, str] = {"store": "ok" if self.store.alive else "down"}
         for child in self.supervisor.statistics():
             parts[child.name] = "ok" if child.state == "up" else (
-                "degraded" if child.name == "memory" else "down")
+                "degraded" if child.degradable else "down")
         extra = self.extra_health_parts()
         if parts.get("memory") != "degraded":
             parts.update(extra)

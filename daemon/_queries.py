@@ -130,11 +130,10 @@ def set_run_fields(conn: sqlite3.Connection, run_id: str, **fields: Any) -> None
     conn.execute(f"UPDATE runs SET {cols} WHERE id = ?", (*fields.values(), run_id))
 
 
-def pin_base_commit(conn: sqlite3.Connection, run_id: str, sha: str) -> bool:
-    """Record the base commit unless the run already has one; ``True`` if recorded."""
-    cur = conn.execute("UPDATE runs SET base_commit = ? WHERE id = ? AND base_commit IS NULL",
-                       (sha, run_id))
-    return cur.rowcount == 1
+def pin_base_commits(conn: sqlite3.Connection, pins: list[tuple[str, str]]) -> None:
+    """Record each run's base commit unless the run already has one."""
+    conn.executemany("UPDATE runs SET base_commit = ? WHERE id = ? AND base_commit IS NULL",
+                     [(sha, run_id) for run_id, sha in pins])
 
 
 def set_phase_state(conn: sqlite3.Connection, run_id: str, idx: int, target: str, ts: float, *,

@@ -39,6 +39,7 @@ class ChildStats(msgspec.Struct, frozen=True, kw_only=True):
     state: str  # starting | up | restarting | stopped | failed
     restarts: int
     last_error: str | None
+    degradable: bool = False
 
 
 @dataclass
@@ -63,7 +64,8 @@ class Supervisor:
 
     def statistics(self) -> list[ChildStats]:
         return [ChildStats(name=c.name, state=c.state, restarts=c.restarts,
-                           last_error=c.last_error) for c in self.children.values()]
+                           last_error=c.last_error, degradable=c.degradable)
+                for c in self.children.values()]
 
     def total_restarts(self) -> dict[str, int]:
         return {c.name: c.restarts for c in self.children.values()}
