@@ -58,7 +58,6 @@ class PhaseRunner:
         self.memory = memory
         self.llm = llm
         self.mean_doctor_tokens = mean_doctor_tokens
-        self._doctor_calls_run: dict[str, int] = {}
 
     # ------------------------------------------------------------------ flags per run
     def hardening(self, arm: str) -> bool:
@@ -71,7 +70,10 @@ class PhaseRunner:
     # ------------------------------------------------------------------ the loop
     async def run_phase(self, actor: RunActor, ws: RunWorkspace, idx: int,
                         phase: PhaseSpec) -> tuple[str, str | None, str | None]:
-        st = _PhaseState()
+        # Doctor calls already made count (a resumed phase, earlier phases): the limits are durable
+        run = await actor.rec.run(actor.run_id)
+        st = _PhaseState(doctor_calls=run["phases"][idx]["doctor_calls"])
+        ws.doctor_calls = sum(p["doctor_calls"] for p in run["phases"])
         limits = ws.spec.limits
         arm = ws.arm
         while True:
@@ -137,7 +139,7 @@ class PhaseRunner:
             same_as_previous=signature == st.previous_signature,
             llm_available=self.llm is not None and bool(getattr(self.llm, "has_key", True)),
             doctor_left_phase=limits.doctor_calls_per_phase - st.doctor_calls,
-            doctor_left_run=limits.doctor_calls_per_run - self._doctor_calls_run.get(actor.run_id, 0),
+            doctor_left_run=limits.doctor_calls_per_run - ws.doctor_calls,
         )
         step, reason = decide(facts)
         st.previous_signature = signature
@@ -190,8 +192,7 @@ class PhaseRunner:
         from ._llm import BudgetExhausted, DoctorMalformed, LLMAuthError, LLMError
 
         st.doctor_calls += 1
-        self._doctor_calls_run[actor.run_id] = self._doctor_calls_run.get(actor.run_id, 0) + 1
-        await actor.rec.add_doctor_call(actor.run_id, idx)  # type: ignore[attr-defined]
+        ws.doctor_calls = await actor.rec.add_doctor_call(actor.run_id, idx)  # type: ignore[attr-defined]
         context = await self._context(actor, ws, phase, attempt, "doctor", c)
         budget = await actor.budget(ws)
         try:

@@ -120,6 +120,7 @@ class RunWorkspace:
     node_manager: str | None = None
     intention_recorded: bool = False
     described: bool = False
+    doctor_calls: int = 0  # in this run so far (durable: counted in the phases table)
 
     async def activate_venv(self) -> Path:
         python = await ensure_venv(self.venv)

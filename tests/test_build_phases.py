@@ -195,3 +195,19 @@ def test_refused_doctor_call_is_a_failed_doctor_call_not_a_crash(llm_daemon, rep
     assert "internal error" not in st.reason
     doctor = [e for e in events(llm_daemon, run_id) if e["kind"] == "doctor_called"]
     assert doctor[0]["payload"]["decision"] == "error"
+
+
+def test_doctor_calls_per_run_limit_spans_phases(llm_daemon, model, repo, tmp_path):
+    spec = write_spec(tmp_path / "s.json", [
+        {"id": "lim-a", "goal": "needs the Doctor once", "kind": "build",
+         "checks": ["test -f flag.txt || { echo 'quirk 41'; exit 5; }"]},
+        {"id": "lim-b", "goal": "would need it again", "kind": "build",
+         "checks": ["echo 'quirk 42'; exit 6"]}],
+        limits={"doctor_calls_per_run": 1, "max_attempts": 2})
+    run_id = submit(llm_daemon, spec, repo)
+    st = wait_state(llm_daemon, run_id, timeout=120)
+    assert st.state == "failed"
+    assert [p.state for p in st.phases] == ["succeeded", "failed"]
+    doctor = [e for e in events(llm_daemon, run_id) if e["kind"] == "doctor_called"]
+    assert len(doctor) == 1  # the run's one Doctor call went to lim-a
+    assert model.stats()["by_script"].get("Diagnose the failure of phase lim-b", 0) == 0
