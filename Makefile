@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check setup clean
+.PHONY: demo test check setup clean system-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,9 +17,20 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/python examples/demo.py
 
+## System packages some tests need (Debian): installs the missing ones when run as root
+## (sudo make system-deps); otherwise prints what is missing. Tests that need one skip with a
+## reason where it is absent, except under CI=true, where a missing one fails the suite.
+SYSTEM_DEPS := systemd-analyze:systemd bwrap:bubblewrap chromium:chromium
+system-deps:
+	@missing=""; for pair in $(SYSTEM_DEPS); do cmd=$${pair%%:*}; pkg=$${pair##*:}; \
+	  command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else echo "warning: missing system packages:$$missing (run: sudo make system-deps); their tests will skip"; fi
+
 ## The test suite (what CI runs).
-test: $(STAMP)
-	@command -v systemd-analyze >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq systemd >/dev/null) || echo "warning: systemd-analyze missing; unit-file tests will skip"; }
+test: $(STAMP) system-deps
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
 
 ## Lint and strict typing (mypy sees the installed package names through a symlink tree,

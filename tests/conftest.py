@@ -169,3 +169,20 @@ def wait_state(d: DaemonProc, run_id: str, states: tuple[str, ...] = ("succeeded
             if time.monotonic() > deadline:
                 raise AssertionError(f"run {run_id} still {st.state} after {timeout} s")
             time.sleep(0.05)
+
+
+def require_system(command: str, package: str) -> str:
+    """The path of a system ``command`` the test needs, or skip with a visible reason.
+
+    Under CI (``CI=true``) a missing command is a failure, not a skip: `.ci/run` installs
+    the Debian ``package`` (``make system-deps``), so its absence there is a defect.
+    """
+    import shutil
+
+    path = shutil.which(command)
+    if path is None:
+        reason = f"{command} not installed (Debian package {package}; run: sudo make system-deps)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"CI: {reason}")
+        pytest.skip(reason)
+    return path
