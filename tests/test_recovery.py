@@ -212,13 +212,17 @@ def test_limits_end_phases_with_named_reasons(daemon, repo, tmp_path):
 
 
 def test_retention_prunes_old_branches_and_reports(daemon_factory, repo, tmp_path):
-    d = daemon_factory(config={"retention_days": 2 / 86400})  # two seconds
+    d = daemon_factory(config={"retention_days": 5 / 86400})  # five seconds
     spec = write_spec(tmp_path / "s.json", [
         {"id": "w", "goal": "w", "kind": "command", "checks": ["echo x > x.txt"]}])
     old = submit(d, spec, repo)
     assert wait_state(d, old).state == "succeeded"
-    assert (d.state_dir / "reports" / f"{old}.md").exists()
-    time.sleep(2.5)
+    # the report is written just after the run's state turns final: wait for it (bounded)
+    deadline = time.monotonic() + 5
+    while not (d.state_dir / "reports" / f"{old}.md").exists():
+        assert time.monotonic() < deadline, "report of the finished run never written"
+        time.sleep(0.05)
+    time.sleep(5.5)
     new = submit(d, spec, repo)
     assert wait_state(d, new).state == "succeeded"
     deadline = time.monotonic() + 10
