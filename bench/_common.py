@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from autopack.daemon._client import Client, DaemonUnavailable
+from autopack.daemon.ctl._client import Client, DaemonUnavailable
 from autopack.protocol import Follow, GetHealth, ListRuns, LogsEnd, RunSpec, parse_spec_text
 
 BIN = Path(sys.executable).parent

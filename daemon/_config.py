@@ -14,16 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+from autopack.protocol._paths import default_socket_for as default_socket_for
+from autopack.protocol._paths import default_state_dir as default_state_dir
 
 DEFAULT_AUTO_MITIGATE = ["python_missing_dep", "node_missing_dep", "rate_limited", "network_timeout"]
-
-
-def default_state_dir() -> str:
-    """``$STATE_DIRECTORY`` (systemd), else ``$XDG_STATE_HOME/autopack``, else ``~/.local/state/autopack``."""
-    if os.environ.get("STATE_DIRECTORY"):
-        return os.environ["STATE_DIRECTORY"].split(":")[0]
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return os.path.join(base, "autopack")
 
 
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -66,12 +60,6 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     def resolved_socket(self) -> str:
         return self.socket or default_socket_for(self.state_dir)
-
-
-def default_socket_for(state_dir: str) -> str:
-    if os.environ.get("RUNTIME_DIRECTORY"):
-        return os.path.join(os.environ["RUNTIME_DIRECTORY"].split(":")[0], "autopackd.sock")
-    return os.path.join(state_dir, "autopackd.sock")
 
 
 SETTING_DOCS: dict[str, str] = {

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from autopack.daemon._client import Client, DaemonUnavailable
+from autopack.daemon.ctl._client import Client, DaemonUnavailable
 
 BIN = Path(sys.executable).parent
 GIT_ENV = {

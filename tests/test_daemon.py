@@ -375,7 +375,7 @@ def test_health_closes_after_connection_close(daemon):
 
 
 def test_socket_resolution_order(tmp_path, monkeypatch):
-    from autopack.daemon._client import SYSTEM_SOCKET, resolve_socket
+    from autopack.daemon.ctl._client import SYSTEM_SOCKET, resolve_socket
 
     monkeypatch.setenv("AUTOPACK_SOCKET", str(tmp_path / "env.sock"))
     assert resolve_socket("/x/flag.sock") == "/x/flag.sock"

@@ -433,7 +433,7 @@ async def _serve_control(listener: anyio.abc.Listener[anyio.abc.ByteStream],
 
 def _ctl(sock: str, *args: str) -> subprocess.CompletedProcess[str]:
     code = ("import argparse, sys\n"
-            "from autopack.daemon import _ctl_memory\n"
+            "from autopack.daemon.ctl import _memory as _ctl_memory\n"
             "p = argparse.ArgumentParser(prog='autopackctl'); p.add_argument('--socket')\n"
             "_ctl_memory.register(p.add_subparsers(required=True))\n"
             "a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))\n")

@@ -305,7 +305,7 @@ def test_result_from_raw_spec(shop: Path) -> None:
 
 RUNNER = textwrap.dedent("""\
     import argparse, sys
-    from autopack.daemon._ctl_normalize import register
+    from autopack.daemon.ctl._normalize import register
     parser = argparse.ArgumentParser(prog="autopackctl")
     parser.add_argument("--socket")
     register(parser.add_subparsers(dest="command", required=True))

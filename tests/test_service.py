@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from autopack.daemon._client import Client
+from autopack.daemon.ctl._client import Client
 from autopack.protocol import GetHealth
 from prometheus_client.parser import text_string_to_metric_families
 

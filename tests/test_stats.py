@@ -36,7 +36,6 @@ from typing import Any
 
 import pytest
 from autopack.daemon import _queries as q
-from autopack.daemon._ctl_stats import cmd_stats, format_stats, register
 from autopack.daemon._metrics import TOKEN_KINDS as METRIC_TOKEN_KINDS
 from autopack.daemon._metrics import render_metrics
 from autopack.daemon._schema import migrate
@@ -47,6 +46,7 @@ from autopack.daemon._stats import (
     metrics_snapshot,
     parse_duration,
 )
+from autopack.daemon.ctl._stats import cmd_stats, format_stats, register
 from autopack.protocol import (
     Error,
     FrameBuffer,
@@ -734,7 +734,7 @@ def test_autopackctl_stats_entry_point(sock_dir: str) -> None:
 
 
 def test_cli_does_not_import_prometheus_or_trio() -> None:
-    code = ("import sys, autopack.daemon._ctl_stats; "
+    code = ("import sys, autopack.daemon.ctl._stats; "
             "print(sorted(m for m in ('trio', 'anthropic', 'prometheus_client') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=30, check=True).stdout

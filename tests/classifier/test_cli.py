@@ -13,7 +13,7 @@ FIX = Path(__file__).resolve().parent.parent / "fixtures" / "failures"
 # A tiny argparse harness around our register(): works without the lead's autopackctl.
 HARNESS = (
     "import argparse, sys\n"
-    "from autopack.daemon._ctl_classify import register\n"
+    "from autopack.daemon.ctl._classify import register\n"
     "p = argparse.ArgumentParser(prog='autopackctl'); sub = p.add_subparsers(required=True)\n"
     "register(sub); a = p.parse_args(); sys.exit(a.func(a))\n"
 )

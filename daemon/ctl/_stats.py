@@ -17,7 +17,6 @@ from typing import Any
 from autopack.protocol import GetStats, RemoteError, Stats
 
 from ._client import Client, DaemonUnavailable, resolve_socket
-from ._stats import parse_duration
 
 EXIT_OK, EXIT_USAGE = 0, 2
 
@@ -46,6 +45,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
     """``stats``: 0 with the figures; 2 on a bad ``--since`` or when the daemon cannot answer."""
     since_s: float | None = None
     if args.since is not None:
+        from autopack.daemon._stats import parse_duration  # the pure stats core, only here
+
         try:
             since_s = parse_duration(args.since)
         except ValueError as exc:
