@@ -302,7 +302,7 @@ class Daemon:
             return 0
         cutoff = time.time() - days * 86400
         pruned = 0
-        for run in await self.store.call(q.ended_runs_before, cutoff):
+        for run in await self.store.read(q.ended_runs_before, cutoff):
             if run["branch"] and wt.is_git_repo(run["repo"]):
                 try:
                     await wt.git(run["repo"], "branch", "-D", "--quiet", run["branch"])
@@ -587,7 +587,7 @@ class Daemon:
             self._metrics_cache = MetricsCache()
 
         ctl = self.control.statistics() if self.control else None
-        snapshot = await self.store.call(
+        snapshot = await self.store.read(
             metrics_snapshot,
             queue_depth=(await self.records.counts()).get("queued", 0),
             memory_degraded=self.extra_health_parts().get("memory") == "degraded",
@@ -612,7 +612,7 @@ class Daemon:
                 from ._stats import compute_stats
 
                 since = time.time() - req.since_s if req.since_s else None
-                data = await self.store.call(compute_stats, since_ts=since, by_arm=req.by_arm)
+                data = await self.store.read(compute_stats, since_ts=since, by_arm=req.by_arm)
                 return Stats(data=data)
             case NormalizePlan():
                 return await self.normalize(req)

@@ -1,7 +1,8 @@
 """Async, domain-level face of the Store that actors are given (they never see SQL).
 
 Every method is one store job, so each state change and its event commit
-together; methods that write events wake ``logs -f`` followers.
+together; methods that write events wake ``logs -f`` followers. Reads go to the
+store's reader connection (``Store.read``) and never wait behind writes.
 """
 
 from __future__ import annotations
@@ -34,16 +35,16 @@ class Records:
         return run_id
 
     async def run(self, run_id: str) -> dict[str, Any]:
-        return await self.store.call(q.get_run, run_id)
+        return await self.store.read(q.get_run, run_id)
 
     async def list_runs(self, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        return await self.store.call(q.list_runs, state, limit)
+        return await self.store.read(q.list_runs, state, limit)
 
     async def runs_in(self, *states: str) -> list[str]:
-        return await self.store.call(q.run_ids_in_states, list(states))
+        return await self.store.read(q.run_ids_in_states, list(states))
 
     async def counts(self) -> dict[str, int]:
-        return await self.store.call(q.count_by_state)
+        return await self.store.read(q.count_by_state)
 
     async def set_run_state(self, run_id: str, target: str, reason: str | None = None,
                             **payload: Any) -> str:
@@ -74,7 +75,7 @@ class Records:
         return eid
 
     async def events_after(self, run_id: str, after: int, limit: int = 1000) -> list[dict[str, Any]]:
-        return await self.store.call(q.events_after, run_id, after, limit)
+        return await self.store.read(q.events_after, run_id, after, limit)
 
     async def add_doctor_call(self, run_id: str, idx: int) -> int:
         return await self.store.call(q.add_doctor_call, run_id, idx)
@@ -85,10 +86,10 @@ class Records:
                                      usage, time.time())
 
     async def tokens(self, run_id: str | None = None) -> dict[str, int]:
-        return await self.store.call(q.run_tokens, run_id)
+        return await self.store.read(q.run_tokens, run_id)
 
     async def mean_doctor_tokens(self) -> float | None:
-        return await self.store.call(q.mean_doctor_tokens)
+        return await self.store.read(q.mean_doctor_tokens)
 
     async def add_process(self, pgid: int, run_id: str, command: str) -> None:
         await self.store.call(q.add_process, pgid, run_id, command, time.time(), self.daemon_pid,
@@ -101,7 +102,7 @@ class Records:
         return await self.store.call(q.take_processes, self.daemon_pid)
 
     async def all_events(self, run_id: str) -> list[dict[str, Any]]:
-        return await self.store.call(q.run_events, run_id)
+        return await self.store.read(q.run_events, run_id)
 
 
 def _boot_id() -> str | None:

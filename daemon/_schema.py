@@ -8,6 +8,36 @@ from __future__ import annotations
 
 import sqlite3
 
+_UPSERT = "INSERT INTO counters(key, n) VALUES ({key}, {delta}) ON CONFLICT(key) DO UPDATE SET n = n + {delta};"
+
+COUNTERS_DDL = f"""
+    CREATE TABLE counters (key TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
+    CREATE TRIGGER runs_counted_insert AFTER INSERT ON runs BEGIN
+        {_UPSERT.format(key="'runs.' || NEW.state", delta=1)}
+    END;
+    CREATE TRIGGER runs_counted_delete AFTER DELETE ON runs BEGIN
+        {_UPSERT.format(key="'runs.' || OLD.state", delta=-1)}
+    END;
+    CREATE TRIGGER runs_counted_state AFTER UPDATE OF state ON runs
+        WHEN OLD.state IS NOT NEW.state BEGIN
+        {_UPSERT.format(key="'runs.' || OLD.state", delta=-1)}
+        {_UPSERT.format(key="'runs.' || NEW.state", delta=1)}
+    END;
+    CREATE TRIGGER phases_counted_insert AFTER INSERT ON phases BEGIN
+        {_UPSERT.format(key="'phase_attempts'", delta="NEW.attempts")}
+        {_UPSERT.format(key="'doctor_calls'", delta="NEW.doctor_calls")}
+    END;
+    CREATE TRIGGER phases_counted_delete AFTER DELETE ON phases BEGIN
+        {_UPSERT.format(key="'phase_attempts'", delta="-OLD.attempts")}
+        {_UPSERT.format(key="'doctor_calls'", delta="-OLD.doctor_calls")}
+    END;
+    CREATE TRIGGER phases_counted_update AFTER UPDATE OF attempts, doctor_calls ON phases
+        WHEN OLD.attempts IS NOT NEW.attempts OR OLD.doctor_calls IS NOT NEW.doctor_calls BEGIN
+        {_UPSERT.format(key="'phase_attempts'", delta="NEW.attempts - OLD.attempts")}
+        {_UPSERT.format(key="'doctor_calls'", delta="NEW.doctor_calls - OLD.doctor_calls")}
+    END;
+"""
+
 MIGRATIONS: list[str] = [
     # 1: runs, phases, attempts, events, llm calls, processes
     """
@@ -88,6 +118,13 @@ MIGRATIONS: list[str] = [
         CAST(COALESCE(json_extract(payload, '$.tokens_avoided'), 0) AS INTEGER))
         WHERE kind = 'classified';
     """,
+    # 3: constant-time status: counters kept by triggers in the transaction of every change
+    # (runs by state, phase attempts, doctor calls), rebuilt here from a full count
+    COUNTERS_DDL + """
+    INSERT INTO counters(key, n) SELECT 'runs.' || state, COUNT(*) FROM runs GROUP BY state;
+    INSERT INTO counters(key, n) SELECT 'phase_attempts', COALESCE(SUM(attempts), 0) FROM phases;
+    INSERT INTO counters(key, n) SELECT 'doctor_calls', COALESCE(SUM(doctor_calls), 0) FROM phases;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -118,5 +155,40 @@ def migrate(conn: sqlite3.Connection) -> int:
 
 
 def _split(script: str) -> list[str]:
-    # executescript() would COMMIT implicitly; split so each migration is one transaction
-    return [s.strip() for s in script.split(";") if s.strip()]
+    # executescript() would COMMIT implicitly; split so each migration is one transaction.
+    # A trigger body holds ';' too: a piece ends only where SQLite says a statement is complete.
+    out: list[str] = []
+    buf = ""
+    for piece in script.split(";"):
+        buf += piece + ";"
+        if sqlite3.complete_statement(buf):
+            if buf.strip(" \n;"):
+                out.append(buf.strip())
+            buf = ""
+    if buf.strip(" \n;"):
+        out.append(buf.strip())
+    return out
+
+
+def counted(conn: sqlite3.Connection) -> dict[str, int]:
+    """The maintained counters (``runs.<state>``, ``phase_attempts``, ``doctor_calls``);
+    states with no run left are omitted. One short index read, whatever the history."""
+    return {str(k): int(n) for k, n in conn.execute("SELECT key, n FROM counters")
+            if n or not str(k).startswith("runs.")}
+
+
+def recount(conn: sqlite3.Connection) -> dict[str, int]:
+    """The same figures from a full scan (what :func:`counted` must always equal; zeros
+    included only where a counter row exists)."""
+    full = {f"runs.{s}": int(n) for s, n in conn.execute(
+        "SELECT state, COUNT(*) FROM runs GROUP BY state")}
+    attempts, doctor = conn.execute(
+        "SELECT COALESCE(SUM(attempts), 0), COALESCE(SUM(doctor_calls), 0) FROM phases").fetchone()
+    full["phase_attempts"], full["doctor_calls"] = int(attempts), int(doctor)
+    return full
+
+
+def rebuild_counters(conn: sqlite3.Connection) -> None:
+    """Recompute every counter from a full scan (inside the caller's transaction)."""
+    conn.execute("DELETE FROM counters")
+    conn.executemany("INSERT INTO counters(key, n) VALUES (?, ?)", recount(conn).items())

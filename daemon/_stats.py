@@ -261,16 +261,17 @@ def metrics_snapshot(conn: sqlite3.Connection, *, queue_depth: int, memory_degra
     summed over the whole history (about 0.15 s for 10k runs / 200k events);
     with a long-lived :class:`MetricsCache` only rows added since the previous
     call are read (a few ms). Runs by state and the phase counters are always
-    read afresh (a covering index scan and a ``phases`` scan).
+    read from the counters table (schema v3), whatever the history's length.
     """
     from ._metrics import MetricsSnapshot
 
     cache = cache if cache is not None else MetricsCache()
     _update_cache(conn, cache)
-    runs_by_state = {str(s): int(n) for s, n in _rows(
-        conn, "SELECT state, COUNT(*) FROM runs GROUP BY state", ())}
-    attempts, doctor = next(iter(_rows(
-        conn, "SELECT COALESCE(SUM(attempts), 0), COALESCE(SUM(doctor_calls), 0) FROM phases", ())))
+    from ._schema import counted
+
+    totals = counted(conn)  # kept by triggers: constant time at any history length
+    runs_by_state = {k[5:]: n for k, n in totals.items() if k.startswith("runs.")}
+    attempts, doctor = totals.get("phase_attempts", 0), totals.get("doctor_calls", 0)
     return MetricsSnapshot(
         runs_by_state=runs_by_state,
         queue_depth=queue_depth,

@@ -2,15 +2,24 @@
 
 Theory of operation
 -------------------
-One dedicated thread owns one ``sqlite3`` connection (aiosqlite does not run
-under trio). Callers on the trio side ``await store.call(fn, *args)``: the job
-goes on a queue, the thread takes *every* job waiting (group commit), runs each
-inside its own SAVEPOINT of one ``BEGIN IMMEDIATE`` transaction, commits once,
-and only then wakes the callers. So a ``submit`` is acknowledged only after its
-run is committed, and 100 concurrent submits cost one commit, not 100.
+Two dedicated threads, each owning one ``sqlite3`` connection (aiosqlite does
+not run under trio):
+
+* the **writer**: callers on the trio side ``await store.call(fn, *args)``; the
+  job goes on a queue, the thread takes *every* job waiting (group commit), runs
+  each inside its own SAVEPOINT of one ``BEGIN IMMEDIATE`` transaction, commits
+  once, and only then wakes the callers. So a ``submit`` is acknowledged only
+  after its run is committed, and 100 concurrent submits cost one commit (one
+  WAL append, one fsync when ``synchronous=FULL``), not 100.
+* the **reader**: ``await store.read(fn, *args)`` runs ``fn`` on a second,
+  read-only connection (``query_only``) inside one read transaction (a WAL
+  snapshot) per batch of waiting reads. In WAL mode a reader never waits for the
+  writer, so ``status``, ``list``, ``health`` and ``/metrics`` never queue behind
+  a batch of writes. A read queued after a write was acknowledged sees it (its
+  snapshot starts after it is dequeued).
 
 A job that raises rolls back its own savepoint only; its caller gets the
-exception. If the thread itself dies, every later call raises
+exception. If the writer thread itself dies, every later call raises
 :class:`StoreUnavailable` and the supervisor stops the daemon (the store is a
 required actor).
 
@@ -46,6 +55,9 @@ class StoreStats(msgspec.Struct, frozen=True, kw_only=True):
     batches: int
     queue_depth: int
     last_error: str | None
+    reads: int = 0
+    read_batches: int = 0
+    read_queue_depth: int = 0
 
 
 class _Job:
@@ -59,6 +71,20 @@ class _Job:
         self.done = trio.Event()
 
 
+def _take_batch(q: queue.SimpleQueue[_Job | None], first: _Job) -> tuple[list[_Job], bool]:
+    """``first`` and every job already waiting (at most ``_MAX_BATCH``); ``True`` = stop after."""
+    batch = [first]
+    while len(batch) < _MAX_BATCH:
+        try:
+            nxt = q.get_nowait()
+        except queue.Empty:
+            break
+        if nxt is None:
+            return batch, True
+        batch.append(nxt)
+    return batch, False
+
+
 class Store:
     """Owner of ``path``. Start with ``await store.open()``, stop with ``close()``."""
 
@@ -66,10 +92,15 @@ class Store:
         self.path = path
         self.synchronous = synchronous
         self._q: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._rq: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._reader: threading.Thread | None = None
         self._alive = False
+        self._reader_alive = False
         self._jobs = 0
         self._batches = 0
+        self._reads = 0
+        self._read_batches = 0
         self._last_error: str | None = None
         self._changed = trio.Event()  # set (and replaced) whenever events were committed
         self._ckpt: threading.Thread | None = None
@@ -77,7 +108,7 @@ class Store:
 
     # ------------------------------------------------------------------ lifecycle
     async def open(self) -> None:
-        """Open the database, run migrations, start the owner thread."""
+        """Open the database, run migrations, start the writer, reader and checkpoint threads."""
         ready = threading.Event()
         failure: list[BaseException] = []
 
@@ -100,7 +131,9 @@ class Store:
         self._thread.start()
         await trio.to_thread.run_sync(ready.wait)
         if failure:
+            self._thread = None
             raise failure[0]
+        self._start_reader()
         self._ckpt_stop = threading.Event()
         self._ckpt = threading.Thread(target=self._checkpointer, args=(self._ckpt_stop,),
                                       name="autopack-checkpoint", daemon=True)
@@ -118,6 +151,29 @@ class Store:
         conn.execute("PRAGMA wal_autocheckpoint=0")
         migrate(conn)
         return conn
+
+    def _start_reader(self) -> None:
+        """The read-only connection and its thread. Without it (it could not open), reads
+        go through the writer: slower under load, still correct."""
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA busy_timeout=5000")
+            conn.execute("PRAGMA query_only=ON")
+        except sqlite3.Error as exc:
+            LOGGER.warning("reader connection unavailable (%s); reads go through the writer", exc)
+            return
+
+        def main() -> None:
+            self._reader_alive = True
+            try:
+                self._read_loop(conn)
+            finally:
+                self._reader_alive = False
+                conn.close()
+
+        self._reader = threading.Thread(target=main, name="autopack-store-reader", daemon=True)
+        self._reader.start()
 
     def _checkpointer(self, stop: threading.Event) -> None:
         """Copy the WAL back into the database once a second, without blocking writers
@@ -141,7 +197,11 @@ class Store:
             conn.close()
 
     async def close(self) -> None:
-        """Stop the thread after the jobs already queued. Safe to call twice."""
+        """Stop the threads after the jobs already queued. Safe to call twice."""
+        if self._reader is not None:
+            self._rq.put(None)
+            reader, self._reader = self._reader, None
+            await trio.to_thread.run_sync(reader.join)
         if self._thread is None:
             return
         self._q.put(None)
@@ -163,11 +223,14 @@ class Store:
             batches=self._batches,
             queue_depth=self._q.qsize(),
             last_error=self._last_error,
+            reads=self._reads,
+            read_batches=self._read_batches,
+            read_queue_depth=self._rq.qsize(),
         )
 
     # ------------------------------------------------------------------ calls
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run ``fn(conn, *args)`` on the store thread inside a committed transaction.
+        """Run ``fn(conn, *args)`` on the writer thread inside a committed transaction.
 
         Returns its result after the commit; re-raises what ``fn`` raised. Not
         cancellable once queued (the job may still commit): callers that are
@@ -175,8 +238,25 @@ class Store:
         """
         if not self._alive:
             raise StoreUnavailable("the store is not running")
+        return await self._submit(self._q, fn, args, kwargs)
+
+    async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(conn, *args)`` on the read-only connection; returns its result.
+
+        ``fn`` must not write (the connection is ``query_only``). It sees every write
+        acknowledged before this call, and one consistent snapshot throughout.
+        """
+        if not self._alive:
+            raise StoreUnavailable("the store is not running")
+        if not self._reader_alive:
+            return await self._submit(self._q, fn, args, kwargs)
+        return await self._submit(self._rq, fn, args, kwargs)
+
+    @staticmethod
+    async def _submit(q: queue.SimpleQueue[_Job | None], fn: Callable[..., T],
+                      args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
         job = _Job(fn, args, kwargs, trio.lowlevel.current_trio_token())
-        self._q.put(job)
+        q.put(job)
         await job.done.wait()
         if job.error is not None:
             raise job.error
@@ -197,20 +277,43 @@ class Store:
             first = self._q.get()
             if first is None:
                 return
-            batch = [first]
-            stop = False
-            while len(batch) < _MAX_BATCH:
-                try:
-                    nxt = self._q.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stop = True
-                    break
-                batch.append(nxt)
+            batch, stop = _take_batch(self._q, first)
             self._run_batch(conn, batch)
             if stop:
                 return
+
+    def _read_loop(self, conn: sqlite3.Connection) -> None:
+        while True:
+            first = self._rq.get()
+            if first is None:
+                return
+            batch, stop = _take_batch(self._rq, first)
+            self._run_reads(conn, batch)
+            if stop:
+                return
+
+    def _run_reads(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
+        # one read transaction: one snapshot for the batch, taken after every job in it
+        # was queued (so each sees the writes acknowledged before it was asked)
+        try:
+            conn.execute("BEGIN")
+        except sqlite3.Error as exc:
+            for job in batch:
+                job.error = exc
+            self._wake(batch)
+            return
+        for job in batch:
+            try:
+                job.result = job.fn(conn, *job.args, **job.kwargs)
+            except Exception as exc:  # the caller gets it; others in the batch are unaffected
+                job.error = exc
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            pass  # a failed statement may already have ended it
+        self._reads += len(batch)
+        self._read_batches += 1
+        self._wake(batch)
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
         try:
@@ -247,8 +350,17 @@ class Store:
 
     @staticmethod
     def _wake(batch: list[_Job]) -> None:
+        # one hop back per trio run (normally one), not one per job
+        by_token: dict[Any, list[_Job]] = {}
         for job in batch:
+            by_token.setdefault(job.token, []).append(job)
+        for token, jobs in by_token.items():
             try:
-                job.token.run_sync_soon(job.done.set)
+                token.run_sync_soon(_set_all, jobs)
             except trio.RunFinishedError:
                 pass
+
+
+def _set_all(jobs: list[_Job]) -> None:
+    for job in jobs:
+        job.done.set()
