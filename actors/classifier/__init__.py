@@ -6,6 +6,8 @@ Public surface:
 - :data:`PATTERNS` — taxonomy id → one-line description.
 - :func:`distribution_for`, :func:`is_stdlib` — Python import name → distribution to install.
 - :func:`mitigation_for` — pure: pattern + details → :class:`~autopack.protocol.Mitigation`.
+- :func:`parse_test_summary`, :class:`TestSummary` — pure: a test runner's closing counts
+  (pytest, unittest, cargo, go, node --test, jest, vitest, mocha, Surefire) or ``None``.
 - :func:`timeout_record` — the line a supervisor appends when it stopped a check for its time limit.
 - :func:`apply_mitigation`, :func:`action_key`, :func:`undeclared_dependency`,
   :func:`declared_dependencies`, :class:`ActionResult` — acting on a mitigation (anyio).
@@ -24,6 +26,8 @@ from ._distmap import distribution_for as distribution_for
 from ._distmap import is_stdlib as is_stdlib
 from ._mitigations import mitigation_for as mitigation_for
 from ._patterns import PATTERNS as PATTERNS
+from ._summary import TestSummary as TestSummary
+from ._summary import parse_test_summary as parse_test_summary
 
 if TYPE_CHECKING:
     from ._actions import ActionResult as ActionResult
@@ -57,6 +61,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "PATTERNS",
+    "TestSummary",
     "ActionResult",
     "ClassifierActor",
     "ClassifierStatistics",
@@ -68,6 +73,7 @@ __all__ = [
     "distribution_for",
     "is_stdlib",
     "mitigation_for",
+    "parse_test_summary",
     "request_classification",
     "timeout_record",
     "undeclared_dependency",
