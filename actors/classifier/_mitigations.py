@@ -97,7 +97,11 @@ def _hint(summary: str, hint: str) -> Any:
         values.setdefault("loc", _loc(d) or "the reported location")
         values.setdefault("where", d.get("path") or d.get("module") or d.get("file") or "see evidence")
         values.setdefault("host", "see evidence")
-        values.setdefault("package", d.get("requirement", "see evidence"))
+        values.setdefault("package", d.get("requirement", "(see evidence)"))
+        if "name" in d and "module" in d:  # "cannot import name 'X' from 'y'"
+            values.setdefault("message", f"cannot import name {d['name']!r} from {d['module']!r}")
+        for key, fallback in _FALLBACK.items():
+            values.setdefault(key, fallback)
         return Mitigation(kind="hint", summary=_fmt(summary, values), hint=_fmt(hint, values))
 
     return fn
@@ -110,9 +114,21 @@ def _none(summary: str) -> Any:
     return fn
 
 
+# What a template says when the rule that fired did not capture that detail: words
+# that read well in the sentence, never a bare placeholder (this text reaches prompts).
+_FALLBACK = {
+    "message": "see the evidence lines",
+    "manager": "package manager",
+    "kind": "syntax error",
+    "command": "(see evidence)",
+    "port": "(see evidence)",
+    "where": "see evidence",
+}
+
+
 class _Missing(dict[str, Any]):
     def __missing__(self, key: str) -> str:
-        return "?"
+        return _FALLBACK.get(key, "(see evidence)")
 
 
 def _fmt(template: str, values: dict[str, Any]) -> str:
@@ -159,7 +175,7 @@ _TABLE: dict[str, Any] = {
     "compile_error": _compile,
     "package_not_found": _hint(
         "{manager} cannot find package {package}",
-        "The package manager cannot find {package} . Correct the name or version; "
+        "The package manager cannot find {package}. Correct the name or version; "
         "retrying unchanged will fail again.",
     ),
     "dependency_conflict": _hint(

@@ -13,6 +13,7 @@ def test_public_surface_is_pinned() -> None:
         "PATTERNS", "ActionResult", "ClassifierActor", "ClassifierStatistics", "ClassifyRequest",
         "action_key", "apply_mitigation", "classify", "declared_dependencies", "distribution_for",
         "is_stdlib", "mitigation_for", "request_classification", "timeout_record", "undeclared_dependency",
+        "TestSummary", "parse_test_summary",
     ])
     for name in classifier.__all__:
         assert getattr(classifier, name) is not None
