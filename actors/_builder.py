@@ -31,9 +31,9 @@ import anyio
 import msgspec
 from autopack.protocol import Classification, PhaseSpec
 
+from ._budget import Budget, Refuse
 from ._llm import (
     LLM,
-    Budget,
     BudgetExhausted,
     CallUsage,
     LLMAuthError,
@@ -59,6 +59,7 @@ class BuilderResult(msgspec.Struct, frozen=True, kw_only=True):
     tool_calls: int = 0
     refused: int = 0  # tool calls refused for leaving the worktree
     summary: str = ""  # the model's last text
+    refusal: Refuse | None = None  # the figures, when stop_reason is budget_exhausted
 
     @property
     def total_tokens(self) -> int:
@@ -128,6 +129,7 @@ async def run_builder(llm: LLM, *, worktree: Path, env: Mapping[str, str], run_i
     messages: list[dict[str, Any]] = [{"role": "user", "content": first}]
     usage: list[CallUsage] = []
     stop_reason, error, summary = "wall_time", None, ""
+    refusal: Refuse | None = None
     turns = 0
     with anyio.move_on_after(wall_s):
         while True:
@@ -145,7 +147,7 @@ async def run_builder(llm: LLM, *, worktree: Path, env: Mapping[str, str], run_i
                 stop_reason, error = "auth_error", str(exc)
                 break
             except BudgetExhausted as exc:
-                stop_reason, error = "budget_exhausted", str(exc)
+                stop_reason, error, refusal = "budget_exhausted", str(exc), exc.refusal
                 break
             except LLMUnavailable as exc:
                 stop_reason, error = "llm_unavailable", str(exc)
@@ -179,4 +181,5 @@ async def run_builder(llm: LLM, *, worktree: Path, env: Mapping[str, str], run_i
     LOGGER.info("run %s phase %s attempt %d: builder stopped (%s) after %d turns, %d tool calls",
                 run_id, phase.id, attempt, stop_reason, turns, tools.calls)
     return BuilderResult(turns=turns, usage=usage, stop_reason=stop_reason, error=error,
-                         tool_calls=tools.calls, refused=tools.refused, summary=summary[:2000])
+                         tool_calls=tools.calls, refused=tools.refused, summary=summary[:2000],
+                         refusal=refusal)

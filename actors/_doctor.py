@@ -28,11 +28,11 @@ import msgspec
 from autopack.protocol import Classification, PhaseSpec, SpecError, run_spec_json_schema
 from autopack.protocol import validate_spec as _validate_spec
 
+from ._budget import Budget
 from ._builder import clip_utf8
 from ._llm import (
     LLM,
     NORMALIZE_TOOL_NAME,
-    Budget,
     CallUsage,
     DoctorMalformed,
     LLMError,

@@ -5,8 +5,13 @@ Theory of operation
 One :class:`LLM` is created per daemon and shared by every run. Each
 :meth:`LLM.create` call goes through, in order:
 
-1. the **budget** of the calling run (:class:`Budget`), checked before every
-   request → :class:`BudgetExhausted`;
+1. the **budget**: the call's input tokens are counted (the API's
+   ``messages.count_tokens``, else a conservative local estimate) and its worst
+   case must fit what is left of the run's phase and run limits
+   (:class:`~._budget.Budget`) and of the daemon-wide daily limit (a
+   :class:`~._budget.Ledger` held here, shared by all runs); ``max_tokens``
+   shrinks to fit, and a call that cannot fit is not made →
+   :class:`BudgetExhausted` (the arithmetic is :func:`._budget.plan_call`);
 2. the **gate** (:class:`_Gate`): a shared *backoff* (after a 429/529 with
    ``retry-after``, *every* caller waits until that moment before its next
    request, instead of each one hammering the API), then the **circuit
@@ -26,7 +31,7 @@ Exceptions::
 
     LLMError                  base of what this module (and the Builder/Doctor) raise on purpose
     ├── LLMAuthError          key missing, or rejected (401/403): fail the run at once
-    ├── BudgetExhausted       the run's token/USD budget is spent (``reason`` names which)
+    ├── BudgetExhausted       the next call does not fit a phase/run/daily budget (figures in ``refusal``)
     ├── LLMUnavailable        retries exhausted on 429/5xx/529/timeouts (an outage)
     ├── LLMRequestError       the API refused the request itself (400, 404, 413, ...)
     └── DoctorMalformed       the Doctor's answer did not fit its schema (raised by _doctor)
@@ -37,6 +42,7 @@ importing this module is cheap.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -47,7 +53,23 @@ from typing import TYPE_CHECKING, Any, Literal
 import anyio
 import msgspec
 
+from ._budget import (
+    Budget,
+    Go,
+    Ledger,
+    Refuse,
+    cost_pusd,
+    day_start,
+    estimate_input_tokens,
+    plan_call,
+    price_for,
+    price_table,
+    usd,
+)
+
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from anthropic import AsyncAnthropic
     from anthropic.types import Message
 
@@ -70,14 +92,21 @@ class LLMAuthError(LLMError):
 
 
 class BudgetExhausted(LLMError):
-    """Raised by :meth:`Budget.check` (so by :meth:`LLM.create`) before a call the budget cannot pay.
+    """Raised by :meth:`LLM.create` before a call whose worst case does not fit a budget
+    (the call is not made).
 
-    ``reason`` is ``"token_budget"`` or ``"usd_budget"``.
+    ``reason`` is ``"token_budget"`` or ``"usd_budget"``; ``refusal`` holds the
+    figures (scope, unit, limit, spent, needed).
     """
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, refusal: Refuse | None = None) -> None:
         super().__init__(message)
         self.reason = reason
+        self.refusal = refusal
+
+    @classmethod
+    def from_refusal(cls, refusal: Refuse) -> BudgetExhausted:
+        return cls(refusal.reason, refusal.message(), refusal)
 
 
 class LLMUnavailable(LLMError):
@@ -105,7 +134,7 @@ class DoctorMalformed(LLMError):
 
 # -- accounting ----------------------------------------------------------------------
 class CallUsage(msgspec.Struct, frozen=True, kw_only=True):
-    """Token usage of one Messages API call, as the API reported it."""
+    """Token usage of one Messages API call, as the API reported it, and its price."""
 
     model: str
     role: str  # "builder", "doctor", "normalizer", ...
@@ -113,6 +142,7 @@ class CallUsage(msgspec.Struct, frozen=True, kw_only=True):
     output_tokens: int = 0
     cache_creation_input_tokens: int = 0
     cache_read_input_tokens: int = 0
+    cost_pusd: int = 0  # picodollars (10^-12 USD), each kind at its own price
 
     @property
     def total_tokens(self) -> int:
@@ -120,48 +150,25 @@ class CallUsage(msgspec.Struct, frozen=True, kw_only=True):
         return (self.input_tokens + self.output_tokens + self.cache_creation_input_tokens
                 + self.cache_read_input_tokens)
 
+    @property
+    def cost_usd(self) -> float:
+        return usd(self.cost_pusd)
+
 
 def call_cost_usd(usage: CallUsage, prices: Mapping[str, Sequence[float]]) -> float | None:
     """USD cost of a call from a price table ``{model: [input, output, cache_write, cache_read]}``
-    in USD per million tokens; ``None`` when the model is not in the table."""
-    price = prices.get(usage.model)
-    if price is None or len(price) < 4:
+    in USD per million tokens (no defaults); ``None`` when the model is not in the table."""
+    table = price_table({k: v for k, v in prices.items() if len(v) == 4})
+    price, known = price_for(usage.model, {k: table[k] for k in prices if k in table})
+    if not known:
         return None
-    return (usage.input_tokens * price[0] + usage.output_tokens * price[1]
-            + usage.cache_creation_input_tokens * price[2]
-            + usage.cache_read_input_tokens * price[3]) / 1_000_000
+    return usd(_usage_pusd(usage, price))
 
 
-class Budget:
-    """A run's spending limit, checked before each call and charged after it.
-
-    ``token_limit`` counts :attr:`CallUsage.total_tokens`; ``usd_limit`` needs
-    ``prices`` for the model (calls of unpriced models count 0 USD). Not
-    thread-safe; one per run, used from that run's tasks.
-    """
-
-    def __init__(self, *, token_limit: int | None = None, usd_limit: float | None = None,
-                 prices: Mapping[str, Sequence[float]] | None = None,
-                 tokens_used: int = 0, usd_used: float = 0.0) -> None:
-        self.token_limit = token_limit
-        self.usd_limit = usd_limit
-        self.prices = dict(prices or {})
-        self.tokens_used = tokens_used
-        self.usd_used = usd_used
-
-    def check(self) -> None:
-        """Raise :class:`BudgetExhausted` when nothing is left to spend."""
-        if self.token_limit is not None and self.tokens_used >= self.token_limit:
-            raise BudgetExhausted("token_budget",
-                                  f"token budget exhausted: {self.tokens_used} of {self.token_limit}")
-        if self.usd_limit is not None and self.usd_used >= self.usd_limit:
-            raise BudgetExhausted("usd_budget",
-                                  f"USD budget exhausted: {self.usd_used:.4f} of {self.usd_limit:.4f}")
-
-    def record(self, usage: CallUsage) -> None:
-        """Charge one call."""
-        self.tokens_used += usage.total_tokens
-        self.usd_used += call_cost_usd(usage, self.prices) or 0.0
+def _usage_pusd(usage: CallUsage, price: Any) -> int:
+    return cost_pusd(price, input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+                     cache_write=usage.cache_creation_input_tokens,
+                     cache_read=usage.cache_read_input_tokens)
 
 
 # -- the key -------------------------------------------------------------------------
@@ -240,6 +247,11 @@ class LLMStatistics(msgspec.Struct, frozen=True, kw_only=True):
     cache_creation_input_tokens: int
     cache_read_input_tokens: int
     last_error: str | None
+    cost_pusd: int = 0
+    token_counts: int = 0  # inputs counted by the API's count_tokens
+    token_estimates: int = 0  # inputs estimated locally (count_tokens failed)
+    shrunk: int = 0  # calls whose max_tokens shrank to fit a budget
+    refused: int = 0  # calls not made: no budget left
 
 
 class _Gate:
@@ -346,7 +358,12 @@ class LLM:
     ``api_key_file`` and ``env``), ``max_concurrency`` (calls in flight, all
     runs), ``timeout_s`` per request, ``max_attempts`` requests per call,
     ``breaker_threshold`` / ``breaker_cooldown_s``, ``retry_base_s`` (backoff
-    when the API gives no ``retry-after``).
+    when the API gives no ``retry-after``), ``prices`` (overrides of the price
+    table), ``daily_token_budget`` / ``daily_usd_budget`` (all runs, per UTC
+    day; ``daily_spent(since)`` returns ``(tokens, pusd)`` already spent since
+    that Unix time, asked once at the first call), ``min_output_tokens`` (a call
+    whose ``max_tokens`` would have to shrink below this is refused instead),
+    ``count_tokens`` (ask the API to count inputs; off: local estimate only).
     """
 
     def __init__(self, *, model: str = DEFAULT_MODEL, max_tokens: int = 8192,
@@ -354,8 +371,23 @@ class LLM:
                  api_key_file: str | None = None, env: Mapping[str, str] | None = None,
                  max_concurrency: int = 4, timeout_s: float = 600.0, sdk_max_retries: int = 0,
                  max_attempts: int = 6, breaker_threshold: int = 5, breaker_cooldown_s: float = 30.0,
-                 retry_base_s: float = 0.5, retry_max_s: float = 30.0) -> None:
+                 retry_base_s: float = 0.5, retry_max_s: float = 30.0,
+                 prices: Mapping[str, Sequence[float]] | None = None,
+                 daily_token_budget: int | None = None, daily_usd_budget: float | None = None,
+                 daily_spent: Callable[[float], Awaitable[tuple[int, int]]] | None = None,
+                 min_output_tokens: int = 256, count_tokens: bool = True,
+                 clock: Callable[[], float] | None = None) -> None:
+        import time
+
         self.model = model
+        self.prices = price_table(prices)
+        self.min_output_tokens = min_output_tokens
+        self.count_tokens = count_tokens
+        self._clock = clock or time.time
+        self._daily = Ledger("daily", tokens=daily_token_budget, usd_limit=daily_usd_budget,
+                             day=day_start(self._clock()))
+        self._daily_spent = daily_spent
+        self._daily_loaded = daily_spent is None
         self.max_tokens = max_tokens
         self.base_url = base_url
         self.timeout_s = timeout_s
@@ -371,6 +403,8 @@ class LLM:
                         "auth_failures": 0}
         self._tokens = {"input_tokens": 0, "output_tokens": 0, "cache_creation_input_tokens": 0,
                         "cache_read_input_tokens": 0}
+        self._budget_counts = {"cost_pusd": 0, "token_counts": 0, "token_estimates": 0,
+                               "shrunk": 0, "refused": 0}
         self._last_error: str | None = None
 
     def __repr__(self) -> str:
@@ -424,7 +458,7 @@ class LLM:
             **self._counts, in_flight=in_flight, waiting=gate.waiting,
             breaker_state=gate.state, breaker_opens=gate.opens,
             consecutive_failures=gate.consecutive_failures, backoff_remaining_s=remaining,
-            **self._tokens, last_error=self._last_error)
+            **self._tokens, last_error=self._last_error, **self._budget_counts)
 
     def _retry_delay(self, attempt: int) -> float:
         delay = min(self.retry_base_s * (2 ** attempt), self.retry_max_s)
@@ -434,16 +468,20 @@ class LLM:
                      tools: Sequence[Mapping[str, Any]] = (), max_tokens: int | None = None,
                      role: str, run_id: str | None = None, budget: Budget | None = None,
                      tool_choice: Mapping[str, Any] | None = None,
-                     cache_messages: bool = False) -> tuple[Message, CallUsage]:
-        """One Messages API call with prompt caching, the shared gate and retries.
+                     cache_messages: bool = False,
+                     extra: Mapping[str, Any] | None = None) -> tuple[Message, CallUsage]:
+        """One Messages API call with prompt caching, budgets, the shared gate and retries.
 
         ``system`` and ``tools`` form the stable, cached prefix;
         ``cache_messages=True`` also marks the last message (agent loops, so each
-        turn reads the previous turns from the cache). Returns the SDK
-        ``Message`` and its :class:`CallUsage` (already charged to ``budget``).
+        turn reads the previous turns from the cache). Before the request, the
+        call's worst case must fit ``budget`` (phase and run) and the daily
+        budget; ``max_tokens`` shrinks to fit. ``extra`` adds request fields
+        (e.g. ``context_management``). Returns the SDK ``Message`` and its
+        :class:`CallUsage` (with its cost, already charged to ``budget``).
 
-        Raises :class:`LLMAuthError` (no retries), :class:`BudgetExhausted`,
-        :class:`LLMUnavailable`, :class:`LLMRequestError`.
+        Raises :class:`LLMAuthError` (no retries), :class:`BudgetExhausted` (no
+        request made), :class:`LLMUnavailable`, :class:`LLMRequestError`.
         """
         if self._key is None:
             self._counts["auth_failures"] += 1
@@ -459,22 +497,99 @@ class LLM:
             params["tools"] = _cached_tools(tools)
         if tool_choice is not None:
             params["tool_choice"] = dict(tool_choice)
+        if extra:
+            params.update(extra)
+        go = await self._plan(params, budget, run_id=run_id, role=role)
+        key = self._daily.reserve(go.worst_tokens, go.worst_pusd) if go is not None else None
         if run_id:
             params["metadata"] = {"user_id": run_id}
-        for attempt in range(self.max_attempts):
-            if budget is not None:
-                budget.check()
-            message = await self._attempt(params, attempt, role=role, run_id=run_id)
-            if message is not None:
+        try:
+            for attempt in range(self.max_attempts):
+                message = await self._attempt(params, attempt, role=role, run_id=run_id)
+                if message is None:
+                    continue
                 usage = _usage_of(message, role=role, model=self.model)
+                price, _known = price_for(usage.model, self.prices)
+                usage = msgspec.structs.replace(usage, cost_pusd=_usage_pusd(usage, price))
                 self._counts["calls"] += 1
-                for key in self._tokens:
-                    self._tokens[key] += getattr(usage, key)
+                for k in self._tokens:
+                    self._tokens[k] += getattr(usage, k)
+                self._budget_counts["cost_pusd"] += usage.cost_pusd
+                if key is not None:
+                    self._daily.settle(key, usage.total_tokens, usage.cost_pusd)
+                    key = None
                 if budget is not None:
-                    budget.record(usage)
+                    budget.record(tokens=usage.total_tokens, pusd=usage.cost_pusd)
                 return message, usage
+        finally:
+            if key is not None:
+                self._daily.release(key)
         raise LLMUnavailable(f"Claude unavailable after {self.max_attempts} attempts: "
                              f"{self._last_error}")
+
+    async def _plan(self, params: dict[str, Any], budget: Budget | None, *, run_id: str | None,
+                    role: str) -> Go | None:
+        """Count the input, check every limit, shrink ``params["max_tokens"]``.
+
+        Returns the plan (``None`` when nothing limits this call). Raises :class:`BudgetExhausted`.
+        """
+        limits = budget.limits() if budget is not None else []
+        if self._daily.tokens is not None or self._daily.usd is not None:
+            await self._load_daily()
+            self._daily.roll(self._clock())
+            limits.append(self._daily.limit())
+        if not limits:
+            return None
+        input_tokens = await self.count_input_tokens(params)
+        price, known = price_for(params["model"], self.prices)
+        if not known:
+            LOGGER.warning("model %s is not in the price table: budgeted at the dearest price "
+                           "(set 'prices' to add it)", params["model"])
+        asked = int(params["max_tokens"])
+        decision = plan_call(limits, price, input_tokens=input_tokens, max_tokens=asked,
+                             min_output=self.min_output_tokens)
+        if isinstance(decision, Refuse):
+            self._budget_counts["refused"] += 1
+            LOGGER.warning("run %s: %s call refused: %s", run_id, role, decision.message())
+            raise BudgetExhausted.from_refusal(decision)
+        if decision.shrunk:
+            self._budget_counts["shrunk"] += 1
+            LOGGER.info("run %s: %s call max_tokens shrunk from %d to %d to fit the budget",
+                        run_id, role, asked, decision.max_tokens)
+        params["max_tokens"] = decision.max_tokens
+        return decision
+
+    async def _load_daily(self) -> None:
+        if self._daily_loaded or self._daily_spent is None:
+            return
+        self._daily_loaded = True  # once: later spending is settled here
+        try:
+            tokens, pusd = await self._daily_spent(self._daily.day)
+        except Exception:  # noqa: BLE001 (an unreadable history must not stop calls; logged)
+            LOGGER.warning("cannot read today's spending; the daily budget counts from now",
+                           exc_info=True)
+            return
+        self._daily.spent_tokens += tokens
+        self._daily.spent_pusd += pusd
+
+    async def count_input_tokens(self, params: Mapping[str, Any]) -> int:
+        """Input tokens of a request: the API's ``messages.count_tokens``, else (endpoint
+        missing, error, timeout, counting off) :func:`._budget.estimate_input_tokens`."""
+        fields = {k: params[k] for k in ("model", "system", "messages", "tools", "tool_choice")
+                  if k in params}
+        for _ in range(2 if self.count_tokens else 0):  # one retry: a dropped connection
+            try:
+                with anyio.fail_after(min(self.timeout_s, 30.0)):
+                    counted = await self._sdk().messages.count_tokens(**fields)
+                self._budget_counts["token_counts"] += 1
+                return int(counted.input_tokens)
+            except Exception as exc:  # noqa: BLE001 (any failure: estimate instead)
+                LOGGER.info("count_tokens failed (%s: %s)", type(exc).__name__, exc)
+                if getattr(exc, "status_code", None) is not None:
+                    break  # the API answered: no point asking again
+        self._budget_counts["token_estimates"] += 1
+        size = len(json.dumps(fields, ensure_ascii=False, default=str).encode())
+        return estimate_input_tokens(size)
 
     async def _attempt(self, params: dict[str, Any], attempt: int, *, role: str,
                        run_id: str | None) -> Message | None:

@@ -59,6 +59,29 @@ Script format::
 after the first request the server sees — a rate-limit storm or an outage
 shared by all conversations.
 
+Usage: derived from the request, not scripted
+---------------------------------------------
+By default every reply's ``input_tokens``, ``cache_creation_input_tokens`` and
+``cache_read_input_tokens`` are **derived from the request itself**
+(:class:`TokenModel`): about one token per 4 bytes of text, tool input and tool
+schema, a few tokens of framing per block, and 300 tokens of tool-use system
+prompt when tools are given (the real API adds ~350). Prompt caching is
+simulated as the API documents it: the prompt is tools, then system, then
+messages; a block with ``cache_control`` is a breakpoint; a prefix is written
+to the cache at a breakpoint if it is at least 1,024 tokens long, and a later
+request reads the longest cached prefix that ends at one of its block
+boundaries at most 20 blocks before one of its breakpoints (cache entries do
+not expire here: runs are shorter than the 5-minute TTL). The rest of the
+prompt is ``input_tokens``. ``output_tokens`` is the scripted figure when the
+step gives one (what the model chose to write), else derived from the reply's
+content; it is capped at the request's ``max_tokens`` (``stop_reason``
+``max_tokens`` then). ``POST /v1/messages/count_tokens`` answers the same
+total a ``/v1/messages`` call of that prompt is billed for.
+
+A scenario with ``"count_tokens": false`` answers that endpoint 404 (a proxy
+without it). A scenario with ``"usage": "scripted"`` (object form) takes every figure of a
+step's ``usage`` as given instead, for tests of the accounting plumbing.
+
 Statistics: ``GET /_stats`` (or :meth:`ScriptedServer.stats` in-process)
 returns request counts by status and by script, the number of hangs,
 unscripted replies, the most requests in flight at once, and the sum of the
@@ -110,6 +133,101 @@ _DEFAULT_USAGE = {
     "cache_read_input_tokens": 0,
 }
 _USAGE_KEYS = tuple(_DEFAULT_USAGE)
+
+
+class TokenModel:
+    """Token counts of requests, and the simulated prompt cache (see the module docstring).
+
+    Deterministic and documented, so tests and the A/B bench price what a
+    request really carries: a longer prompt costs more, a cached prefix less.
+    """
+
+    BYTES_PER_TOKEN = 4
+    BLOCK_OVERHEAD = 4
+    TOOLS_OVERHEAD = 300
+    MIN_CACHEABLE = 1024
+    LOOKBACK = 20
+
+    def __init__(self) -> None:
+        self._cache: set[str] = set()
+
+    @classmethod
+    def tokens_of_text(cls, text: str) -> int:
+        return -(-len(text.encode("utf-8")) // cls.BYTES_PER_TOKEN)
+
+    @classmethod
+    def _segments(cls, body: dict[str, Any]) -> list[tuple[str, int, bool]]:
+        """(canonical text without cache_control, tokens, is a breakpoint) per prompt block."""
+        out: list[tuple[str, int, bool]] = []
+
+        def add(block: Any, extra: int = 0) -> None:
+            mark = isinstance(block, dict) and "cache_control" in block
+            clean = ({k: v for k, v in block.items() if k != "cache_control"}
+                     if isinstance(block, dict) else block)
+            text = json.dumps(clean, sort_keys=True, ensure_ascii=False)
+            if isinstance(clean, dict) and clean.get("type") == "text":
+                size = cls.tokens_of_text(str(clean.get("text", "")))
+            elif isinstance(clean, dict) and clean.get("type") == "tool_result":
+                size = cls.tokens_of_text(_text_of(clean.get("content")) or str(clean.get("content", "")))
+            elif isinstance(clean, dict) and clean.get("type") == "tool_use":
+                size = cls.tokens_of_text(json.dumps(clean.get("input", {}))) + 8
+            elif isinstance(clean, str):
+                size = cls.tokens_of_text(clean)
+            else:
+                size = cls.tokens_of_text(text)
+            out.append((text, size + cls.BLOCK_OVERHEAD + extra, mark))
+
+        tools = body.get("tools") or []
+        for i, tool in enumerate(tools):
+            add(tool, cls.TOOLS_OVERHEAD if i == 0 else 0)
+        system = body.get("system")
+        for block in ([{"type": "text", "text": system}] if isinstance(system, str)
+                      else system or []):
+            add(block)
+        for message in body.get("messages") or []:
+            if not isinstance(message, dict):
+                continue
+            content = message.get("content")
+            blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
+            for block in blocks or []:
+                add({"role": message.get("role"), **block} if isinstance(block, dict) else block)
+        return out
+
+    def count(self, body: dict[str, Any]) -> int:
+        """Total input tokens of a request (what ``count_tokens`` answers)."""
+        return sum(size for _, size, _ in self._segments(body))
+
+    def bill(self, body: dict[str, Any]) -> dict[str, int]:
+        """``input_tokens`` / ``cache_creation_input_tokens`` / ``cache_read_input_tokens``
+        of a request, reading and writing the simulated cache."""
+        import hashlib
+
+        segments = self._segments(body)
+        digest = hashlib.sha256()
+        hashes: list[str] = []
+        totals: list[int] = []
+        running = 0
+        for text, size, _ in segments:
+            digest.update(text.encode())
+            hashes.append(digest.copy().hexdigest())
+            running += size
+            totals.append(running)
+        marks = [i for i, (_, _, mark) in enumerate(segments) if mark]
+        read_at = -1
+        for b in marks:
+            for j in range(b, max(-1, b - self.LOOKBACK - 1), -1):
+                if hashes[j] in self._cache:
+                    read_at = max(read_at, j)
+                    break
+        read = totals[read_at] if read_at >= 0 else 0
+        written = 0
+        for b in marks:
+            if totals[b] >= self.MIN_CACHEABLE:
+                self._cache.add(hashes[b])
+                written = max(written, totals[b] - read)
+        total = running
+        return {"input_tokens": total - read - written, "cache_creation_input_tokens": written,
+                "cache_read_input_tokens": read}
 
 
 def load_scenario(source: str | Path | list[Any] | dict[str, Any]) -> dict[str, Any]:
@@ -182,7 +300,11 @@ class ScriptedServer:
         self._max_in_flight = 0
         self._first_request_at: float | None = None
         self._ids = itertools.count(1)
+        self.tokens = TokenModel()
+        self.derived = self.scenario.get("usage") != "scripted"
+        self._counted = 0
         self.requests: list[dict[str, Any]] = []  # in-process only: request bodies, in order
+        self.counted: list[dict[str, Any]] = []  # in-process only: count_tokens bodies
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -229,6 +351,7 @@ class ScriptedServer:
                 "unscripted": self._unscripted,
                 "hangs": self._hangs,
                 "max_in_flight": self._max_in_flight,
+                "token_counts": self._counted,
                 "usage_totals": {k: self._usage_totals[k] for k in _USAGE_KEYS},
             }
 
@@ -305,17 +428,34 @@ class ScriptedServer:
             content.append(block)
         has_tool = any(b.get("type") == "tool_use" for b in content)
         usage = {**_DEFAULT_USAGE, **spec.get("usage", {})}
+        stop_reason = spec.get("stop_reason") or ("tool_use" if has_tool else "end_turn")
+        if self.derived:
+            usage.update(self.tokens.bill(request))
+            if "output_tokens" not in spec.get("usage", {}):
+                usage["output_tokens"] = max(1, self.tokens.tokens_of_text(json.dumps(content)))
+        limit = request.get("max_tokens")
+        if isinstance(limit, int) and usage["output_tokens"] > limit:
+            usage["output_tokens"] = limit
+            stop_reason = "max_tokens"
         body = {
             "id": f"msg_scr_{n}",
             "type": "message",
             "role": "assistant",
             "model": spec.get("model") or request.get("model") or "scripted",
             "content": content,
-            "stop_reason": spec.get("stop_reason") or ("tool_use" if has_tool else "end_turn"),
+            "stop_reason": stop_reason,
             "stop_sequence": None,
             "usage": usage,
         }
         return _Reply(200, body, {"request-id": f"req_scr_{n}"})
+
+    def count_tokens(self, body: dict[str, Any]) -> dict[str, int]:
+        """The answer of ``/v1/messages/count_tokens`` (recorded in the statistics)."""
+        with self._lock:
+            self._counted += 1
+            if self._keep_bodies:
+                self.counted.append(body)
+            return {"input_tokens": self.tokens.count(body)}
 
     def _finished(self, reply: _Reply) -> None:
         with self._lock:
@@ -363,7 +503,16 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 (stdlib name)
         length = int(self.headers.get("content-length") or 0)
         raw = self.rfile.read(length)
-        if self.path.split("?")[0].rstrip("/") != "/v1/messages":
+        path = self.path.split("?")[0].rstrip("/")
+        if path == "/v1/messages/count_tokens" and self.scripted.scenario.get("count_tokens", True):
+            try:
+                body = json.loads(raw)
+                self._send_json(200, self.scripted.count_tokens(body))
+            except (ValueError, AttributeError) as exc:
+                self._send_json(400, {"type": "error", "error": {
+                    "type": "invalid_request_error", "message": f"bad JSON: {exc}"}})
+            return
+        if path != "/v1/messages":
             self._send_json(404, {"type": "error", "error": {"type": "not_found_error",
                                                              "message": self.path}})
             return

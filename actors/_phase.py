@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import msgspec
 from autopack.protocol import Classification, ClassifyContext, PhaseSpec
@@ -44,6 +44,9 @@ class _PhaseState:
     done_actions: set[str] = field(default_factory=set)
     doctor_calls: int = 0
     fix_note: str | None = None  # what a mitigation or Doctor fix did, for the lesson
+    # Doctor calls a pattern made unnecessary, credited only if the phase then passes
+    # without the Doctor: (pattern, tokens of the call not made)
+    pending_avoided: list[tuple[str, int]] = field(default_factory=list)
 
 
 class PhaseRunner:
@@ -86,6 +89,7 @@ class PhaseRunner:
             while True:  # checks, and again after an action that should fix them
                 failed = await actor.run_checks(ws, idx, phase, attempt, checks)
                 if failed is None:
+                    await self._credit_avoided(actor, phase, attempt, st)
                     await self._succeeded(actor, ws, phase, attempt, st)
                     return "succeeded", None, await actor.commit(ws, phase)
                 step, reason, c = await self._judge(actor, ws, phase, attempt, failed, st, arm)
@@ -142,6 +146,12 @@ class PhaseRunner:
             doctor_left_run=limits.doctor_calls_per_run - ws.doctor_calls,
         )
         step, reason = decide(facts)
+        # a Doctor call is avoided only if, without the pattern, one would have been made
+        # (not when the failure ends the phase anyway) and the deterministic step is taken;
+        # it is credited later, when an attempt passes without the Doctor
+        avoidable = avoided if _doctor_would_be_asked(facts) else 0
+        if avoidable and c.pattern is not None and step in (Next.MITIGATE, Next.RETRY):
+            st.pending_avoided.append((c.pattern, avoidable))
         st.previous_signature = signature
         st.previous = c
         if step is not Next.MITIGATE:
@@ -151,11 +161,17 @@ class PhaseRunner:
             evidence=c.evidence, details=c.details, command=failed.command,
             exit_code=failed.exit_code, hardening=hardening,
             mitigation=msgspec.to_builtins(c.mitigation) if c.mitigation else None,
-            # a Doctor call was avoided only if, without the pattern, one would have
-            # been made: not when the failure ends the phase anyway (stuck, limits)
-            tokens_avoided=avoided if _doctor_would_be_asked(facts) else 0,
-            decision=str(step), reason=reason)
+            doctor_avoidable=avoidable, decision=str(step), reason=reason)
         return step, reason, c
+
+    async def _credit_avoided(self, actor: RunActor, phase: PhaseSpec, attempt: int,
+                              st: _PhaseState) -> None:
+        """The phase passed without the Doctor after deterministic handling: credit the
+        Doctor calls that handling made unnecessary (one ``doctor_avoided`` event each)."""
+        for pattern, tokens in st.pending_avoided:
+            await actor.rec.event(actor.run_id, phase.id, attempt, "doctor_avoided",
+                                  pattern=pattern, tokens_avoided=tokens)
+        st.pending_avoided.clear()
 
     async def _doctor_value(self) -> float:
         measured = await self.mean_doctor_tokens() if self.mean_doctor_tokens else None
@@ -192,9 +208,10 @@ class PhaseRunner:
         from ._llm import BudgetExhausted, DoctorMalformed, LLMAuthError, LLMError
 
         st.doctor_calls += 1
+        st.pending_avoided.clear()  # the Doctor was needed after all: nothing was avoided
         ws.doctor_calls = await actor.rec.add_doctor_call(actor.run_id, idx)  # type: ignore[attr-defined]
         context = await self._context(actor, ws, phase, attempt, "doctor", c)
-        budget = await actor.budget(ws)
+        budget = await actor.budget(ws, phase)
         try:
             decision = await ask_doctor(self.llm, run_id=actor.run_id, phase=phase,
                                         excerpt=failed.output, classification=c,
@@ -211,9 +228,7 @@ class PhaseRunner:
 
             raise RunEnded("failed", f"LLM authentication failed: {exc}") from None
         except BudgetExhausted as exc:
-            from ._run import RunEnded
-
-            raise RunEnded("failed", f"token budget exhausted ({exc})") from None
+            await _budget_ended(actor, phase, attempt, "doctor", exc)
         except LLMError as exc:  # refused request, outage after retries: a failed Doctor call
             await actor.rec.event(actor.run_id, phase.id, attempt, "doctor_called",
                                   decision="error", error=str(exc))
@@ -259,7 +274,7 @@ class PhaseRunner:
         if not ws.venv_active:
             await ws.activate_venv()
         context = await self._context(actor, ws, phase, attempt, "builder", st.previous)
-        budget = await actor.budget(ws)
+        budget = await actor.budget(ws, phase)
         await actor.rec.event(actor.run_id, phase.id, attempt, "builder_started",
                               context_bytes=len(context.encode()), retry=st.hint is not None)
         usages: list[Any] = []
@@ -281,7 +296,7 @@ class PhaseRunner:
         if result.stop_reason == "auth_error":
             raise RunEnded("failed", f"LLM authentication failed: {result.error}")
         if result.stop_reason == "budget_exhausted":
-            raise RunEnded("failed", f"token budget exhausted ({result.error})")
+            await _budget_ended(actor, phase, attempt, "builder", result.refusal or result.error)
         drift = outside_scope(await changed_files(ws.worktree), phase.scope)
         if drift:
             policy = self.settings.drift_policy
@@ -327,6 +342,19 @@ class PhaseRunner:
         await self.memory.record_outcome(
             actor.run_id, phase.id, attempt, tried=f"attempt {attempt}", pattern=None,
             evidence="", worked=True, fix=st.fix_note or st.hint)
+
+
+async def _budget_ended(actor: RunActor, phase: PhaseSpec, attempt: int, role: str,
+                        why: Any) -> NoReturn:
+    """The next call did not fit a budget: record the figures, end the run ``budget_exhausted``."""
+    from ._run import RunEnded
+
+    refusal = getattr(why, "refusal", why)
+    figures = msgspec.to_builtins(refusal) if hasattr(refusal, "__struct_fields__") else {}
+    message = refusal.message() if hasattr(refusal, "message") else str(why)
+    await actor.rec.event(actor.run_id, phase.id, attempt, "budget_exhausted", role=role,
+                          message=message, **figures)
+    raise RunEnded("failed", f"budget_exhausted: {message}")
 
 
 def _doctor_would_be_asked(f: FailureFacts) -> bool:

@@ -359,21 +359,27 @@ class RunActor:
             raise RunEnded("failed", f"wall time limit of {limits.wall_time_s:g} s reached")
         return result
 
-    async def budget(self, ws: RunWorkspace) -> Any:
-        """The run's token/USD budget, charged with what was already spent (durable)."""
-        from ._llm import Budget
+    async def budget(self, ws: RunWorkspace, phase: PhaseSpec) -> Any:
+        """The phase's and run's budget (tokens and USD), charged with what the database says
+        was already spent, so budgets hold across attempts, phases and restarts."""
+        from ._budget import Budget
 
-        spent = await self.rec.tokens(self.run_id)  # type: ignore[attr-defined]
-        return Budget(token_limit=ws.spec.limits.token_budget, usd_limit=ws.spec.limits.usd_budget,
+        spent = await self.rec.spend(self.run_id, phase.id)  # type: ignore[attr-defined]
+        limits = ws.spec.limits
+        return Budget(token_limit=limits.token_budget, usd_limit=limits.usd_budget,
+                      phase_token_limit=getattr(limits, "phase_token_budget", None),
+                      phase_usd_limit=getattr(limits, "phase_usd_budget", None),
                       prices=getattr(self.s.settings, "prices", {}) or {},
-                      tokens_used=sum(spent.values()))
+                      tokens_used=spent["run_tokens"], pusd_used=spent["run_pusd"],
+                      phase_tokens_used=spent["phase_tokens"], phase_pusd_used=spent["phase_pusd"])
 
     async def record_usage(self, phase: PhaseSpec, attempt: int, usage: Any) -> None:
         await self.rec.record_llm_call(  # type: ignore[attr-defined]
             self.run_id, phase.id, attempt, usage.role, usage.model,
             {"input": usage.input_tokens, "output": usage.output_tokens,
              "cache_creation": usage.cache_creation_input_tokens,
-             "cache_read": usage.cache_read_input_tokens})
+             "cache_read": usage.cache_read_input_tokens},
+            cost_pusd=getattr(usage, "cost_pusd", None))
 
     async def commit(self, ws: RunWorkspace, phase: PhaseSpec) -> str | None:
         return await wt.commit_phase(ws.worktree, self.run_id, phase.id, phase.goal)

@@ -142,7 +142,13 @@ class Daemon:
         return LLM(model=self.settings.model, max_tokens=self.settings.max_tokens,
                    base_url=self.settings.anthropic_base_url,
                    api_key=secret.reveal() if secret else None,
-                   max_concurrency=self.settings.llm_max_concurrency)
+                   max_concurrency=self.settings.llm_max_concurrency,
+                   prices=self.settings.prices,
+                   daily_usd_budget=self.settings.daily_usd_budget,
+                   daily_token_budget=self.settings.daily_token_budget,
+                   daily_spent=self.records.spend_since,
+                   min_output_tokens=self.settings.min_output_tokens,
+                   count_tokens=self.settings.count_tokens)
 
     def _classify_fn(self) -> Any:
         """Run actors ask the classifier actor; if it does not answer, the failure is
@@ -519,6 +525,7 @@ class Daemon:
         run = await self.records.run(run_id)
         events = await self.records.all_events(run_id)
         tokens = await self.records.tokens(run_id)
+        calls = await self.records.llm_calls(run_id)
         commits: list[dict[str, str]] = []
         if run["base_commit"] and wt.is_git_repo(run["repo"]):
             try:
@@ -526,7 +533,7 @@ class Daemon:
                                                   run["branch"])
             except wt.GitError:
                 commits = []
-        return build_report(run, events, tokens, commits)
+        return build_report(run, events, tokens, commits, calls=calls)
 
     async def _after_run(self, run_id: str, state: str) -> None:
         data = await self.report(run_id)

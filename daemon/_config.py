@@ -54,6 +54,10 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     builder_attempt_tokens: int | None = None  # tokens per Builder attempt; None = only the run budget
     llm_max_concurrency: int = 4
     prices: dict[str, list[float]] = {}  # model -> [usd per Mtok input, output, cache write, cache read]
+    daily_usd_budget: float | None = None  # all runs, per UTC day
+    daily_token_budget: int | None = None  # all runs, per UTC day
+    min_output_tokens: int = 256  # a call whose max_tokens would shrink below this is refused
+    count_tokens: bool = True  # count each call's input with the API before sending it
     watchdog: bool = True
     log_format: str = "text"  # text | json
     log_level: str = "INFO"
@@ -95,7 +99,11 @@ SETTING_DOCS: dict[str, str] = {
     "builder_attempt_wall_s": "wall time per Builder attempt",
     "builder_attempt_tokens": "tokens one Builder attempt may spend (unset: only the run's token_budget)",
     "llm_max_concurrency": "LLM calls in flight across all runs",
-    "prices": "model -> [USD per million tokens: input, output, cache write, cache read]",
+    "prices": "model -> [USD per million tokens: input, output, cache write, cache read]; overrides or extends the built-in table (autopack.actors._budget)",
+    "daily_usd_budget": "USD all runs together may spend per UTC day (unset: no daily limit); a call that could pass it is not made",
+    "daily_token_budget": "tokens all runs together may spend per UTC day (unset: no daily limit)",
+    "min_output_tokens": "smallest max_tokens a call may shrink to in order to fit a budget; below it the call is refused and the run ends",
+    "count_tokens": "count each call's input tokens with the API's count_tokens endpoint before sending it (off: a conservative local estimate)",
     "watchdog": "send WATCHDOG=1 to systemd when WatchdogSec is set",
     "log_format": "text or json (journald prefixes are added under systemd)",
     "log_level": "DEBUG, INFO, WARNING, ERROR",
@@ -190,4 +198,14 @@ def load_settings(
         raise ConfigError("ab_fraction must be within [0, 1]")
     if settings.log_format not in ("text", "json"):
         raise ConfigError("log_format must be 'text' or 'json'")
+    for model, values in settings.prices.items():
+        if len(values) != 4 or any(v < 0 for v in values):
+            raise ConfigError(f"prices.{model}: expected [input, output, cache_write, cache_read] "
+                              "in USD per million tokens, all >= 0")
+    for name in ("daily_usd_budget", "daily_token_budget"):
+        value = getattr(settings, name)
+        if value is not None and value <= 0:
+            raise ConfigError(f"{name} must be > 0 (leave it unset for no daily limit)")
+    if settings.min_output_tokens < 1:
+        raise ConfigError("min_output_tokens must be >= 1")
     return settings

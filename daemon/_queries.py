@@ -195,13 +195,43 @@ def events_after(conn: sqlite3.Connection, run_id: str, after: int,
 
 def record_llm_call(conn: sqlite3.Connection, run_id: str, phase_id: str | None,
                     attempt: int | None, role: str, model: str, usage: dict[str, int],
-                    ts: float) -> dict[str, int]:
+                    ts: float, cost_pusd: int | None = None) -> dict[str, int]:
     conn.execute(
         "INSERT INTO llm_calls(run_id, phase_id, attempt, role, model, input_tokens,"
-        " output_tokens, cache_creation, cache_read, ts) VALUES (?,?,?,?,?,?,?,?,?,?)",
+        " output_tokens, cache_creation, cache_read, ts, cost_pusd)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
         (run_id, phase_id, attempt, role, model, usage.get("input", 0), usage.get("output", 0),
-         usage.get("cache_creation", 0), usage.get("cache_read", 0), ts))
+         usage.get("cache_creation", 0), usage.get("cache_read", 0), ts, cost_pusd))
     return run_tokens(conn, run_id)
+
+
+_SPEND = ("COALESCE(SUM(input_tokens + output_tokens + cache_creation + cache_read), 0),"
+          " COALESCE(SUM(cost_pusd), 0)")
+
+
+def run_spend(conn: sqlite3.Connection, run_id: str, phase_id: str) -> dict[str, int]:
+    """Tokens and pUSD spent by a run and by one of its phases (the budgets' ``spent``)."""
+    run = conn.execute(f"SELECT {_SPEND} FROM llm_calls WHERE run_id = ?", (run_id,)).fetchone()
+    phase = conn.execute(f"SELECT {_SPEND} FROM llm_calls WHERE run_id = ? AND phase_id = ?",
+                         (run_id, phase_id)).fetchone()
+    return {"run_tokens": int(run[0]), "run_pusd": int(run[1]),
+            "phase_tokens": int(phase[0]), "phase_pusd": int(phase[1])}
+
+
+def spend_since(conn: sqlite3.Connection, since_ts: float) -> tuple[int, int]:
+    """Tokens and pUSD spent by every run since ``since_ts`` (the daily budget's start)."""
+    row = conn.execute(f"SELECT {_SPEND} FROM llm_calls WHERE ts >= ?", (since_ts,)).fetchone()
+    return int(row[0]), int(row[1])
+
+
+def run_llm_calls(conn: sqlite3.Connection, run_id: str) -> list[dict[str, Any]]:
+    """Every LLM call of a run, in order, with its tokens and cost (pUSD, or None)."""
+    rows = conn.execute(
+        "SELECT phase_id, attempt, role, model, input_tokens, output_tokens, cache_creation,"
+        " cache_read, cost_pusd, ts FROM llm_calls WHERE run_id = ? ORDER BY id", (run_id,))
+    keys = ("phase_id", "attempt", "role", "model", "input", "output", "cache_creation",
+            "cache_read", "cost_pusd", "ts")
+    return [dict(zip(keys, tuple(r), strict=True)) for r in rows.fetchall()]
 
 
 def run_tokens(conn: sqlite3.Connection, run_id: str | None = None) -> dict[str, int]:

@@ -81,9 +81,19 @@ class Records:
         return await self.store.call(q.add_doctor_call, run_id, idx)
 
     async def record_llm_call(self, run_id: str, phase_id: str | None, attempt: int | None,
-                              role: str, model: str, usage: dict[str, int]) -> dict[str, int]:
+                              role: str, model: str, usage: dict[str, int],
+                              cost_pusd: int | None = None) -> dict[str, int]:
         return await self.store.call(q.record_llm_call, run_id, phase_id, attempt, role, model,
-                                     usage, time.time())
+                                     usage, time.time(), cost_pusd)
+
+    async def spend(self, run_id: str, phase_id: str) -> dict[str, int]:
+        return await self.store.call(q.run_spend, run_id, phase_id)
+
+    async def spend_since(self, since_ts: float) -> tuple[int, int]:
+        return await self.store.call(q.spend_since, since_ts)
+
+    async def llm_calls(self, run_id: str) -> list[dict[str, Any]]:
+        return await self.store.call(q.run_llm_calls, run_id)
 
     async def tokens(self, run_id: str | None = None) -> dict[str, int]:
         return await self.store.read(q.run_tokens, run_id)

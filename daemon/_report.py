@@ -9,10 +9,17 @@ from __future__ import annotations
 import time
 from typing import Any
 
+PUSD_PER_USD = 10**12  # costs are stored in picodollars (see autopack.actors._budget)
+
 
 def build_report(run: dict[str, Any], events: list[dict[str, Any]], tokens: dict[str, int],
-                 commits: list[dict[str, str]]) -> dict[str, Any]:
-    """The JSON report: the status fields plus tokens, per-phase checks and failures."""
+                 commits: list[dict[str, str]],
+                 calls: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The JSON report: the status fields plus tokens, cost, per-phase checks and failures.
+
+    ``calls`` are the run's LLM calls (``run_llm_calls`` rows): each appears under
+    its phase with its tokens and cost in USD; ``cost`` sums them (by role too).
+    """
     phases: list[dict[str, Any]] = []
     by_id: dict[str, dict[str, Any]] = {}
     for p in run["phases"]:
@@ -20,7 +27,7 @@ def build_report(run: dict[str, Any], events: list[dict[str, Any]], tokens: dict
             "id": p["id"], "state": p["state"], "attempts": p["attempts"], "kind": p["kind"],
             "reason": p["reason"], "commit": p["commit_sha"], "doctor_calls": p["doctor_calls"],
             "duration_s": _dur(p["started_at"], p["ended_at"]),
-            "checks": [], "failures": [], "mitigations": [],
+            "checks": [], "failures": [], "mitigations": [], "calls": [], "cost_usd": 0.0,
         }
         phases.append(entry)
         by_id[p["id"]] = entry
@@ -34,14 +41,16 @@ def build_report(run: dict[str, Any], events: list[dict[str, Any]], tokens: dict
                 "exit_code": pl.get("exit_code"), "duration_s": pl.get("duration_s"),
                 "timed_out": pl.get("timed_out", False),
             })
-        elif ev["kind"] == "classified" and found is not None:
+        elif ev["kind"] == "doctor_avoided":
             tokens_avoided += int(pl.get("tokens_avoided", 0) or 0)
+        elif ev["kind"] == "classified" and found is not None:
             found["failures"].append({
                 "attempt": ev["attempt"], "pattern": pl.get("pattern"),
                 "evidence": pl.get("evidence", []), "command": pl.get("command"),
             })
         elif ev["kind"] == "mitigation" and found is not None:
             found["mitigations"].append({"attempt": ev["attempt"], **pl})
+    cost = _costs(calls or [], by_id)
     return {
         "run_id": run["id"],
         "state": run["state"],
@@ -60,6 +69,8 @@ def build_report(run: dict[str, Any], events: list[dict[str, Any]], tokens: dict
         "phases": phases,
         "commits": commits,
         "tokens": tokens,
+        "cost": cost,
+        "cache_hit_rate": cache_hit_rate(tokens),
         "tokens_avoided": tokens_avoided,
         "totals": {
             "phases": len(phases),
@@ -71,6 +82,37 @@ def build_report(run: dict[str, Any], events: list[dict[str, Any]], tokens: dict
             "events": len(events),
         },
     }
+
+
+def cache_hit_rate(tokens: dict[str, int]) -> float | None:
+    """Share of prompt tokens read from the cache: cache reads / (input + cache writes +
+    cache reads); ``None`` with no prompt tokens."""
+    prompt = tokens.get("input", 0) + tokens.get("cache_creation", 0) + tokens.get("cache_read", 0)
+    return round(tokens.get("cache_read", 0) / prompt, 4) if prompt else None
+
+
+def _costs(calls: list[dict[str, Any]], by_id: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Each call under its phase with its cost; totals by role. Costs are pUSD in the
+    database (exact) and USD here."""
+    total, unpriced = 0, 0
+    by_role: dict[str, int] = {}
+    for c in calls:
+        pusd = c.get("cost_pusd")
+        if pusd is None:
+            unpriced += 1
+        pusd = int(pusd or 0)
+        total += pusd
+        by_role[c["role"]] = by_role.get(c["role"], 0) + pusd
+        phase = by_id.get(c.get("phase_id") or "")
+        if phase is not None:
+            phase["calls"].append({
+                "attempt": c["attempt"], "role": c["role"], "model": c["model"],
+                "input": c["input"], "output": c["output"], "cache_creation": c["cache_creation"],
+                "cache_read": c["cache_read"], "cost_usd": pusd / PUSD_PER_USD})
+            phase["cost_usd"] += pusd / PUSD_PER_USD
+    return {"total_usd": total / PUSD_PER_USD, "calls": len(calls),
+            "by_role_usd": {r: v / PUSD_PER_USD for r, v in sorted(by_role.items())},
+            "unpriced_calls": unpriced}
 
 
 def _dur(start: float | None, end: float | None) -> float | None:
@@ -94,14 +136,24 @@ def render_markdown(rep: dict[str, Any]) -> str:
     t = rep["tokens"]
     out.append(f"- **Tokens:** input {t['input']}, output {t['output']}, cache write "
                f"{t['cache_creation']}, cache read {t['cache_read']}; avoided ≈ {rep['tokens_avoided']}")
+    cost = rep.get("cost") or {}
+    if cost:
+        roles = ", ".join(f"{r} ${v:.4f}" for r, v in cost["by_role_usd"].items())
+        hit = rep.get("cache_hit_rate")
+        out.append(f"- **Cost:** ${cost['total_usd']:.4f} in {cost['calls']} LLM calls"
+                   + (f" ({roles})" if roles else "")
+                   + (f"; cache hit rate {hit:.0%}" if hit is not None else "")
+                   + (f"; {cost['unpriced_calls']} calls recorded without a price"
+                      if cost["unpriced_calls"] else ""))
     out.append(f"- **Arm:** {rep['arm']}")
-    out += ["", "## Phases", "", "| phase | state | attempts | checks | failures | commit |",
-            "|---|---|---|---|---|---|"]
+    out += ["", "## Phases", "", "| phase | state | attempts | checks | failures | cost | commit |",
+            "|---|---|---|---|---|---|---|"]
     for p in rep["phases"]:
         out.append(f"| {p['id']} | {p['state']} | {p['attempts']} | {len(p['checks'])} | "
-                   f"{len(p['failures'])} | {(p['commit'] or '')[:12]} |")
+                   f"{len(p['failures'])} | ${p.get('cost_usd', 0.0):.4f} | "
+                   f"{(p['commit'] or '')[:12]} |")
     for p in rep["phases"]:
-        if not (p["checks"] or p["failures"] or p["reason"]):
+        if not (p["checks"] or p["failures"] or p["reason"] or p.get("calls")):
             continue
         out += ["", f"### {p['id']} ({p['state']})", ""]
         if p["reason"]:
@@ -116,6 +168,10 @@ def render_markdown(rep: dict[str, Any]) -> str:
             out.append(f"- failure (attempt {f['attempt']}): **{f['pattern'] or 'unclassified'}** {ev}")
         for m in p["mitigations"]:
             out.append(f"- mitigation (attempt {m['attempt']}): {m.get('summary', m)}")
+        for c in p.get("calls", []):
+            out.append(f"- {c['role']} call (attempt {c['attempt']}, {c['model']}): "
+                       f"{c['input']} in, {c['output']} out, {c['cache_creation']} cache write, "
+                       f"{c['cache_read']} cache read: ${c['cost_usd']:.4f}")
     if rep["commits"]:
         out += ["", "## Commits", ""]
         out += [f"- `{c['sha'][:12]}` {c['subject']}" for c in rep["commits"]]

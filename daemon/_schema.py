@@ -125,6 +125,12 @@ MIGRATIONS: list[str] = [
     INSERT INTO counters(key, n) SELECT 'phase_attempts', COALESCE(SUM(attempts), 0) FROM phases;
     INSERT INTO counters(key, n) SELECT 'doctor_calls', COALESCE(SUM(doctor_calls), 0) FROM phases;
     """,
+    # 4: the price of every LLM call (picodollars, 10^-12 USD; NULL for calls recorded
+    # before prices were kept), and spending per day for the daily budget
+    """
+    ALTER TABLE llm_calls ADD COLUMN cost_pusd INTEGER;
+    CREATE INDEX llm_calls_by_ts ON llm_calls(ts);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

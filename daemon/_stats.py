@@ -14,7 +14,13 @@ Where each figure comes from:
   *classified* = pattern not null, *unclassified* = pattern null; *to Doctor* = number of
   ``doctor_called`` events. **detection rate** = classified / failures.
 * **tokens spent** — sums over ``llm_calls``; **tokens avoided** — sum of
-  ``classified.tokens_avoided``.
+  ``doctor_avoided.tokens_avoided``: a Doctor call that a mitigation or hint made
+  unnecessary, credited only when the phase then passed without the Doctor.
+* **cost** — sums of ``llm_calls.cost_pusd`` (each call priced when it was made, every
+  token kind at its own price: a cache read costs a tenth of an input token), in USD,
+  in total, by role and per ended run; calls recorded before prices were kept count 0
+  and are counted in ``unpriced_calls``. **cache hit rate** — cache reads / (input +
+  cache writes + cache reads): the share of prompt tokens served from the cache.
 * **per-run means** (attempts, Doctor calls, tokens) — over *ended* runs only, so
   runs still in flight do not drag the means down; attempts and Doctor calls are
   the ``phases.attempts`` / ``phases.doctor_calls`` counters.
@@ -50,6 +56,7 @@ RUN_STATES = tuple(s.value for s in RunState)
 TOKEN_KINDS = ("input", "output", "cache_creation", "cache_read")  # same as _metrics.TOKEN_KINDS
 ENDED_RUN_STATES = tuple(s.value for s in RunState if s in TERMINAL_RUN_STATES)
 ENDED_PHASE_STATES = tuple(s.value for s in PhaseState if s in TERMINAL_PHASE_STATES)
+PUSD_PER_USD = 10**12  # llm_calls.cost_pusd is in picodollars (autopack.actors._budget)
 UNCLASSIFIED = "none"
 """Label of failures without a pattern in ``failures_by_pattern``."""
 
@@ -92,6 +99,10 @@ class _Raw:
     tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TOKEN_KINDS, 0))
     tokens_by_role: dict[str, int] = field(default_factory=dict)
     tokens_ended: int = 0
+    pusd: int = 0
+    pusd_by_role: dict[str, int] = field(default_factory=dict)
+    pusd_ended: int = 0
+    unpriced_calls: int = 0
     failures_by_pattern: dict[str, int] = field(default_factory=dict)
     tokens_avoided: int = 0
     to_doctor: int = 0
@@ -129,6 +140,12 @@ def _derive(raw: _Raw) -> dict[str, Any]:
         "tokens_by_role": dict(sorted(raw.tokens_by_role.items())),
         "tokens_avoided": raw.tokens_avoided,
         "tokens_per_run": _ratio(raw.tokens_ended, ended),
+        "cost_usd": raw.pusd / PUSD_PER_USD,
+        "cost_usd_by_role": {r: v / PUSD_PER_USD for r, v in sorted(raw.pusd_by_role.items())},
+        "cost_usd_per_run": _ratio(raw.pusd_ended / PUSD_PER_USD, ended),
+        "unpriced_calls": raw.unpriced_calls,
+        "cache_hit_rate": _ratio(raw.tokens["cache_read"], raw.tokens["input"]
+                                 + raw.tokens["cache_creation"] + raw.tokens["cache_read"]),
         "attempts_per_run": _ratio(raw.attempts_ended, ended),
         "doctor_calls_per_run": _ratio(raw.doctor_calls_ended, ended),
         "mean_phase_s": _ratio(raw.phase_s, raw.phase_n),
@@ -165,26 +182,36 @@ def _collect(conn: sqlite3.Connection, key: str, since_ts: float | None) -> dict
         r.phase_n += int(n)
         r.phase_s += float(secs)
         r.phase_by_kind[str(kind)] = (int(n), float(secs))
-    for g, role, t_in, t_out, t_cc, t_cr, t_ended in _rows(
+    for g, role, t_in, t_out, t_cc, t_cr, t_ended, pusd, pusd_ended, unpriced in _rows(
             conn, f"SELECT {key}, l.role, SUM(l.input_tokens), SUM(l.output_tokens),"
                   " SUM(l.cache_creation), SUM(l.cache_read),"
-                  f" SUM(CASE WHEN r.state IN {_ENDED_RUNS_SQL} THEN {_TOKEN_SUM} ELSE 0 END)"
+                  f" SUM(CASE WHEN r.state IN {_ENDED_RUNS_SQL} THEN {_TOKEN_SUM} ELSE 0 END),"
+                  " SUM(COALESCE(l.cost_pusd, 0)),"
+                  f" SUM(CASE WHEN r.state IN {_ENDED_RUNS_SQL} THEN COALESCE(l.cost_pusd, 0)"
+                  " ELSE 0 END), SUM(l.cost_pusd IS NULL)"
                   f" FROM llm_calls l JOIN runs r ON r.id = l.run_id WHERE {cond} GROUP BY 1, 2",
             args):
         r = raw(g)
+        r.pusd += int(pusd)
+        r.pusd_by_role[str(role)] = int(pusd)
+        r.pusd_ended += int(pusd_ended)
+        r.unpriced_calls += int(unpriced)
         for kind, value in zip(TOKEN_KINDS, (t_in, t_out, t_cc, t_cr), strict=True):
             r.tokens[kind] += int(value)
         r.tokens_by_role[str(role)] = int(t_in) + int(t_out) + int(t_cc) + int(t_cr)
         r.tokens_ended += int(t_ended)
-    for g, pattern, n, avoided in _rows(
-            conn, f"SELECT {key}, json_extract(e.payload, '$.pattern'), COUNT(*),"
-                  " SUM(CAST(COALESCE(json_extract(e.payload, '$.tokens_avoided'), 0) AS INTEGER))"
+    for g, pattern, n in _rows(
+            conn, f"SELECT {key}, json_extract(e.payload, '$.pattern'), COUNT(*)"
                   " FROM events e JOIN runs r ON r.id = e.run_id"
                   f" WHERE e.kind = 'classified' AND {cond} GROUP BY 1, 2", args):
         r = raw(g)
         label = UNCLASSIFIED if pattern is None else str(pattern)
         r.failures_by_pattern[label] = r.failures_by_pattern.get(label, 0) + int(n)
-        r.tokens_avoided += int(avoided or 0)
+    for g, avoided in _rows(
+            conn, f"SELECT {key}, SUM(CAST(COALESCE(json_extract(e.payload, '$.tokens_avoided'),"
+                  " 0) AS INTEGER)) FROM events e JOIN runs r ON r.id = e.run_id"
+                  f" WHERE e.kind = 'doctor_avoided' AND {cond} GROUP BY 1", args):
+        raw(g).tokens_avoided += int(avoided or 0)
     for g, n in _rows(conn, f"SELECT {key}, COUNT(*) FROM events e JOIN runs r ON r.id = e.run_id"
                             f" WHERE e.kind = 'doctor_called' AND {cond} GROUP BY 1", args):
         raw(g).to_doctor = int(n)
@@ -231,14 +258,17 @@ def _update_cache(conn: sqlite3.Connection, cache: MetricsCache) -> None:
     # the (kind, ts) index holds the rowid: the id filter is applied on index entries,
     # so only new classified events are read from the table
     (top_event,) = next(iter(_rows(conn, "SELECT COALESCE(MAX(id), 0) FROM events", ())))
-    for pattern, n, avoided in _rows(
-            conn, "SELECT json_extract(payload, '$.pattern'), COUNT(*),"
-                  " SUM(CAST(COALESCE(json_extract(payload, '$.tokens_avoided'), 0) AS INTEGER))"
+    for pattern, n in _rows(
+            conn, "SELECT json_extract(payload, '$.pattern'), COUNT(*)"
                   " FROM events WHERE kind = 'classified' AND id > ? AND id <= ? GROUP BY 1",
             (cache.last_event_id, top_event)):
         label = UNCLASSIFIED if pattern is None else str(pattern)
         cache.failures_by_pattern[label] = cache.failures_by_pattern.get(label, 0) + int(n)
-        cache.tokens_avoided += int(avoided or 0)
+    (avoided,) = next(iter(_rows(
+        conn, "SELECT SUM(CAST(COALESCE(json_extract(payload, '$.tokens_avoided'), 0) AS INTEGER))"
+              " FROM events WHERE kind = 'doctor_avoided' AND id > ? AND id <= ?",
+        (cache.last_event_id, top_event))))
+    cache.tokens_avoided += int(avoided or 0)
     cache.last_event_id = int(top_event)
     top_llm, *sums = next(iter(_rows(
         conn, "SELECT MAX(id), COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0),"

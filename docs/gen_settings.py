@@ -48,6 +48,8 @@ EXAMPLES: dict[str, Any] = {
     "anthropic_base_url": "http://127.0.0.1:8080",
     "api_key_file": "/run/credentials/autopackd.service/anthropic_api_key",
     "prices": {"claude-sonnet-4-6": [3.0, 15.0, 3.75, 0.3]},
+    "daily_usd_budget": 50.0,
+    "daily_token_budget": 20000000,
 }
 # Extra advice for the system service set up in docs/install.md.
 SERVICE_NOTES = {

@@ -33,6 +33,8 @@ class Limits(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defa
     doctor_calls_per_phase: int = 2
     doctor_calls_per_run: int = 6
     usd_budget: float | None = None  # optional, priced with the config's price table
+    phase_token_budget: int | None = None  # per phase (all its attempts and Doctor calls)
+    phase_usd_budget: float | None = None  # per phase, priced like usd_budget
 
 
 class PhaseSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -104,7 +106,10 @@ def _validate_limits(raw: Any, problems: list[tuple[str, str]]) -> None:
         if key in raw:
             _check_number(raw[key], f"limits.{key}", problems, integer=True,
                           allow_zero=key.startswith("doctor_calls"))
-    for key in ("wall_time_s", "phase_wall_time_s", "usd_budget"):
+    if "phase_token_budget" in raw:
+        _check_number(raw["phase_token_budget"], "limits.phase_token_budget", problems,
+                      integer=True, allow_none=True)
+    for key in ("wall_time_s", "phase_wall_time_s", "usd_budget", "phase_usd_budget"):
         if key in raw:
             _check_number(raw[key], f"limits.{key}", problems, integer=False,
                           allow_none=key != "wall_time_s")

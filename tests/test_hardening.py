@@ -59,7 +59,11 @@ def test_missing_module_installed_into_run_venv_and_recheck_passes(daemon_factor
     classified = [e["payload"] for e in evs if e["kind"] == "classified"]
     assert classified[0]["pattern"] == "python_missing_dep"
     assert classified[0]["details"].get("module") == MODULE
-    assert classified[0]["tokens_avoided"] > 0
+    assert classified[0]["doctor_avoidable"] > 0
+    # the mitigation led to a passing check without the Doctor: the avoided call is credited
+    avoided = [e["payload"] for e in evs if e["kind"] == "doctor_avoided"]
+    assert len(avoided) == 1
+    assert avoided[0]["tokens_avoided"] == classified[0]["doctor_avoidable"]
     mitigation = [e["payload"] for e in evs if e["kind"] == "mitigation"]
     assert mitigation[0]["ok"]
     assert mitigation[0]["acted"]

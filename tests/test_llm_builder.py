@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 import trio
+from autopack.actors._budget import Budget
 from autopack.actors._builder import builder_system_prompt, run_builder
 from autopack.actors._drift import changed_files, outside_scope
-from autopack.actors._llm import LLM, Budget
+from autopack.actors._llm import LLM
 from autopack.actors._modelserver import load_scenario, serve_scripted
 from autopack.protocol import Classification, PhaseSpec
 
@@ -107,16 +108,30 @@ def endless(match: str) -> dict[str, Any]:
     [
         pytest.param({"max_turns": 3}, "max_turns", id="turns"),
         pytest.param({"token_limit": 250}, "token_limit", id="attempt-tokens"),
-        pytest.param({"budget": Budget(token_limit=330)}, "budget_exhausted", id="run-budget"),
     ],
 )
 async def test_builder_limits(tmp_path: Path, kw: dict[str, Any], stop: str) -> None:
     wt = make_repo(tmp_path / "wt")
-    async with serve_scripted([endless("Carry out phase add-greet")]) as server:
+    scenario = {"usage": "scripted", "scripts": [endless("Carry out phase add-greet")]}
+    async with serve_scripted(scenario) as server:
         async with llm_for(server.url) as llm:
             result = await build(llm, wt, **kw)
     assert result.stop_reason == stop
     assert result.turns == 3  # 3 turns of 110 tokens each reach every limit above
+
+
+async def test_builder_stops_when_the_run_budget_cannot_pay_the_next_turn(tmp_path: Path) -> None:
+    wt = make_repo(tmp_path / "wt")
+    budget = Budget(token_limit=6000)
+    async with serve_scripted([endless("Carry out phase add-greet")]) as server:
+        async with llm_for(server.url) as llm:
+            result = await build(llm, wt, budget=budget)
+        served = sum(server.stats()["usage_totals"].values())
+    assert result.stop_reason == "budget_exhausted"
+    assert result.refusal is not None
+    assert result.refusal.scope == "run"
+    assert result.turns >= 1
+    assert served == budget.tokens_used == result.total_tokens <= 6000
 
 
 async def test_builder_wall_time_kills_the_running_command(tmp_path: Path) -> None:

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 import trio
+from autopack.actors._budget import Budget
 from autopack.actors._llm import (
     DEFAULT_MODEL,
     LLM,
-    Budget,
     BudgetExhausted,
     CallUsage,
     LLMAuthError,
@@ -66,15 +66,19 @@ def test_key_sources(tmp_path: Path) -> None:
 async def test_usage_is_recorded_and_cache_breakpoints_are_sent() -> None:
     usage = {"input_tokens": 11, "output_tokens": 7, "cache_creation_input_tokens": 300,
              "cache_read_input_tokens": 5}
-    async with serve_scripted([one_step("hello", usage=usage)]) as server:
+    scenario = {"usage": "scripted", "scripts": [one_step("hello", usage=usage)]}
+    async with serve_scripted(scenario) as server:
         async with llm_for(server.url) as llm:
             tools = [{"type": "bash_20250124", "name": "bash"}]
             message, call = await ask(llm, "hello", tools=tools, cache_messages=True)
         body = server.requests[0]
     assert message.content[0].text == "ok"
+    # claude-sonnet-4-6: $3 input, $15 output, $3.75 cache write, $0.30 cache read per Mtok
+    cost = 11 * 3_000_000 + 7 * 15_000_000 + 300 * 3_750_000 + 5 * 300_000
     assert call == CallUsage(model=DEFAULT_MODEL, role="builder", input_tokens=11,
                              output_tokens=7, cache_creation_input_tokens=300,
-                             cache_read_input_tokens=5)
+                             cache_read_input_tokens=5, cost_pusd=cost)
+    assert call.cost_usd == pytest.approx(0.0012645)
     assert body["system"][-1]["cache_control"] == {"type": "ephemeral"}
     assert body["tools"][-1]["cache_control"] == {"type": "ephemeral"}
     assert body["messages"][-1]["content"][-1]["cache_control"] == {"type": "ephemeral"}
@@ -199,18 +203,27 @@ async def test_circuit_breaker_opens_and_recovers() -> None:
     # breaker_opens == 2 shows a failed probe re-opened it
 
 
-async def test_budget_is_checked_before_each_call() -> None:
-    usage = {"input_tokens": 600, "output_tokens": 100}
-    async with serve_scripted([one_step("hello", usage=usage)]) as server:
-        async with llm_for(server.url) as llm:
-            budget = Budget(token_limit=1000)
-            await ask(llm, "hello", budget=budget)
-            await ask(llm, "hello", budget=budget)  # 700 used < 1000: allowed
-            with pytest.raises(BudgetExhausted) as info:
-                await ask(llm, "hello", budget=budget)
-        assert server.stats()["requests"] == 2
-    assert info.value.reason == "token_budget"
-    assert budget.tokens_used == 1400
+async def ask_until_refused(llm: LLM, budget: Budget) -> BudgetExhausted:
+    for _ in range(20):
+        try:
+            await ask(llm, "hello", budget=budget, max_tokens=100)
+        except BudgetExhausted as exc:
+            return exc
+    raise AssertionError("never refused")
+
+
+async def test_budget_refuses_the_call_that_could_overshoot() -> None:
+    async with serve_scripted([one_step("hello", usage={"output_tokens": 100})]) as server:
+        async with llm_for(server.url, min_output_tokens=100) as llm:
+            budget = Budget(token_limit=800)
+            exc = await ask_until_refused(llm, budget)
+        served = server.stats()
+    assert exc.reason == "token_budget"
+    assert exc.refusal is not None
+    assert exc.refusal.scope == "run"
+    assert served["requests"] >= 2
+    # every call made was paid for, and the total never passed the limit
+    assert sum(served["usage_totals"].values()) == budget.tokens_used <= 800
 
 
 def test_usd_pricing_and_budget() -> None:
@@ -220,8 +233,6 @@ def test_usd_pricing_and_budget() -> None:
     assert call_cost_usd(call, prices) == pytest.approx(3.0 + 1.5 + 0.3)
     assert call_cost_usd(call, {}) is None
     budget = Budget(usd_limit=4.0, prices=prices)
-    budget.check()
-    budget.record(call)
-    with pytest.raises(BudgetExhausted) as info:
-        budget.check()
-    assert info.value.reason == "usd_budget"
+    assert budget.limits()[0].usd == 4.0
+    budget.record(tokens=call.total_tokens, pusd=4_800_000_000_000)
+    assert budget.usd_used == pytest.approx(4.8)

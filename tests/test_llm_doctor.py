@@ -22,6 +22,11 @@ def decision(inp: Any, name: str = "doctor_decision") -> dict[str, Any]:
         "usage": {"input_tokens": 900, "output_tokens": 60}}]}
 
 
+def scripted(scripts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Usage figures as scripted (these tests check the plumbing of exact figures)."""
+    return {"usage": "scripted", "scripts": scripts}
+
+
 def llm_for(url: str) -> LLM:
     return LLM(base_url=url, api_key="test-key", timeout_s=5, retry_base_s=0.02)
 
@@ -37,7 +42,7 @@ async def consult(url: str, **kw: Any) -> Any:
 async def test_doctor_answer_through_forced_tool() -> None:
     scenario = [decision({"action": "retry_with_hint", "hint": "  register the route in app.py ",
                           "rationale": "the handler exists but is not routed"})]
-    async with serve_scripted(scenario) as server:
+    async with serve_scripted(scripted(scenario)) as server:
         result = await consult(server.url)
         body = server.requests[0]
     assert result.action == "retry_with_hint"
@@ -64,7 +69,7 @@ async def test_doctor_answer_through_forced_tool() -> None:
     ],
 )
 async def test_malformed_answers_raise_doctor_malformed(answer: Any) -> None:
-    async with serve_scripted([decision(answer)]) as server:
+    async with serve_scripted(scripted([decision(answer)])) as server:
         with pytest.raises(DoctorMalformed) as info:
             await consult(server.url)
     assert info.value.usage is not None

@@ -12,9 +12,11 @@ History (T = T0 + seconds; arms: H = hardened, B = baseline)::
     H3   H    T+300    queued     fix (never started)
     B1   B    T+50     succeeded  fix (build: 2 att.; none -> Doctor, 30 s)                   doctor 700/150, builder 1500/250/0/100
     B2   B    T+400    cancelled  fix (build: 1 att., cancelled after 10 s)
-    B3   B    T+500    succeeded  fix (build: 1 att., 25 s)                                   builder 800/100
+    B3   B    T+500    succeeded  fix (build: 1 att., 25 s)                                   builder 800/100 (unpriced)
 
 tokens_avoided: 3000 + 3000 (H1's two deterministic mitigations) + 2000 (H2's first test_failure).
+Calls cost (pUSD): H1 builder 1.465e9, H2 doctor 0.7e9 + builder 2.6e9, B1 doctor 1.0e9 +
+builder 2.01e9; B3's call has no price.
 """
 
 from __future__ import annotations
@@ -100,7 +102,10 @@ class History:
             return
         q.add_event(self.conn, run_id, phase_id, n, "classified", T0 + at + 1,
                     {"pattern": failure, "evidence": ["line"] if failure else [],
-                     "command": "make", "tokens_avoided": avoided})
+                     "command": "make", "doctor_avoidable": avoided})
+        if avoided:  # credited when the phase then passes without the Doctor
+            q.add_event(self.conn, run_id, phase_id, n, "doctor_avoided", T0 + at + 2,
+                        {"pattern": failure, "tokens_avoided": avoided})
         if failure is not None:
             q.add_event(self.conn, run_id, phase_id, n, "mitigation", T0 + at + 1,
                         {"pattern": failure, "action": "retry", "summary": "s", "ok": True})
@@ -109,8 +114,14 @@ class History:
             q.add_event(self.conn, run_id, phase_id, n, "doctor_called", T0 + at + 2,
                         {"decision": "retry", "tokens": 0})
 
-    def llm(self, run_id: str, role: str, usage: dict[str, int], at: float) -> None:
-        q.record_llm_call(self.conn, run_id, "p", 1, role, "claude-test", usage, T0 + at)
+    def llm(self, run_id: str, role: str, usage: dict[str, int], at: float, *,
+            priced: bool = True) -> None:
+        """One call, priced at $1 input, $2 output, $0.50 cache write, $0.10 cache read per
+        Mtok (in pUSD per token: 1e6, 2e6, 5e5, 1e5), or recorded without a price."""
+        cost = (usage.get("input", 0) * 10**6 + usage.get("output", 0) * 2 * 10**6
+                + usage.get("cache_creation", 0) * 5 * 10**5 + usage.get("cache_read", 0) * 10**5)
+        q.record_llm_call(self.conn, run_id, "p", 1, role, "claude-test", usage, T0 + at,
+                          cost if priced else None)
 
     def state(self, run_id: str, target: str, at: float) -> None:
         q.set_run_state(self.conn, run_id, target, None, T0 + at)
@@ -170,7 +181,7 @@ def build_history(conn: sqlite3.Connection) -> dict[str, str]:
     h.state(r, "running", 510)
     h.phase(r, 0, "running", 510)
     h.attempt(r, 0, "fix", 511)
-    h.llm(r, "builder", {"input": 800, "output": 100}, 512)
+    h.llm(r, "builder", {"input": 800, "output": 100}, 512, priced=False)
     h.phase(r, 0, "succeeded", 535)
     h.state(r, "succeeded", 535)
     return ids
@@ -217,6 +228,11 @@ ALL = {
     "tokens_by_role": {"builder": 6700, "doctor": 1450},
     "tokens_avoided": 8000,
     "tokens_per_run": 8150 / 5,
+    "cost_usd": 7_775_000_000 / 10**12,
+    "cost_usd_by_role": {"builder": 6_075_000_000 / 10**12, "doctor": 1_700_000_000 / 10**12},
+    "cost_usd_per_run": 7_775_000_000 / 10**12 / 5,
+    "unpriced_calls": 1,
+    "cache_hit_rate": 500 / 7050,
     "attempts_per_run": 11 / 5,
     "doctor_calls_per_run": 2 / 5,
     "mean_phase_s": 185 / 6,
@@ -238,6 +254,11 @@ HARDENED = {
     "tokens_by_role": {"builder": 3950, "doctor": 600},
     "tokens_avoided": 8000,
     "tokens_per_run": 4550 / 2,
+    "cost_usd": 4_765_000_000 / 10**12,
+    "cost_usd_by_role": {"builder": 4_065_000_000 / 10**12, "doctor": 700_000_000 / 10**12},
+    "cost_usd_per_run": 4_765_000_000 / 10**12 / 2,
+    "unpriced_calls": 0,
+    "cache_hit_rate": 400 / 3950,
     "attempts_per_run": 7 / 2,
     "doctor_calls_per_run": 1 / 2,
     "mean_phase_s": 120 / 3,
@@ -259,6 +280,11 @@ BASELINE = {
     "tokens_by_role": {"builder": 2750, "doctor": 850},
     "tokens_avoided": 0,
     "tokens_per_run": 3600 / 3,
+    "cost_usd": 3_010_000_000 / 10**12,
+    "cost_usd_by_role": {"builder": 2_010_000_000 / 10**12, "doctor": 1_000_000_000 / 10**12},
+    "cost_usd_per_run": 3_010_000_000 / 10**12 / 3,
+    "unpriced_calls": 1,
+    "cache_hit_rate": 100 / 3100,
     "attempts_per_run": 4 / 3,
     "doctor_calls_per_run": 1 / 3,
     "mean_phase_s": 65 / 3,
@@ -280,6 +306,11 @@ SINCE_150 = {  # H2, H3, B2, B3
     "tokens_by_role": {"builder": 3200, "doctor": 600},
     "tokens_avoided": 2000,
     "tokens_per_run": 3800 / 3,
+    "cost_usd": 3_300_000_000 / 10**12,
+    "cost_usd_by_role": {"builder": 2_600_000_000 / 10**12, "doctor": 700_000_000 / 10**12},
+    "cost_usd_per_run": 3_300_000_000 / 10**12 / 3,
+    "unpriced_calls": 1,
+    "cache_hit_rate": 0.0,
     "attempts_per_run": 5 / 3,
     "doctor_calls_per_run": 1 / 3,
     "mean_phase_s": 95 / 3,
@@ -301,6 +332,11 @@ EMPTY = {
     "tokens_by_role": {},
     "tokens_avoided": 0,
     "tokens_per_run": None,
+    "cost_usd": 0.0,
+    "cost_usd_by_role": {},
+    "cost_usd_per_run": None,
+    "unpriced_calls": 0,
+    "cache_hit_rate": None,
     "attempts_per_run": None,
     "doctor_calls_per_run": None,
     "mean_phase_s": None,
@@ -553,6 +589,11 @@ def test_format_flat(db: sqlite3.Connection) -> None:
     assert cells["tokens spent"] == ["8,150"]
     assert cells["tokens avoided"] == ["8,000"]
     assert cells["tokens / run"] == ["1,630.00"]
+    assert cells["cost"] == ["$0.0078"]
+    assert cells["builder"] == ["$0.0061"]
+    assert cells["doctor"] == ["$0.0017"]
+    assert cells["cost / run"] == ["$0.0016"]
+    assert cells["cache hit rate"] == ["7.1%"]
     assert cells["attempts / run"] == ["2.20"]
     assert cells["Doctor calls / run"] == ["0.40"]
     assert cells["mean phase time"] == ["30.8 s"]
@@ -571,6 +612,8 @@ def test_format_by_arm_columns(db: sqlite3.Connection) -> None:
     assert cells["sent to Doctor"] == ["1", "1"]
     assert cells["tokens spent"] == ["4,550", "3,600"]
     assert cells["tokens avoided"] == ["8,000", "0"]
+    assert cells["cost"] == ["$0.0048", "$0.0030"]
+    assert cells["cache hit rate"] == ["10.1%", "3.2%"]
     assert cells["attempts / run"] == ["3.50", "1.33"]
     assert cells["Doctor calls / run"] == ["0.50", "0.33"]
     assert cells["mean phase time"] == ["40.0 s", "21.7 s"]

@@ -1,4 +1,4 @@
-"""``autopackctl stats``: success rate, detection rate, tokens spent and avoided, A/B arms.
+"""``autopackctl stats``: success rate, detection rate, tokens and dollars spent, cache hit rate, A/B arms.
 
 Blocking client only (no trio, no anthropic, no prometheus_client): starts fast.
 The daemon computes the figures (:func:`autopack.daemon._stats.compute_stats`);
@@ -80,6 +80,10 @@ def _num(value: Any, unit: str = "") -> str:
     return f"{value:,.2f}{unit}" if isinstance(value, int | float) else "-"
 
 
+def _usd(value: Any) -> str:
+    return f"${value:,.4f}" if isinstance(value, int | float) else "-"
+
+
 def _secs(value: Any) -> str:
     if not isinstance(value, int | float):
         return "-"
@@ -111,6 +115,11 @@ _ROWS: list[_Row] = [
     ("  output", lambda d: _int(d.get("tokens_spent", {}).get("output"))),
     ("  cache write", lambda d: _int(d.get("tokens_spent", {}).get("cache_creation"))),
     ("  cache read", lambda d: _int(d.get("tokens_spent", {}).get("cache_read"))),
+    ("cache hit rate", lambda d: _pct(d.get("cache_hit_rate"))),
+    ("cost", lambda d: _usd(d.get("cost_usd"))),
+    *((f"  {role}", (lambda d, r=role: _usd(d.get("cost_usd_by_role", {}).get(r, 0.0))))
+      for role in ("builder", "doctor")),
+    ("cost / run", lambda d: _usd(d.get("cost_usd_per_run"))),
     ("tokens avoided", lambda d: _int(d.get("tokens_avoided"))),
     ("tokens / run", lambda d: _num(d.get("tokens_per_run"))),
     ("attempts / run", lambda d: _num(d.get("attempts_per_run"))),
