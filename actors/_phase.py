@@ -118,7 +118,9 @@ class PhaseRunner:
                      failed: CommandResult, st: _PhaseState,
                      arm: str) -> tuple[Next, str, Classification]:
         hardening = self.hardening(arm) and self.classify is not None
-        if hardening:
+        if failed.no_tests:
+            c = _no_tests_classification(failed)  # decided by the check itself, not a pattern
+        elif hardening:
             assert self.classify is not None
             await ws.describe()
             ctx = ClassifyContext(command=failed.command, repo_root=str(ws.worktree),
@@ -371,6 +373,19 @@ def _action_key(c: Classification) -> str | None:
     if m is None or m.kind not in ("install_dependency", "wait"):
         return None
     return f"{m.kind}:{m.manager}:{m.package}" if m.kind == "install_dependency" else f"wait:{c.pattern}"
+
+
+def _no_tests_classification(failed: CommandResult) -> Classification:
+    """A check that exited 0 but whose runner reported zero tests ran."""
+    from .classifier import mitigation_for
+
+    lines = [ln for ln in _last_lines(failed.output, 6)
+             if "Ran 0 test" in ln or "no tests ran" in ln or " in " in ln and "skipped" in ln]
+    evidence = lines[-1:] or _last_lines(failed.output, 1)
+    details: dict[str, Any] = {"tests_ran": 0, "exit_code": failed.exit_code}
+    ctx = ClassifyContext(command=failed.command)
+    return Classification(pattern="no_tests_collected", evidence=evidence, details=details,
+                          mitigation=mitigation_for("no_tests_collected", details, ctx))
 
 
 def _last_lines(text: str, n: int) -> list[str]:

@@ -35,10 +35,11 @@ class CommandResult(msgspec.Struct, frozen=True, kw_only=True):
     truncated: bool = False
     timed_out: bool = False
     output_limited: bool = False  # stopped for printing more than the output limit
+    no_tests: bool = False  # exited 0 but its test runner reported that zero tests ran
 
     @property
     def ok(self) -> bool:
-        return self.exit_code == 0
+        return self.exit_code == 0 and not self.no_tests
 
 
 class _Bounded:

@@ -345,11 +345,12 @@ class RunActor:
                                    max_output=limits.max_output_bytes,
                                    output_limit=limits.check_output_limit_bytes,
                                    on_start=on_start, on_end=on_end)
+        result, tests = judge_test_count(result, allow_no_tests=phase.allow_no_tests)
         await self.rec.event(
             self.run_id, phase.id, attempt, "check_finished", command=command,
             exit_code=result.exit_code, duration_s=result.duration_s, timed_out=result.timed_out,
             truncated=result.truncated, output_bytes=result.output_bytes,
-            output_limited=result.output_limited,
+            output_limited=result.output_limited, tests=tests, no_tests=result.no_tests,
             excerpt=excerpt(result.output),
         )
         if result.output_limited:
@@ -435,6 +436,33 @@ class RunActor:
         """Ready the next run's worktree in the background (a no-op when one is ready)."""
         if self.s.pool is not None and self.s.spawn is not None and ws.base_sha:
             self.s.spawn(self.s.pool.refill, ws.repo, ws.base_sha, self.s.repo_lock(str(ws.repo)))
+
+
+def judge_test_count(result: CommandResult, *,
+                     allow_no_tests: bool) -> tuple[CommandResult, dict[str, Any] | None]:
+    """The check's result under the zero-tests rule, and its test counts (``None`` when the
+    output holds no runner summary).
+
+    A runner that reports zero tests ran fails the check (``no_tests`` set), even when it
+    exited 0 (unittest does on Python 3.11), unless the phase allows it; then pytest's
+    "no tests collected" exit status 5 counts as a pass too.
+    """
+    from msgspec.structs import replace
+
+    from ._testcount import test_counts, zero_tests
+
+    if result.timed_out or result.output_limited:
+        return result, None
+    counts = test_counts(result.output)
+    if not zero_tests(counts):
+        return result, counts
+    if allow_no_tests:
+        if result.exit_code == 5 and counts is not None and counts.get("runner") == "pytest":
+            return replace(result, exit_code=0), counts
+        return result, counts
+    if result.exit_code == 0:
+        return replace(result, no_tests=True), counts
+    return result, counts
 
 
 def excerpt(output: str, limit: int = EXCERPT_BYTES) -> str:

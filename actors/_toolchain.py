@@ -11,15 +11,17 @@ its immediate subdirectories (``frontend/``, ``backend/`` …), and returns one
 test commands and a human reason for every choice.
 
 Commands are shell command strings meant to run from the *repository root*
-(a toolchain found in a subdirectory gets a ``cd sub && `` prefix). Install
-commands are run once per worktree by the run actor before the first check.
+(a toolchain found in a subdirectory gets a ``cd sub && `` prefix).
+Documentation, example and fixture directories (``docs/``, ``examples/``,
+``tests/`` …) are never taken for projects of their own, and a subdirectory
+counts as a Python project only when it is a real package (pyproject with
+``[project]``/``[build-system]``, setup.py, setup.cfg ``[metadata]``).
 
-Python is special: each run gets its own virtualenv inside its worktree so
-runs never install into each other or into the daemon (``env == "venv"``).
-The run actor executes :func:`python_env_commands` (argv lists, no shell) to
-create and fill it, and runs every check with :func:`venv_environ` — the
-venv's ``bin`` first on ``PATH`` and ``VIRTUAL_ENV`` set — so ``python``,
-``pytest`` and the installed console scripts are the venv's.
+:func:`detect` combines them into what a run does: the install steps (Python
+and Node: run once per run, before the first check, in the run's own
+environment — see :mod:`._install`), the checks, and the reasons.
+``autopackctl detect REPO`` prints it. Python test discovery lives in
+:mod:`._pydetect`.
 """
 
 from __future__ import annotations
@@ -29,23 +31,23 @@ import json
 import logging
 import os
 import re
-import shlex
 import tomllib
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from ._pydetect import PyHints, TestFiles, find_tests, read_hints
+
 LOGGER = logging.getLogger(__name__)
 
 __all__ = [
+    "Detection",
     "Toolchain",
+    "detect",
     "default_checks",
     "detect_toolchains",
-    "python_env_commands",
     "repo_modules",
-    "venv_environ",
 ]
 
 # Directories never searched for a nested toolchain or for Python modules.
@@ -53,6 +55,13 @@ _SKIP_DIRS = frozenset({
     ".git", ".hg", ".svn", "node_modules", ".venv", "venv", "env", ".env", "__pycache__",
     ".tox", ".nox", ".mypy_cache", ".pytest_cache", ".ruff_cache", "dist", "build", "target",
     ".idea", ".vscode", "site-packages", ".eggs", "vendor", "third_party",
+})
+# Subdirectories that never hold a project of their own for detection: documentation,
+# examples and test fixtures (a docs/requirements.txt or an example's package.json is not
+# the repository's test suite).
+_NOT_PROJECTS = frozenset({
+    "docs", "doc", "documentation", "examples", "example", "samples", "sample", "demo",
+    "tests", "test", "testing", "fixtures", "testdata", "test_data", "benchmarks", "bench",
 })
 _NPM_DEFAULT_TEST = 'echo "Error: no test specified" && exit 1'
 _MAKE_TARGET_RE = re.compile(r"^([A-Za-z0-9_./-]+)\s*:(?!=)", re.MULTILINE)
@@ -79,6 +88,8 @@ class Toolchain(msgspec.Struct, frozen=True, kw_only=True):
     source_dirs: list[str]
     env: str | None = None
     root: str = "."
+    runner: str | None = None  # the test runner: pytest | unittest | npm | cargo | go | …
+    install_inputs: list[str] = []  # repo-relative files whose content decides the install
 
 
 def _read_text(path: Path, limit: int = 512 * 1024) -> str:
@@ -127,15 +138,27 @@ def _python_manager(d: Path, pyproject: dict[str, Any]) -> tuple[str, str]:
     return "pip", "no uv.lock or poetry.lock: plain pip into the run's virtualenv"
 
 
-def _python_test_extras(pyproject: dict[str, Any], setup_cfg: configparser.ConfigParser) -> list[str]:
-    extras: list[str] = []
+_TEST_EXTRAS = ("test", "tests", "testing")
+
+
+def _python_test_extras(pyproject: dict[str, Any], setup_cfg: configparser.ConfigParser,
+                        hinted: list[str]) -> list[str]:
+    """The extras that bring the test dependencies: those tox/hatch name, else a
+    ``test``/``tests``/``testing`` extra, else ``dev``."""
+    declared: list[str] = []
     opt = pyproject.get("project", {}).get("optional-dependencies", {})
     if isinstance(opt, dict):
-        extras = [k for k in opt if k in ("test", "tests", "testing", "dev")]
-    if not extras and setup_cfg.has_section("options.extras_require"):
-        extras = [k for k in setup_cfg.options("options.extras_require")
-                  if k in ("test", "tests", "testing", "dev")]
-    return sorted(extras)
+        declared = [str(k) for k in opt]
+    elif setup_cfg.has_section("options.extras_require"):
+        declared = list(setup_cfg.options("options.extras_require"))
+    if not declared and setup_cfg.has_section("options.extras_require"):
+        declared = list(setup_cfg.options("options.extras_require"))
+    picked = [x for x in hinted if x in declared]
+    if not picked:
+        picked = [x for x in declared if x in _TEST_EXTRAS][:1]
+    if not picked and "dev" in declared:
+        picked = ["dev"]
+    return picked
 
 
 _PYTEST_DEP_RE = re.compile(r"""(?:^|[\s"',\[])pytest(?=[\s"',<>=~!;\]\[]|$)""", re.MULTILINE)
@@ -146,31 +169,37 @@ def _declares_pytest(dep_text: str) -> bool:
     return _PYTEST_DEP_RE.search(dep_text) is not None
 
 
-def _uses_pytest(d: Path, pyproject: dict[str, Any], setup_cfg: configparser.ConfigParser,
-                 dep_text: str) -> str | None:
-    """Why pytest is the test runner, or None when nothing points at it."""
-    if "pytest" in pyproject.get("tool", {}):
+def _pytest_config(d: Path, pyproject: dict[str, Any],
+                   setup_cfg: configparser.ConfigParser) -> str | None:
+    """Where the project configures pytest, or None."""
+    tool = pyproject.get("tool", {})
+    if isinstance(tool, dict) and "pytest" in tool:
         return "[tool.pytest] in pyproject.toml"
     if (d / "pytest.ini").is_file():
-        return "pytest.ini present"
+        return "pytest.ini"
     if (d / "conftest.py").is_file():
-        return "conftest.py present"
+        return "conftest.py"
     if setup_cfg.has_section("tool:pytest"):
         return "[tool:pytest] in setup.cfg"
     if "[pytest]" in _read_text(d / "tox.ini"):
         return "[pytest] in tox.ini"
-    if _declares_pytest(dep_text):
-        return "pytest is a declared dependency"
-    for tdir in ("tests", "test"):
-        t = d / tdir
-        if t.is_dir():
-            try:
-                if any(p.name.startswith("test_") or p.name.endswith("_test.py")
-                       for p in t.rglob("*.py")):
-                    return f"{tdir}/ holds test_*.py files"
-            except OSError:
-                pass
     return None
+
+
+def _requirement_files(d: Path, hinted: list[str]) -> list[str]:
+    """requirements.txt and the test/dev requirement files (never docs ones)."""
+    names: list[str] = []
+    for p in sorted(d.glob("*requirements*.txt")) + sorted(d.glob("requirements/*.txt")):
+        rel = p.relative_to(d).as_posix()
+        low = rel.lower()
+        if not p.is_file() or "doc" in low:
+            continue
+        if rel == "requirements.txt" or re.search(r"test|dev|ci\b", low):
+            names.append(rel)
+    for rel in hinted:
+        if rel not in names and (d / rel).is_file():
+            names.append(rel)
+    return names
 
 
 def _python_source_dirs(d: Path, root: str) -> list[str]:
@@ -185,23 +214,66 @@ def _python_source_dirs(d: Path, root: str) -> list[str]:
     return dirs or [root]
 
 
+def _is_real_package(d: Path, pyproject: dict[str, Any]) -> bool:
+    if (d / "setup.py").is_file():
+        return True
+    if pyproject and any(k in pyproject for k in ("project", "build-system")):
+        return True
+    if isinstance(pyproject.get("tool"), dict) and "poetry" in pyproject["tool"]:
+        return True
+    return "[metadata]" in _read_text(d / "setup.cfg")
+
+
+def _python_test_command(d: Path, root: str, tests: TestFiles, hints: PyHints,
+                         config: str | None, reasons: list[str]) -> tuple[list[str], str | None]:
+    """The test command and its runner, with the reason for the choice appended."""
+    if tests.pytest_count:
+        shown = ", ".join(tests.pytest) + (" …" if tests.pytest_count > len(tests.pytest) else "")
+        why = [f"{tests.pytest_count} test file(s) pytest collects ({shown})"]
+        if config:
+            why.append(f"pytest configured in {config}")
+        reasons.append("tests: pytest — " + "; ".join(why) + " (pytest runs unittest suites too)")
+        return [_in_dir(root, _PYTEST)], "pytest"
+    if tests.unittest_count:
+        shown = ", ".join(tests.unittest_only)
+        reasons.append(f"tests: python -m unittest — {tests.unittest_count} file(s) with "
+                       f"TestCases only unittest's discovery finds ({shown})")
+        return [_in_dir(root, "python -m unittest discover -p 'test*.py'")], "unittest"
+    if config or hints.runner == "pytest":
+        reasons.append(f"tests: pytest — configured ({config or hints.reasons[0]}), though no "
+                       "test file was found by name; it will report what it collects")
+        return [_in_dir(root, _PYTEST)], "pytest"
+    reasons.append("tests: none found (no test_*.py / *_test.py with tests, no TestCase): "
+                   "no test command")
+    return [], None
+
+
+_PYTEST = "python -m pytest -q -p no:cacheprovider"
+
+
 def _detect_python(d: Path, root: str) -> Toolchain | None:
     markers = [n for n in ("pyproject.toml", "setup.py", "setup.cfg") if (d / n).is_file()]
-    reqs = sorted(p.name for p in d.glob("requirements*.txt") if p.is_file())
-    if not markers and not reqs:
-        return None
     pyproject = _read_toml(d / "pyproject.toml") if "pyproject.toml" in markers else {}
-    setup_cfg = configparser.ConfigParser(interpolation=None)
+    setup_cfg = configparser.ConfigParser(interpolation=None, strict=False)
     try:
         setup_cfg.read_string(_read_text(d / "setup.cfg"))
     except configparser.Error:
         pass
-    reasons = [f"Python: found {', '.join(markers + reqs)} in {root}"]
+    hints = read_hints(d, pyproject)
+    reqs = _requirement_files(d, hints.requirements)
+    if root != "." and not _is_real_package(d, pyproject):
+        return None  # a requirements file or stray config in a subdirectory is not a project
+    tests = find_tests(d) if (markers or reqs or root == ".") else None
+    if not markers and not reqs and not (tests and (tests.pytest_count or tests.unittest_count)):
+        return None
+    assert tests is not None
+    found = markers + reqs or ["Python test files"]
+    reasons = [f"Python: found {', '.join(found)} in {root}"]
     manager, why = _python_manager(d, pyproject)
     reasons.append(why)
-    installable = "setup.py" in markers or (
-        "pyproject.toml" in markers and ("build-system" in pyproject or "project" in pyproject))
-    extras = _python_test_extras(pyproject, setup_cfg)
+    reasons += hints.reasons
+    installable = _is_real_package(d, pyproject)
+    extras = _python_test_extras(pyproject, setup_cfg, hints.extras)
     target = "." + (f"[{','.join(extras)}]" if extras else "")
     install: list[str] = []
     if manager == "uv":
@@ -211,29 +283,31 @@ def _detect_python(d: Path, root: str) -> Toolchain | None:
     else:
         if installable:
             install.append(_in_dir(root, f"python -m pip install -e '{target}'"))
-            reasons.append(f"installable project: pip install -e '{target}'")
+            reasons.append(f"installable project: pip install -e '{target}'"
+                           + (f" (test extras: {', '.join(extras)})" if extras else ""))
         for req in reqs:
             install.append(_in_dir(root, f"python -m pip install -r {req}"))
     dep_text = _read_text(d / "pyproject.toml") + _read_text(d / "setup.cfg") + _read_text(
         d / "setup.py") + "".join(_read_text(d / r) for r in reqs)
-    pytest_why = _uses_pytest(d, pyproject, setup_cfg, dep_text)
-    if pytest_why:
-        test = [_in_dir(root, "python -m pytest -q")]
-        reasons.append(f"tests: pytest ({pytest_why})")
-        if manager == "pip" and not _declares_pytest(dep_text):
-            install.append(_in_dir(root, "python -m pip install pytest"))
-            reasons.append("pytest is not a declared dependency: installed into the run's venv")
-    else:
-        test = [_in_dir(root, "python -m unittest")]
-        reasons.append("tests: no pytest configuration or tests/ dir, using python -m unittest")
-    reasons.append("each run gets its own virtualenv in its worktree; checks run with its bin "
-                   "first on PATH")
+    config = _pytest_config(d, pyproject, setup_cfg)
+    test, runner = _python_test_command(d, root, tests, hints, config, reasons)
+    if runner == "pytest" and manager == "pip" and not _declares_pytest(dep_text):
+        install.append(_in_dir(root, "python -m pip install pytest"))
+        reasons.append("pytest is not a declared dependency: added to the run's environment")
+    inputs = [_rel(root, n) for n in ("pyproject.toml", "setup.py", "setup.cfg", "uv.lock",
+                                      "poetry.lock") if (d / n).is_file()] + \
+        [_rel(root, r) for r in reqs]
     return Toolchain(name="python", manager=manager, install=install, build=[], test=test,
                      reasons=reasons, source_dirs=_python_source_dirs(d, root), env="venv",
-                     root=root)
+                     root=root, runner=runner, install_inputs=inputs)
 
 
 # ----------------------------------------------------------------------- node
+
+def _npm_placeholder(script: str) -> bool:
+    """npm init's ``echo "Error: no test specified" && exit 1`` (any quoting/spacing)."""
+    return script == _NPM_DEFAULT_TEST or "no test specified" in script and "exit 1" in script
+
 
 def _detect_node(d: Path, root: str) -> Toolchain | None:
     if not (d / "package.json").is_file():
@@ -270,15 +344,22 @@ def _detect_node(d: Path, root: str) -> Toolchain | None:
         build.append(_in_dir(root, f"{run} build"))
         reasons.append("build: the package.json build script")
     test = []
-    if "test" in scripts and str(scripts["test"]).strip() != _NPM_DEFAULT_TEST:
+    script = str(scripts.get("test", "")).strip()
+    if script and not _npm_placeholder(script):
         test.append(_in_dir(root, f"{manager} test"))
-        reasons.append("tests: the package.json test script")
+        reasons.append(f"tests: the package.json test script ({script[:60]})")
+    elif script:
+        reasons.append("the package.json test script is npm init's placeholder "
+                       "(\"no test specified\"): no test command")
     else:
         reasons.append("no test script in package.json: no test command")
     src = _existing_dirs(d, root, ("src", "lib", "app", "pages", "components", "test",
                                    "tests", "__tests__"))
+    inputs = [_rel(root, n) for n in ("package.json", "package-lock.json", "npm-shrinkwrap.json",
+                                      "yarn.lock", "pnpm-lock.yaml") if (d / n).is_file()]
     return Toolchain(name="node", manager=manager, install=[_in_dir(root, install)], build=build,
-                     test=test, reasons=reasons, source_dirs=src or [root], root=root)
+                     test=test, reasons=reasons, source_dirs=src or [root], root=root,
+                     runner=manager if test else None, install_inputs=inputs)
 
 
 # ------------------------------------------------------------- rust, go, java
@@ -298,7 +379,8 @@ def _detect_rust(d: Path, root: str) -> Toolchain | None:
         build, test = "cargo build", "cargo test"
     return Toolchain(name="rust", manager="cargo", install=[_in_dir(root, "cargo fetch")],
                      build=[_in_dir(root, build)], test=[_in_dir(root, test)],
-                     reasons=reasons, source_dirs=sorted(set(src)) or [root], root=root)
+                     reasons=reasons, source_dirs=sorted(set(src)) or [root], root=root,
+                     runner="cargo")
 
 
 def _detect_go(d: Path, root: str) -> Toolchain | None:
@@ -308,7 +390,7 @@ def _detect_go(d: Path, root: str) -> Toolchain | None:
     src = _existing_dirs(d, root, ("cmd", "pkg", "internal"))
     return Toolchain(name="go", manager="go", install=[_in_dir(root, "go mod download")],
                      build=[_in_dir(root, "go build ./...")], test=[_in_dir(root, "go test ./...")],
-                     reasons=reasons, source_dirs=src or [root], root=root)
+                     reasons=reasons, source_dirs=src or [root], root=root, runner="go")
 
 
 def _detect_java(d: Path, root: str) -> Toolchain | None:
@@ -322,7 +404,7 @@ def _detect_java(d: Path, root: str) -> Toolchain | None:
                          install=[_in_dir(root, f"{mvn} -B -q dependency:resolve")],
                          build=[_in_dir(root, f"{mvn} -B -q compile")],
                          test=[_in_dir(root, f"{mvn} -B -q test")],
-                         reasons=reasons, source_dirs=src, root=root)
+                         reasons=reasons, source_dirs=src, root=root, runner="surefire")
     gradle_files = [n for n in ("build.gradle", "build.gradle.kts") if (d / n).is_file()]
     if gradle_files:
         wrapper = (d / "gradlew").is_file()
@@ -332,7 +414,7 @@ def _detect_java(d: Path, root: str) -> Toolchain | None:
         return Toolchain(name="java", manager="gradle", install=[],
                          build=[_in_dir(root, f"{gradle} assemble")],
                          test=[_in_dir(root, f"{gradle} test")],
-                         reasons=reasons, source_dirs=src, root=root)
+                         reasons=reasons, source_dirs=src, root=root, runner="gradle")
     return None
 
 
@@ -358,7 +440,7 @@ def _detect_make(d: Path, root: str) -> Toolchain | None:
     elif "all" in targets:
         build = [_in_dir(root, "make")]
     return Toolchain(name="make", manager="make", install=[], build=build, test=test,
-                     reasons=reasons, source_dirs=_existing_dirs(d, root, ("src", "tests", "test"))
+                     runner="make" if test else None, reasons=reasons, source_dirs=_existing_dirs(d, root, ("src", "tests", "test"))
                      or [root], root=root)
 
 
@@ -377,7 +459,8 @@ def detect_toolchains(repo: Path) -> list[Toolchain]:
     dirs: list[tuple[Path, str]] = [(repo, ".")]
     try:
         subs = sorted(e.name for e in os.scandir(repo)
-                      if e.is_dir() and not e.name.startswith(".") and e.name not in _SKIP_DIRS)
+                      if e.is_dir() and not e.name.startswith(".") and e.name not in _SKIP_DIRS
+                      and e.name.lower() not in _NOT_PROJECTS)
     except OSError:
         return []
     dirs += [(repo / s, s) for s in subs]
@@ -389,19 +472,42 @@ def detect_toolchains(repo: Path) -> list[Toolchain]:
     return found
 
 
-def default_checks(repo: Path) -> tuple[list[str], list[str]]:
-    """The check commands a phase runs when it lists none, and why.
+class Detection(msgspec.Struct, frozen=True, kw_only=True):
+    """What a run on a repository does when its spec leaves it to detection.
 
-    Per directory: the language toolchains' build (Node, Go: tests do not
-    imply a build) and test commands; a Makefile's test target is used only
-    where no language toolchain in the same directory has a test command.
-    Returns ``(checks, reasons)``; ``([], [reason])`` when nothing is found.
+    ``install``: shell commands run once per run before the first check, from
+    the repository root, in the run's environment (Python and Node toolchains;
+    Rust/Go/Java fetch on their own). ``checks``: what a phase without
+    ``checks`` runs. ``env``: ``"venv"`` when the run needs its own Python
+    virtualenv. ``install_inputs``: the files whose content decides the
+    install (the ready-environment cache key).
+    """
+
+    toolchains: list[Toolchain]
+    install: list[str]
+    checks: list[str]
+    reasons: list[str]
+    env: str | None = None
+    install_inputs: list[str] = []
+
+
+def detect(repo: Path) -> Detection:
+    """Detect toolchains, install steps and default checks of ``repo`` (pure file reads).
+
+    Per directory the checks are the language toolchains' build (Node, Go:
+    tests do not imply a build) and test commands; a Makefile's test target
+    is used only where no language toolchain in the same directory has one.
     """
     toolchains = detect_toolchains(repo)
     checks: list[str] = []
     reasons: list[str] = []
+    install: list[str] = []
+    inputs: list[str] = []
     roots_with_tests = {tc.root for tc in toolchains if tc.name != "make" and tc.test}
     for tc in toolchains:
+        if tc.name in ("python", "node"):
+            install += [c for c in tc.install if c not in install]
+            inputs += [f for f in tc.install_inputs if f not in inputs]
         if tc.name == "make" and tc.root in roots_with_tests:
             reasons.append(f"{tc.root}: Makefile test target skipped, the language "
                            "toolchain's test command runs instead")
@@ -414,49 +520,18 @@ def default_checks(repo: Path) -> tuple[list[str], list[str]]:
             reasons.append(f"{tc.name} ({tc.manager}) in {tc.root}: {'; '.join(cmds)}")
     if not checks:
         reasons.append("no toolchain with a test command found")
-    return checks, reasons
+    env = "venv" if any(tc.env == "venv" for tc in toolchains) else None
+    return Detection(toolchains=toolchains, install=install, checks=checks, reasons=reasons,
+                     env=env, install_inputs=inputs)
 
 
-def python_env_commands(tc: Toolchain, venv: Path, *, python: str = "python3") -> list[list[str]]:
-    """Argv lists that create and fill the run's own virtualenv at ``venv``.
+def default_checks(repo: Path) -> tuple[list[str], list[str]]:
+    """The check commands a phase runs when it lists none, and why (see :func:`detect`).
 
-    Run them in order from the worktree root (no shell). ``venv`` should be
-    an absolute path inside the worktree. Afterwards run every check with
-    :func:`venv_environ` so the venv's ``bin`` comes first on ``PATH``.
-    Returns ``[]`` for a toolchain that needs no venv.
+    Returns ``(checks, reasons)``; ``([], [reason])`` when nothing is found.
     """
-    if tc.env != "venv":
-        return []
-    vpy = str(venv / "bin" / "python")
-    where = [] if tc.root == "." else ["--directory", tc.root]
-    if tc.manager == "uv":
-        # uv creates the venv itself and installs exactly what uv.lock pins.
-        return [["env", f"UV_PROJECT_ENVIRONMENT={venv}", "uv", "sync", "--frozen",
-                 "--all-extras", *where]]
-    cmds: list[list[str]] = [[python, "-m", "venv", str(venv)]]
-    if tc.manager == "poetry":
-        # poetry installs into the active virtualenv named by VIRTUAL_ENV.
-        cmds.append(["env", f"VIRTUAL_ENV={venv}", "poetry", "install", "--no-interaction",
-                     *where])
-        return cmds
-    for cmd in tc.install:
-        # "cd sub && python -m pip install -e '.[test]'" → [vpy, -m, pip, install, -e, sub[test]]
-        args = shlex.split(cmd.split(" && ")[-1])[1:]
-        for i in range(1, len(args)):
-            if args[i - 1] in ("-e", "-r") and tc.root != ".":
-                path, bracket, extras = args[i].partition("[")
-                args[i] = os.path.normpath(os.path.join(tc.root, path)) + bracket + extras
-        cmds.append([vpy, *args])
-    return cmds
-
-
-def venv_environ(venv: Path, environ: Mapping[str, str]) -> dict[str, str]:
-    """``environ`` with the run's venv activated: its bin first on PATH, VIRTUAL_ENV set."""
-    env = dict(environ)
-    env.pop("PYTHONHOME", None)
-    env["VIRTUAL_ENV"] = str(venv)
-    env["PATH"] = os.pathsep.join([str(venv / "bin"), *filter(None, [environ.get("PATH")])])
-    return env
+    d = detect(repo)
+    return d.checks, d.reasons
 
 
 # ------------------------------------------------------------- repo modules

@@ -46,6 +46,9 @@ class PhaseSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     scope: list[str] = []
     checks: list[str] = []
     timeout_s: float = 900
+    # a check whose runner reports zero tests ran fails the phase (no_tests_collected)
+    # unless this is true (e.g. a lint-only phase that calls pytest --collect-only)
+    allow_no_tests: bool = False
 
 
 class RunSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -58,6 +61,9 @@ class RunSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     constraints: list[str] = []
     non_goals: list[str] = []
     acceptance: list[str] = []
+    # shell commands that fill the run's environment, run once before the first check;
+    # None = the detected install steps (see `autopackctl detect`), [] = install nothing
+    setup: list[str] | None = None
     limits: Limits = msgspec.field(default_factory=Limits)
 
 
@@ -142,6 +148,9 @@ def _validate_phase(raw: Any, path: str, seen: set[str], problems: list[tuple[st
             _check_str_list(raw[key], f"{path}.{key}", problems)
     if "timeout_s" in raw:
         _check_number(raw["timeout_s"], f"{path}.timeout_s", problems, integer=False)
+    if "allow_no_tests" in raw and not isinstance(raw["allow_no_tests"], bool):
+        problems.append((f"{path}.allow_no_tests",
+                         f"must be true or false, got {type(raw['allow_no_tests']).__name__}"))
 
 
 def validate_spec(raw: Any) -> RunSpec:
@@ -164,6 +173,8 @@ def validate_spec(raw: Any) -> RunSpec:
     for key in ("constraints", "non_goals", "acceptance"):
         if key in raw:
             _check_str_list(raw[key], key, problems)
+    if raw.get("setup") is not None:
+        _check_str_list(raw["setup"], "setup", problems)
     if "limits" in raw:
         _validate_limits(raw["limits"], problems)
     phases = raw.get("phases")

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 from autopack.actors._toolchain import (
-    Toolchain,
     default_checks,
+    detect,
     detect_toolchains,
-    python_env_commands,
     repo_modules,
-    venv_environ,
 )
+
+PYTEST = "python -m pytest -q -p no:cacheprovider"
 
 
 def make_repo(root: Path, files: dict[str, str]) -> Path:
@@ -50,30 +50,64 @@ PY_PIP = {
 
 CASES = [
     pytest.param(PY_PIP, [("python", "pip", ".")],
-                 {"test": ["python -m pytest -q"], "install": ["python -m pip install -e '.[test]'"],
-                  "source_dirs": ["src", "tests"], "env": "venv"}, id="python-pip-pyproject"),
+                 {"test": [PYTEST], "install": ["python -m pip install -e '.[test]'"],
+                  "source_dirs": ["src", "tests"], "env": "venv", "runner": "pytest",
+                  "install_inputs": ["pyproject.toml"]}, id="python-pip-pyproject"),
     pytest.param({"requirements.txt": "requests\n", "app.py": "print(1)\n"},
                  [("python", "pip", ".")],
-                 {"test": ["python -m unittest"],
+                 {"test": [], "runner": None,
                   "install": ["python -m pip install -r requirements.txt"]},
-                 id="python-requirements-unittest"),
+                 id="python-requirements-no-tests-no-command"),
+    pytest.param({"requirements.txt": "", "tests.py": "import unittest\n"
+                  "class T(unittest.TestCase):\n    def test_a(self):\n        pass\n"},
+                 [("python", "pip", ".")],
+                 {"test": ["python -m unittest discover -p 'test*.py'"], "runner": "unittest"},
+                 id="python-unittest-only-where-pytest-finds-nothing"),
+    pytest.param({"setup.py": "from setuptools import setup\nsetup(name='u')\n",
+                  "u/__init__.py": "", "tests/test_u.py": "import unittest\n"
+                  "class T(unittest.TestCase):\n    def test_a(self):\n        pass\n"},
+                 [("python", "pip", ".")],
+                 {"test": [PYTEST], "runner": "pytest",
+                  "install": ["python -m pip install -e '.'", "python -m pip install pytest"]},
+                 id="python-unittest-suite-runs-under-pytest"),
+    pytest.param({"pyproject.toml": "[project]\nname='h'\nversion='1'\n",
+                  "h/__init__.py": "", "h/tests/__init__.py": "",
+                  "h/tests/test_h.py": "def test_h():\n    assert True\n",
+                  "docs/requirements.txt": "sphinx\n", "docs/conf.py": ""},
+                 [("python", "pip", ".")],
+                 {"test": [PYTEST], "runner": "pytest"},
+                 id="tests-inside-package-no-config-docs-not-a-project"),
+    pytest.param({"calc.py": "X = 1\n", "test_calc.py": "class TestX:\n"
+                  "    def test_x(self):\n        assert True\n"},
+                 [("python", "pip", ".")], {"test": [PYTEST], "install": [
+                     "python -m pip install pytest"]}, id="bare-test-files-no-markers"),
+    pytest.param({"setup.py": "", "tests/test_nothing.py": "# no tests yet\nX = 1\n"},
+                 [("python", "pip", ".")], {"test": []}, id="test-file-without-tests"),
+    pytest.param({"setup.py": "", "tox.ini": "[testenv]\nextras =\n    tests: tests\n"
+                  "    docs: docs\ndeps = -r test-requirements.txt\ncommands = pytest {posargs}\n",
+                  "test-requirements.txt": "hypothesis\n", "requirements-docs.txt": "sphinx\n",
+                  "setup.cfg": "[options.extras_require]\ntests = pytest\ndocs = sphinx\n"},
+                 [("python", "pip", ".")],
+                 {"test": [PYTEST], "install": ["python -m pip install -e '.[tests]'",
+                                                "python -m pip install -r test-requirements.txt"]},
+                 id="tox-hints-extras-and-requirements"),
     pytest.param({"pyproject.toml": "[project]\nname='x'\nversion='1'\n", "uv.lock": "version = 1\n",
                   "x/__init__.py": "", "tests/test_x.py": "def test_x():\n    pass\n"},
                  [("python", "uv", ".")],
-                 {"install": ["uv sync --frozen --all-extras"], "test": ["python -m pytest -q"],
+                 {"install": ["uv sync --frozen --all-extras"], "test": [PYTEST],
                   "source_dirs": ["x", "tests"]}, id="python-uv"),
     pytest.param({"pyproject.toml": "[tool.poetry]\nname='p'\nversion='1'\n", "p/__init__.py": ""},
                  [("python", "poetry", ".")],
-                 {"install": ["poetry install --no-interaction"], "test": ["python -m unittest"]},
+                 {"install": ["poetry install --no-interaction"], "test": []},
                  id="python-poetry-tool-table"),
     pytest.param({"pyproject.toml": "[project]\nname='p'\nversion='1'\n", "poetry.lock": "",
                   "pytest.ini": "[pytest]\n"},
-                 [("python", "poetry", ".")], {"test": ["python -m pytest -q"]},
+                 [("python", "poetry", ".")], {"test": [PYTEST]},
                  id="python-poetry-lock-pytest-ini"),
     pytest.param({"setup.py": "from setuptools import setup\nsetup(name='s')\n",
                   "setup.cfg": "[tool:pytest]\ntestpaths = t\n"},
                  [("python", "pip", ".")],
-                 {"test": ["python -m pytest -q"],
+                 {"test": [PYTEST],
                   "install": ["python -m pip install -e '.'", "python -m pip install pytest"]},
                  id="python-setup-py-cfg"),
     pytest.param({"package.json": '{"scripts": {"test": "jest", "build": "tsc"}}',
@@ -93,6 +127,14 @@ CASES = [
                                   '&& exit 1"}}'},
                  [("node", "npm", ".")], {"install": ["npm install"], "test": []},
                  id="node-default-test-script-ignored"),
+    pytest.param({"package.json": '{"scripts": {"test": "echo \'Error: no test specified\' '
+                                  '; exit 1"}}'},
+                 [("node", "npm", ".")], {"test": []}, id="node-placeholder-other-quoting"),
+    pytest.param({"package.json": '{"scripts": {"test": "node --test"}}', "README.md": "",
+                  "docs/package.json": '{"scripts": {"test": "jest"}}',
+                  "examples/demo/package.json": "{}"},
+                 [("node", "npm", ".")], {"test": ["npm test"], "runner": "npm"},
+                 id="node-docs-and-examples-not-projects"),
     pytest.param({"Cargo.toml": "[package]\nname='r'\nversion='0.1.0'\n", "src/main.rs": ""},
                  [("rust", "cargo", ".")],
                  {"build": ["cargo build"], "test": ["cargo test"], "source_dirs": ["src"]},
@@ -113,6 +155,7 @@ CASES = [
                  {"test": [], "build": ["make build"]}, id="make-no-test"),
     pytest.param({"backend/pyproject.toml": "[project]\nname='b'\nversion='1'\n",
                   "backend/tests/test_b.py": "def test_b():\n    pass\n",
+                  "scripts/requirements.txt": "requests\n",
                   "frontend/package.json": '{"scripts": {"test": "jest"}}',
                   "frontend/yarn.lock": "", "Makefile": "test:\n\ttrue\n"},
                  [("make", "make", "."), ("python", "pip", "backend"), ("node", "yarn", "frontend")],
@@ -145,7 +188,10 @@ def test_subdir_commands_cd_into_their_dir(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("files", "checks"), [
     pytest.param({"Makefile": "test:\n\ttrue\n", "requirements.txt": "",
-                  "tests/test_a.py": ""}, ["python -m pytest -q"], id="python-beats-make"),
+                  "tests/test_a.py": "def test_a():\n    pass\n"}, [PYTEST],
+                 id="python-beats-make"),
+    pytest.param({"Makefile": "test:\n\tpython -m pytest\n", "setup.py": ""}, [PYTEST],
+                 id="makefile-hint-pytest-no-test-files-yet"),
     pytest.param({"Makefile": "test:\n\ttrue\n"}, ["make test"], id="make-alone"),
     pytest.param({"go.mod": "module m\n"}, ["go build ./...", "go test ./..."], id="go-build-test"),
     pytest.param({"README": ""}, [], id="none"),
@@ -171,64 +217,45 @@ def test_repo_modules(tmp_path: Path, files: dict[str, str], modules: list[str])
     assert repo_modules(make_repo(tmp_path / "r", files)) == modules
 
 
-def test_env_commands_shapes(tmp_path: Path) -> None:
-    venv = tmp_path / "wt" / ".venv"
-    uv = Toolchain(name="python", manager="uv", install=[], build=[], test=[], reasons=[],
-                   source_dirs=[], env="venv", root="svc")
-    assert python_env_commands(uv, venv) == [
-        ["env", f"UV_PROJECT_ENVIRONMENT={venv}", "uv", "sync", "--frozen", "--all-extras",
-         "--directory", "svc"]]
-    pip = Toolchain(name="python", manager="pip",
-                    install=["cd svc && python -m pip install -e '.[test]'",
-                             "cd svc && python -m pip install -r requirements.txt"],
-                    build=[], test=[], reasons=[], source_dirs=[], env="venv", root="svc")
-    vpy = str(venv / "bin" / "python")
-    assert python_env_commands(pip, venv) == [
-        ["python3", "-m", "venv", str(venv)],
-        [vpy, "-m", "pip", "install", "-e", "svc[test]"],
-        [vpy, "-m", "pip", "install", "-r", "svc/requirements.txt"]]
-    node = Toolchain(name="node", manager="npm", install=[], build=[], test=[], reasons=[],
-                     source_dirs=[])
-    assert python_env_commands(node, venv) == []
-    env = venv_environ(venv, {"PATH": "/usr/bin", "PYTHONHOME": "/x"})
-    assert env == {"PATH": f"{venv}/bin{os.pathsep}/usr/bin", "VIRTUAL_ENV": str(venv)}
+def test_detection_lists_install_steps_and_inputs(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "r", {**PY_PIP, "web/package.json":
+                                      '{"scripts": {"test": "node --test"}}',
+                                      "web/package-lock.json": "{}"})
+    d = detect(repo)
+    assert d.install == ["python -m pip install -e '.[test]'", "cd web && npm ci"]
+    assert d.checks == [PYTEST, "cd web && npm test"]
+    assert d.env == "venv"
+    assert d.install_inputs == ["pyproject.toml", "web/package.json", "web/package-lock.json"]
+
+
+def test_detect_cli(tmp_path: Path) -> None:
+    import json
+
+    repo = make_repo(tmp_path / "r", PY_PIP)
+    ctl = Path(sys.executable).parent / "autopackctl"
+    done = subprocess.run([ctl, "detect", str(repo), "--json"], capture_output=True, text=True,
+                          check=True)
+    out = json.loads(done.stdout)
+    assert out["checks"] == [PYTEST]
+    assert out["install"] == ["python -m pip install -e '.[test]'"]
+    assert out["toolchains"][0]["runner"] == "pytest"
+    human = subprocess.run([ctl, "detect", str(repo)], capture_output=True, text=True)
+    assert human.returncode == 0
+    assert "tests: pytest — 1 test file(s) pytest collects (tests/test_calc.py)" in human.stdout
+    empty = make_repo(tmp_path / "e", {"README.md": ""})
+    none = subprocess.run([ctl, "detect", str(empty)], capture_output=True, text=True)
+    assert none.returncode == 1
+    assert "such a phase would fail" in none.stdout
+    bad = subprocess.run([ctl, "detect", str(tmp_path / "missing")], capture_output=True,
+                         text=True)
+    assert bad.returncode == 2
+    assert bad.stderr.count("\n") == 1
+    assert "Traceback" not in bad.stderr
 
 
 def _run(cmd: str | list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, cwd=cwd, env=env, shell=isinstance(cmd, str), text=True,
                           capture_output=True, timeout=120)
-
-
-def test_python_pip_detected_commands_really_work(tmp_path: Path) -> None:
-    """Create the per-worktree venv as the run actor would, then run the detected test.
-
-    Offline: the venv is made with ``--system-site-packages`` so the
-    ``pip install pytest`` step finds pytest already satisfied, and pip is
-    told not to use an index.
-    """
-    repo = make_repo(tmp_path / "r", {
-        "requirements.txt": "",
-        "calc.py": "def add(a, b):\n    return a + b\n",
-        "tests/test_calc.py": "from calc import add\n\ndef test_add():\n    assert add(2, 2) == 4\n",
-    })
-    (tc,) = detect_toolchains(repo)
-    venv = repo / ".venv"
-    cmds = python_env_commands(tc, venv, python=sys.executable)
-    assert cmds[0] == [sys.executable, "-m", "venv", str(venv)]
-    # Offline: see the packages of this interpreter (pytest) from the run's venv.
-    cmds[0] = [*cmds[0][:3], "--system-site-packages", *cmds[0][3:]]
-    env = venv_environ(venv, os.environ)
-    env["PIP_NO_INDEX"] = "1"
-    for argv in cmds:
-        done = _run(argv, repo, env)
-        assert done.returncode == 0, done.stderr
-    (check,) = tc.test
-    done = _run(check, repo, env)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "1 passed" in done.stdout
-    # And the check fails when the code is wrong: the command really tests something.
-    (repo / "calc.py").write_text("def add(a, b):\n    return a - b\n")
-    assert _run(check, repo, env).returncode == 1
 
 
 def test_make_detected_test_really_runs(tmp_path: Path) -> None:

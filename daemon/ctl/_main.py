@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "normalize": ("_normalize", "turn a Markdown/text plan into a run spec (no daemon needed)"),
     "classify": ("_classify", "classify a failure log (no daemon needed)"),
     "patterns": ("_classify", "list the failure patterns"),
+    "detect": ("_detect", "what a run would install and check on a repository (no daemon)"),
 }
 
 GLOBAL_HELP = (

@@ -1,0 +1,141 @@
+"""Detected tests through the real daemon: the right runner, real failures, zero tests fail.
+
+Every repository here is a real project built in the test (git init, real
+files); phases are ``kind = "command"`` (no LLM). Runs install only from a
+local wheelhouse (no network): see ``tests/_wheels.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests._wheels import build_wheelhouse, offline_env
+from tests.conftest import make_repo, wait_state, write_spec
+
+PYTEST = "python -m pytest -q -p no:cacheprovider"
+SETUP_PY = "from setuptools import setup\nsetup(name='calc', version='1.0', packages=['calc'])\n"
+CALC = {"setup.py": SETUP_PY, "calc/__init__.py": "def add(a, b):\n    return a + b\n"}
+PYTEST_STYLE = {  # no pytest configuration anywhere, pytest not declared
+    **CALC,
+    "tests/test_calc.py": "from calc import add\n\n\ndef test_add():\n    assert add(1, 2) == 3\n\n\n"
+                          "class TestMore:\n    def test_zero(self):\n        assert add(0, 0) == 0\n",
+}
+
+
+@pytest.fixture(scope="module")
+def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_wheelhouse(tmp_path_factory.mktemp("wheels"))
+
+
+@pytest.fixture
+def offline_daemon(daemon_factory: Any, wheelhouse: Path) -> Any:
+    return daemon_factory(env={**offline_env(wheelhouse), "ANTHROPIC_API_KEY": ""})
+
+
+def submit(d: Any, tmp_path: Path, repo: Path, phase: dict[str, Any] | None = None,
+           name: str = "s.json", **extra: Any) -> str:
+    ph = {"id": "tests", "goal": "the tests pass", "kind": "command", **(phase or {})}
+    spec = write_spec(tmp_path / name, [ph], **extra)
+    res = d.ctl("submit", str(spec), "--repo", str(repo), "--json")
+    assert res.returncode == 0, res.stderr
+    return str(json.loads(res.stdout)["run_id"])
+
+
+def events(d: Any, run_id: str, kind: str) -> list[dict[str, Any]]:
+    rows = [json.loads(x) for x in d.ctl("logs", run_id, "--json").stdout.splitlines()]
+    return [e["payload"] for e in rows if e["kind"] == kind]
+
+
+def test_pytest_style_tests_without_config_run_under_pytest(offline_daemon: Any,
+                                                           tmp_path: Path) -> None:
+    d = offline_daemon
+    repo = make_repo(tmp_path / "ok", PYTEST_STYLE)
+    run_id = submit(d, tmp_path, repo)
+    st = wait_state(d, run_id, timeout=180)
+    assert st.state == "succeeded", (st, events(d, run_id, "check_finished"))
+    (detected,) = events(d, run_id, "checks_detected")
+    assert detected["checks"] == [PYTEST]
+    (check,) = events(d, run_id, "check_finished")
+    assert check["tests"]["runner"] == "pytest"
+    assert check["tests"]["ran"] == 2
+    assert check["tests"]["passed"] == 2
+
+
+def test_failing_test_fails_the_run(offline_daemon: Any, tmp_path: Path) -> None:
+    d = offline_daemon
+    broken = {**PYTEST_STYLE, "calc/__init__.py": "def add(a, b):\n    return a - b\n"}
+    run_id = submit(d, tmp_path, make_repo(tmp_path / "broken", broken))
+    st = wait_state(d, run_id, timeout=180)
+    assert st.state == "failed"
+    (c,) = events(d, run_id, "classified")
+    assert c["pattern"] == "test_failure"
+    check = events(d, run_id, "check_finished")[-1]
+    assert check["tests"]["failed"] == 1
+    assert check["tests"]["ran"] == 2
+
+
+def test_unittest_suite_runs_under_pytest_with_its_count(offline_daemon: Any,
+                                                        tmp_path: Path) -> None:
+    d = offline_daemon
+    repo = make_repo(tmp_path / "ut", {
+        **CALC,
+        "tests/__init__.py": "",
+        "tests/test_calc.py": "import unittest\nfrom calc import add\n\n\n"
+                              "class AddTest(unittest.TestCase):\n"
+                              "    def test_add(self):\n        self.assertEqual(add(2, 2), 4)\n\n"
+                              "    def test_neg(self):\n        self.assertEqual(add(-1, 1), 0)\n\n"
+                              "    def test_big(self):\n        self.assertEqual(add(10, 5), 15)\n",
+    })
+    run_id = submit(d, tmp_path, repo)
+    st = wait_state(d, run_id, timeout=180)
+    assert st.state == "succeeded", (st, events(d, run_id, "check_finished"))
+    (check,) = events(d, run_id, "check_finished")
+    assert check["command"] == PYTEST
+    assert check["tests"]["ran"] == 3
+
+
+def test_zero_tests_fail_as_no_tests_collected_even_with_exit_0(offline_daemon: Any,
+                                                              tmp_path: Path) -> None:
+    d = offline_daemon
+    empty = make_repo(tmp_path / "empty", {
+        **CALC, "pyproject.toml": "[tool.pytest.ini_options]\ntestpaths = ['tests']\n",
+        "tests/test_calc.py": "# tests to come\n"})
+    # detected pytest: "no tests ran", exit 5
+    run_py = submit(d, tmp_path, empty, name="a.json")
+    # unittest exits 0 on Python 3.11 with "Ran 0 tests ... OK": still a failure
+    run_ut = submit(d, tmp_path, empty, {"checks": ["python -m unittest"]}, name="b.json")
+    # unless the phase allows it
+    run_ok = submit(d, tmp_path, empty, {"checks": ["python -m unittest", PYTEST],
+                                         "allow_no_tests": True}, name="c.json")
+    for run_id in (run_py, run_ut):
+        st = wait_state(d, run_id, timeout=180)
+        assert st.state == "failed", st
+        assert "no_tests_collected" in (st.reason or ""), st.reason
+        (c,) = events(d, run_id, "classified")
+        assert c["pattern"] == "no_tests_collected"
+        assert events(d, run_id, "check_finished")[-1]["tests"]["ran"] == 0
+    ut = events(d, run_ut, "check_finished")[-1]
+    assert ut["exit_code"] == 0
+    assert ut["no_tests"] is True
+    st = wait_state(d, run_ok, timeout=180)
+    assert st.state == "succeeded", (st, events(d, run_ok, "check_finished"))
+    assert [c["tests"]["ran"] for c in events(d, run_ok, "check_finished")] == [0, 0]
+
+
+def test_spec_validates_new_fields(tmp_path: Path) -> None:
+    from autopack.protocol import SpecError, validate_spec
+
+    spec = validate_spec({"goal": "g", "setup": ["make deps"], "phases": [
+        {"id": "a", "goal": "g", "allow_no_tests": True}]})
+    assert spec.setup == ["make deps"]
+    assert spec.phases[0].allow_no_tests is True
+    assert validate_spec({"goal": "g", "phases": [{"id": "a", "goal": "g"}]}).setup is None
+    with pytest.raises(SpecError) as err:
+        validate_spec({"goal": "g", "setup": "make deps", "phases": [
+            {"id": "a", "goal": "g", "allow_no_tests": "yes"}]})
+    paths = [p for p, _ in err.value.problems]
+    assert paths == ["setup", "phases[0].allow_no_tests"]
