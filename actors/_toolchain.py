@@ -248,7 +248,7 @@ def _python_test_command(d: Path, root: str, tests: TestFiles, hints: PyHints,
     return [], None
 
 
-_PYTEST = "python -m pytest -q -p no:cacheprovider"
+_PYTEST = "python -m pytest -q"
 
 
 def _detect_python(d: Path, root: str) -> Toolchain | None:

@@ -16,7 +16,7 @@ import pytest
 from tests._wheels import build_wheelhouse, offline_env
 from tests.conftest import make_repo, wait_state, write_spec
 
-PYTEST = "python -m pytest -q -p no:cacheprovider"
+PYTEST = "python -m pytest -q"
 SETUP_PY = "from setuptools import setup\nsetup(name='calc', version='1.0', packages=['calc'])\n"
 CALC = {"setup.py": SETUP_PY, "calc/__init__.py": "def add(a, b):\n    return a + b\n"}
 PYTEST_STYLE = {  # no pytest configuration anywhere, pytest not declared

@@ -16,7 +16,7 @@ from autopack.actors._toolchain import (
     repo_modules,
 )
 
-PYTEST = "python -m pytest -q -p no:cacheprovider"
+PYTEST = "python -m pytest -q"
 
 
 def make_repo(root: Path, files: dict[str, str]) -> Path:
