@@ -52,8 +52,8 @@ def _print(repo: Path, d: Detection) -> None:
         print(f"toolchain:  {tc.name} ({tc.manager}) in {tc.root}{runner}")
     if d.env == "venv":
         keyed = ", ".join(d.install_inputs) or "nothing"
-        print("environment: a Python virtualenv per run, outside the worktree; "
-              f"ready copies are reused while these are unchanged: {keyed}")
+        print(f"environment: a Python virtualenv per run, outside the worktree (install "
+              f"inputs: {keyed})")
     print("install (once per run, before the first check; a spec's `setup` replaces it):")
     for cmd in d.install or ["(nothing)"]:
         print(f"  {cmd}")
