@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from autopack.daemon.ctl._client import Client, DaemonUnavailable
-from autopack.protocol import Follow, GetHealth, ListRuns, LogsEnd, RunSpec, parse_spec_text
+from autopack.protocol import Follow, GetHealth, LogsEnd, RunSpec, parse_spec_text
 
 BIN = Path(sys.executable).parent
 GIT_ENV = {
@@ -261,8 +261,7 @@ class BenchDaemon:
     # -------------------------------------------------------------- observing
     def states(self, client: Client) -> dict[str, str]:
         """run id -> state of every run."""
-        runs = client.request(ListRuns(limit=10_000)).runs
-        return {r.run_id: r.state for r in runs}
+        return {r.run_id: r.state for r in client.runs()}
 
     def event_kinds(self, run_id: str) -> list[str]:
         """The kinds of the run's events so far, in order."""

@@ -54,7 +54,6 @@ from autopack.protocol import (
     Follow,
     GetReport,
     GetStats,
-    ListRuns,
     Submit,
     parse_spec_text,
 )
@@ -282,7 +281,7 @@ def drive(d: BenchDaemon, server: ModelServer, root: Path, scenarios: list[dict[
         ids = {rid for _, _, rid in submitted}
 
         def all_done() -> bool:
-            runs = c.request(ListRuns(limit=10_000)).runs
+            runs = list(c.runs())
             return all(r.state in TERMINAL for r in runs if r.run_id in ids)
 
         complete = True

@@ -47,7 +47,7 @@ from _common import (
     wait_until,
     workspace,
 )
-from autopack.protocol import GetHealth, ListRuns, Submit
+from autopack.protocol import GetHealth, Submit
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 
                 def all_resumed() -> bool:
                     nonlocal states
-                    states = {r.run_id: r for r in c.request(ListRuns(limit=10_000)).runs}
+                    states = {r.run_id: r for r in c.runs()}
                     return all(i in states and (states[i].state in TERMINAL or (
                         states[i].state == "running" and states[i].reason == "resumed after restart"))
                         for i in ids)
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
 
                 wait_until(all_ended, 150, 0.1, f"{n} runs ended")
                 end_s = time.monotonic() - restart
-                final = {r.run_id: r for r in c.request(ListRuns(limit=10_000)).runs}
+                final = {r.run_id: r for r in c.runs()}
             d.stop()
         problems: list[str] = []
         for i in ids:

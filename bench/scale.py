@@ -37,7 +37,7 @@ from _common import (
     wait_until,
     workspace,
 )
-from autopack.protocol import GetHealth, ListRuns, Submit
+from autopack.protocol import GetHealth, Submit
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
                 wait_until(all_ended, 170, 0.05, f"{args.runs} runs ended")
                 total_s = time.monotonic() - t0
-                states = {r.run_id: r.state for r in c.request(ListRuns(limit=10_000)).runs}
+                states = {r.run_id: r.state for r in c.runs()}
             peak_kb = d.proc_status("VmHWM")
             end_kb = d.proc_status("VmRSS")
             d.stop()

@@ -36,7 +36,6 @@ from autopack.protocol import (
     Classification,
     ClassifyContext,
     ErrorCode,
-    EventMsg,
     Follow,
     GetContext,
     GetHealth,
@@ -66,6 +65,7 @@ from autopack.protocol import Error as ProtoError
 from . import _queries as q
 from ._config import Settings
 from ._control import Connection, ControlServer, bind_unix_socket
+from ._paging import MAX_PAGE_RUNS, fit_event, run_page
 from ._records import Records
 from ._report import build_report, render_markdown
 from ._store import Store
@@ -408,9 +408,8 @@ class Daemon:
                     await conn.send(await self.submit(req))
                 case GetStatus(run_id=run_id):
                     await conn.send(status_reply(await self.records.run(run_id)))
-                case ListRuns(state=state, limit=limit):
-                    runs = await self.records.list_runs(state, min(max(limit, 1), 10_000))
-                    await conn.send(RunList(runs=[status_reply(r) for r in runs]))
+                case ListRuns():
+                    await conn.send(await self.list_page(req))
                 case Cancel(run_id=run_id):
                     await conn.send(await self.cancel(run_id))
                 case Follow():
@@ -503,20 +502,39 @@ class Daemon:
             raise RequestError(ErrorCode.INVALID_STATE, f"cannot cancel run {run_id}: {exc}") from None
         return Ok(message=f"run {run_id} cancelled")
 
+    async def list_page(self, req: ListRuns) -> RunList:
+        """One page of runs, newest first, never more than a frame (see ``_paging``)."""
+        limit = min(max(req.limit, 1), MAX_PAGE_RUNS)
+        rows = await self.records.list_runs(req.state, limit + 1, states=req.states,
+                                            before=req.before)
+        return run_page([(r["seq"], status_reply(r)) for r in rows], limit,
+                        self.settings.max_frame_bytes)
+
     async def follow(self, conn: Connection, req: Follow) -> None:
+        """Stream the run's events in pages of 1,000 reads, one frame per event; then
+        ``LogsEnd`` (at once without ``follow``, when the run ends with it)."""
         run = await self.records.run(req.run_id)
         after = req.after
+        budget = req.limit if req.limit > 0 and not req.follow else None
         while True:
             waiter = self.store.changed_event()  # taken before reading: no lost wake-ups
-            events = await self.records.events_after(req.run_id, after, 1000)
+            page = 1000 if budget is None else min(1000, budget)
+            events = await self.records.events_after(req.run_id, after, page)
             for ev in events:
                 after = ev["id"]
-                await conn.send(EventMsg(**ev))
-            if len(events) == 1000:
+                await conn.send(fit_event(ev, self.settings.max_frame_bytes))
+            if budget is not None:
+                budget -= len(events)
+                if budget <= 0:
+                    more = bool(await self.records.events_after(req.run_id, after, 1))
+                    run = await self.records.run(req.run_id)
+                    await conn.send(LogsEnd(state=run["state"], last_id=after, more=more))
+                    return
+            if len(events) == page:
                 continue
             run = await self.records.run(req.run_id)
             if not req.follow or run["state"] in TERMINAL:
-                await conn.send(LogsEnd(state=run["state"]))
+                await conn.send(LogsEnd(state=run["state"], last_id=after))
                 return
             with trio.move_on_after(5):
                 await waiter.wait()

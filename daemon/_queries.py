@@ -75,11 +75,25 @@ def get_run(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
     return run
 
 
-def list_runs(conn: sqlite3.Connection, state: str | None, limit: int) -> list[dict[str, Any]]:
-    """Newest first, with their phases: two queries whatever the number of runs."""
-    where, args = ("WHERE state = ?", (state, limit)) if state else ("", (limit,))
+def list_runs(conn: sqlite3.Connection, state: str | None, limit: int, *,
+              states: list[str] | None = None, before: int | None = None) -> list[dict[str, Any]]:
+    """Newest first (by ``seq``), with their phases: two queries whatever the number of runs.
+
+    ``state``/``states`` keep runs in any of those states; ``before`` keeps runs with a
+    ``seq`` below it (the paging cursor). Each row carries its ``seq``.
+    """
+    wanted = ([state] if state else []) + list(states or [])
+    conds: list[str] = []
+    args: list[Any] = []
+    if wanted:
+        conds.append(f"state IN ({','.join('?' * len(wanted))})")
+        args += wanted
+    if before is not None:
+        conds.append("seq < ?")
+        args.append(before)
+    where = ("WHERE " + " AND ".join(conds)) if conds else ""
     runs = [dict(r) for r in conn.execute(
-        f"SELECT * FROM runs {where} ORDER BY seq DESC LIMIT ?", args)]
+        f"SELECT * FROM runs {where} ORDER BY seq DESC LIMIT ?", (*args, limit))]
     if not runs:
         return []
     by_id = {r["id"]: r for r in runs}

@@ -37,8 +37,11 @@ class Records:
     async def run(self, run_id: str) -> dict[str, Any]:
         return await self.store.read(q.get_run, run_id)
 
-    async def list_runs(self, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        return await self.store.read(q.list_runs, state, limit)
+    async def list_runs(self, state: str | None = None, limit: int = 100, *,
+                        states: list[str] | None = None,
+                        before: int | None = None) -> list[dict[str, Any]]:
+        """Runs newest first (rows with ``seq`` and ``phases``); see :func:`_queries.list_runs`."""
+        return await self.store.read(q.list_runs, state, limit, states=states, before=before)
 
     async def runs_in(self, *states: str) -> list[str]:
         return await self.store.read(q.run_ids_in_states, list(states))

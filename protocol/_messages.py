@@ -45,8 +45,19 @@ class NormalizePlan(Request, tag="normalize", frozen=True):
 
 
 class ListRuns(Request, tag="list", frozen=True):
+    """Runs, newest first, one page per request.
+
+    The daemon answers at most ``limit`` runs (fewer when the page would pass the
+    frame limit) and sets ``RunList.next_cursor`` when older runs may follow: ask
+    again with ``before=next_cursor`` until it is ``None``. Paging by cursor returns
+    each run exactly once even while runs are being submitted (new runs are newer
+    than the first page).
+    """
+
     state: str | None = None
     limit: int = 100
+    before: int | None = None  # cursor: only runs older than this (a RunList.next_cursor)
+    states: list[str] = []  # only runs in any of these states (together with ``state``)
 
 
 class GetStatus(Request, tag="status", frozen=True):
@@ -69,7 +80,8 @@ class Follow(Request, tag="logs", frozen=True):
 
     run_id: str
     follow: bool = False
-    after: int = 0  # event id to start after
+    after: int = 0  # event id to start after (the ``id`` of the last EventMsg received)
+    limit: int = 0  # without ``follow``: at most this many events, then LogsEnd (0 = all)
 
 
 class GetHealth(Request, tag="health", frozen=True):
@@ -135,6 +147,7 @@ class RunStatus(Reply, tag="run_status", frozen=True):
 
 class RunList(Reply, tag="run_list", frozen=True):
     runs: list[RunStatus]
+    next_cursor: int | None = None  # more (older) runs may follow: ListRuns(before=next_cursor)
 
 
 class Report(Reply, tag="report", frozen=True):
@@ -160,6 +173,8 @@ class EventMsg(Reply, tag="event", frozen=True):
 
 class LogsEnd(Reply, tag="logs_end", frozen=True):
     state: str
+    last_id: int = 0  # id of the last event sent: Follow(after=last_id) continues from here
+    more: bool = False  # stopped at ``Follow.limit`` with events left
 
 
 class Health(Reply, tag="health", frozen=True):

@@ -17,8 +17,10 @@ from autopack.protocol import (
     Error,
     FrameBuffer,
     Hello,
+    ListRuns,
     RemoteError,
     Request,
+    RunStatus,
     Welcome,
     decode_reply,
     encode_frame,
@@ -105,6 +107,24 @@ class Client:
         self.send(msg)
         while True:
             yield self.recv()
+
+    def runs(self, *, state: str | None = None, states: list[str] | None = None,
+             limit: int | None = None, page: int = 500) -> Iterator[RunStatus]:
+        """Every run (newest first; at most ``limit``), asked for page by page with the
+        daemon's cursor, so no reply passes the frame limit whatever the history's length.
+        Runs submitted meanwhile are newer than the first page and are not repeated."""
+        before: int | None = None
+        left = limit
+        while left is None or left > 0:
+            want = page if left is None else min(page, left)
+            reply = self.request(ListRuns(state=state, states=list(states or []), limit=want,
+                                          before=before))
+            yield from reply.runs
+            if left is not None:
+                left -= len(reply.runs)
+            if reply.next_cursor is None or not reply.runs:
+                return
+            before = reply.next_cursor
 
     def close(self) -> None:
         self.sock.close()

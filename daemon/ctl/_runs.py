@@ -23,7 +23,6 @@ from autopack.protocol import (
     GetHealth,
     GetReport,
     GetStatus,
-    ListRuns,
     LogsEnd,
     RunStatus,
     SpecError,
@@ -36,6 +35,7 @@ from ._errors import CtlError
 from ._main import COMMANDS, EXIT_FAILED, EXIT_OK
 
 TERMINAL = ("succeeded", "failed", "cancelled")
+NOT_ENDED = ("queued", "running", "interrupted")
 
 
 def out_json(obj: Any) -> None:
@@ -133,14 +133,14 @@ def submit_raw(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     with connect(args) as client:
-        reply = client.request(ListRuns(state=args.state, limit=args.limit))
+        runs = list(client.runs(state=args.state, limit=args.limit if args.limit > 0 else None))
     if args.json:
-        for st in reply.runs:
+        for st in runs:
             out_json(status_json(st))
         return EXIT_OK
-    if not reply.runs:
+    if not runs:
         print("no runs")
-    for st in reply.runs:
+    for st in runs:
         done = sum(1 for p in st.phases if p.state == "succeeded")
         print(f"{st.run_id}  {st.state:<11} {done}/{len(st.phases)} phases  "
               f"{_ts(st.created_at)}  {st.goal[:60]}")
@@ -200,9 +200,9 @@ def _print_summary(args: argparse.Namespace, runs: list[RunStatus]) -> int:
 def cmd_wait(args: argparse.Namespace) -> int:
     ids = list(args.run)
     if args.all:
-        with connect(args) as client:
-            reply = client.request(ListRuns(limit=10_000))
-        ids += [st.run_id for st in reply.runs if st.state not in TERMINAL and st.run_id not in ids]
+        with connect(args) as client:  # only runs not ended yet, page by page
+            live = [st.run_id for st in client.runs(states=list(NOT_ENDED))]
+        ids += [run_id for run_id in reversed(live) if run_id not in ids]
     if not ids:
         if args.all:
             print("no runs in progress", file=sys.stderr)
@@ -299,7 +299,8 @@ def register(sub: Any) -> None:
     p.add_argument("--yes", "-y", action="store_true", help="with --raw: submit without asking")
     p = add("list", cmd_list)
     p.add_argument("--state", help="only runs in this state")
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--limit", type=int, default=50,
+                   help="at most this many, newest first (default 50; 0 = all, fetched page by page)")
     p = add("status", cmd_status)
     p.add_argument("run")
     p = add("wait", cmd_wait)
