@@ -422,14 +422,25 @@ class RunActor:
         await self._cleanup(ws)
 
     async def _cleanup(self, ws: RunWorkspace) -> None:
+        lock = self.s.repo_lock(str(ws.repo))
+        pool = self.s.pool
+        recycled = False
         try:
-            async with self.s.repo_lock(str(ws.repo)):
-                await wt.remove_worktree(ws.repo, ws.worktree)
+            if (pool is not None and ws.base_sha and pool.wants(ws.repo)
+                    and await anyio.Path(ws.worktree / ".git").exists()):
+                # back into the pool: a few files reset instead of the whole tree rewritten
+                recycled = await pool.recycle(ws.repo, ws.worktree, ws.base_sha, lock)
+            else:
+                if pool is not None:
+                    pool.released(ws.repo)
+                async with lock:
+                    await wt.remove_worktree(ws.repo, ws.worktree)
         except (OSError, wt.GitError) as exc:
             LOGGER.warning("run %s: cannot remove worktree %s: %s", self.run_id, ws.worktree, exc)
         if ws.venv.exists():
             await anyio.to_thread.run_sync(shutil.rmtree, ws.venv, True)
-        await self.rec.event(self.run_id, None, None, "worktree_removed", path=str(ws.worktree))
+        await self.rec.event(self.run_id, None, None, "worktree_removed", path=str(ws.worktree),
+                             recycled=recycled)
         self._refill_pool(ws)
 
     def _refill_pool(self, ws: RunWorkspace) -> None:

@@ -109,6 +109,27 @@ def fs_type(path: Path) -> str:
     return kind
 
 
+def disk_of(path: Path) -> dict[str, str]:
+    """``df -T`` of ``path``: the device, filesystem type and mount point the figures were
+    measured on (benches print it: tmpfs and a throttled disk differ by 10-50x)."""
+    out = subprocess.run(["df", "-T", str(path)], capture_output=True, text=True).stdout.split("\n")
+    fields = out[1].split() if len(out) > 1 else []
+    if len(fields) >= 7:
+        return {"device": fields[0], "type": fields[1], "mount": fields[6],
+                "df_T": out[1].strip()}
+    return {"device": "?", "type": fs_type(path), "mount": "?", "df_T": ""}
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """min / median / max of per-repetition figures."""
+    ordered = sorted(values)
+    if not ordered:
+        return {"min": 0.0, "median": 0.0, "max": 0.0}
+    mid = len(ordered) // 2
+    med = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+    return {"min": round(ordered[0], 3), "median": round(med, 3), "max": round(ordered[-1], 3)}
+
+
 @contextlib.contextmanager
 def workspace(prefix: str, base: str | None = None) -> Iterator[Path]:
     """A temp dir (under ``base``, default the system temp dir) removed at the end;

@@ -122,7 +122,9 @@ class Daemon:
         self.services = RunServices(
             records=self.records, state_dir=self.state_dir, settings=settings,
             phase_runner=self.phase_runner,
-            pool=WorktreePool(self.state_dir / "worktrees" / ".pool", enabled=settings.worktree_pool))
+            pool=WorktreePool(self.state_dir / "worktrees" / ".pool", enabled=settings.worktree_pool,
+                              per_repo=settings.worktree_pool_size,
+                              budget_bytes=settings.worktree_pool_budget_mb << 20))
         self.scheduler = Scheduler(self.services, limit=lambda: self.settings.max_concurrent_runs)
         self.scheduler.on_run_end = self._after_run
         self.control: ControlServer | None = None

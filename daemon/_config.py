@@ -39,6 +39,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     restart_window_s: float = 60.0  # ... in T seconds, then exit non-zero
     min_free_disk_mb: int = 500
     worktree_pool: bool = True
+    worktree_pool_size: int = 4  # ready worktrees kept per busy repository
+    worktree_pool_budget_mb: int = 2048  # disk the ready worktrees may use, all repositories
     retention_days: float | None = None  # delete ended runs' branches/reports older than this
     memory_deadline_ms: int = 250
     builder_context_bytes: int = 2048
@@ -84,7 +86,10 @@ SETTING_DOCS: dict[str, str] = {
     "restart_limit": "crashed-child restarts allowed within restart_window_s before exiting non-zero",
     "restart_window_s": "window for restart_limit",
     "min_free_disk_mb": "free disk required before a run and each phase starts",
-    "worktree_pool": "keep one ready worktree per repository so the next run starts without a checkout",
+    "worktree_pool": "keep ready worktrees per repository so a run starts without a checkout",
+    "worktree_pool_size": "ready worktrees kept per busy repository (ended runs' worktrees are recycled, "
+                          "fresh ones checked out in parallel)",
+    "worktree_pool_budget_mb": "disk space the pool's ready worktrees may use, all repositories together",
     "retention_days": "delete branches and reports of runs ended longer ago than this (off by default)",
     "memory_deadline_ms": "deadline of every request to the memory actor",
     "builder_context_bytes": "intention context bound for the Builder (UTF-8 bytes)",
@@ -194,6 +199,8 @@ def load_settings(
         raise ConfigError("drift_policy must be 'revert' or 'fail'")
     if settings.max_concurrent_runs < 1:
         raise ConfigError("max_concurrent_runs must be >= 1")
+    if settings.worktree_pool_size < 0 or settings.worktree_pool_budget_mb < 0:
+        raise ConfigError("worktree_pool_size and worktree_pool_budget_mb must be >= 0")
     if not 0.0 <= settings.ab_fraction <= 1.0:
         raise ConfigError("ab_fraction must be within [0, 1]")
     if settings.log_format not in ("text", "json"):
