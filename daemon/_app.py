@@ -281,8 +281,13 @@ class Daemon:
 
             return 200, METRICS_CONTENT_TYPE, await self.metrics_text()
 
+        dashboard = None
+        if self.settings.dashboard:
+            from .web import Dashboard
+
+            dashboard = Dashboard(self, host=host).handle
         return HealthServer(host, int(port or 0), {"/healthz": healthz, "/readyz": readyz,
-                                                   "/metrics": metrics})
+                                                   "/metrics": metrics}, fallback=dashboard)
 
     async def reconcile(self) -> None:
         """After a crash: kill leftover process groups, mark orphaned running runs
@@ -513,16 +518,18 @@ class Daemon:
                         self.settings.max_frame_bytes)
 
     async def follow(self, conn: Connection, req: Follow) -> None:
-        """Stream the run's events in pages of 1,000 reads, one frame per event; then
-        ``LogsEnd`` (at once without ``follow``, when the run ends with it)."""
-        run = await self.records.run(req.run_id)
+        """``logs [-f]``: the run's events, from the one event stream the dashboard's live
+        pages read too, one frame per event (reads in pages of 1,000); then ``LogsEnd`` (at
+        once without ``follow``, when the run ends with it)."""
+        from .web import event_stream
+
+        run = await self.records.run(req.run_id)  # UnknownRun before anything is sent
         after = req.after
         budget = req.limit if req.limit > 0 and not req.follow else None
-        while True:
-            waiter = self.store.changed_event()  # taken before reading: no lost wake-ups
-            page = 1000 if budget is None else min(1000, budget)
-            events = await self.records.events_after(req.run_id, after, page)
-            for ev in events:
+        page = 1000 if budget is None else min(1000, budget)
+        async for events, caught_up in event_stream(self.store, after=after, run_id=req.run_id,
+                                                    fetch=q.events_after, batch=page):
+            for ev in events if budget is None else events[:budget]:
                 after = ev["id"]
                 await conn.send(fit_event(ev, self.settings.max_frame_bytes))
             if budget is not None:
@@ -532,14 +539,12 @@ class Daemon:
                     run = await self.records.run(req.run_id)
                     await conn.send(LogsEnd(state=run["state"], last_id=after, more=more))
                     return
-            if len(events) == page:
+            if not caught_up:
                 continue
             run = await self.records.run(req.run_id)
             if not req.follow or run["state"] in TERMINAL:
                 await conn.send(LogsEnd(state=run["state"], last_id=after))
                 return
-            with trio.move_on_after(5):
-                await waiter.wait()
 
     async def report(self, run_id: str) -> dict[str, Any]:
         run = await self.records.run(run_id)

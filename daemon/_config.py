@@ -29,6 +29,11 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     allowed_gids: list[int] = []
     max_frame_bytes: int = 1024 * 1024
     health_listen: str = "127.0.0.1:7878"
+    dashboard: bool = True
+    dashboard_auth: str = "auto"  # auto | token
+    dashboard_token_file: str | None = None
+    dashboard_max_streams: int = 16
+    wedged_after_s: float = 900.0
     max_concurrent_runs: int = 4
     auto_mitigate: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_AUTO_MITIGATE))
     enable_failure_hardening: bool = True
@@ -77,6 +82,11 @@ SETTING_DOCS: dict[str, str] = {
     "allowed_gids": "gids whose members may use the control socket (the socket file's group is allowed by itself when the mode gives it read-write)",
     "max_frame_bytes": "largest control frame accepted (bytes)",
     "health_listen": "host:port of the HTTP health endpoint; loopback; port 0 picks one",
+    "dashboard": "serve the read-only web dashboard (/, /runs/<id>, /overview) on health_listen",
+    "dashboard_auth": "'auto': a token is required when health_listen is not loopback; 'token': always",
+    "dashboard_token_file": "file holding the dashboard token (default: $CREDENTIALS_DIRECTORY/dashboard_token)",
+    "dashboard_max_streams": "live dashboard connections (Server-Sent Events) served at once; more get 503",
+    "wedged_after_s": "a running run with no event for longer than this is shown as looking wedged",
     "max_concurrent_runs": "runs executed at once; the rest wait in submit order (live-reloadable)",
     "auto_mitigate": "pattern ids whose mitigation may act by itself (comma-separated in env)",
     "enable_failure_hardening": "deterministic classifier + mitigations before any Doctor call",
@@ -117,7 +127,7 @@ SETTING_DOCS: dict[str, str] = {
 LIVE_RELOADABLE = {
     "max_concurrent_runs", "auto_mitigate", "enable_failure_hardening", "enable_intention_context",
     "ab_fraction", "min_free_disk_mb", "retention_days", "memory_deadline_ms", "drift_policy",
-    "builder_max_turns", "builder_attempt_wall_s", "builder_attempt_tokens", "log_level", "default_doctor_tokens", "grace_period_s",
+    "builder_max_turns", "builder_attempt_wall_s", "wedged_after_s", "builder_attempt_tokens", "log_level", "default_doctor_tokens", "grace_period_s",
 }
 
 
@@ -203,6 +213,8 @@ def load_settings(
         raise ConfigError("worktree_pool_size and worktree_pool_budget_mb must be >= 0")
     if not 0.0 <= settings.ab_fraction <= 1.0:
         raise ConfigError("ab_fraction must be within [0, 1]")
+    if settings.dashboard_auth not in ("auto", "token"):
+        raise ConfigError("dashboard_auth must be 'auto' or 'token'")
     if settings.log_format not in ("text", "json"):
         raise ConfigError("log_format must be 'text' or 'json'")
     for model, values in settings.prices.items():

@@ -1,4 +1,5 @@
-"""HealthServer: HTTP on loopback with h11. ``/healthz``, ``/readyz``, ``/metrics``.
+"""HealthServer: HTTP on loopback with h11. ``/healthz``, ``/readyz``, ``/metrics``; every
+other path goes to the dashboard (``autopack.daemon.web``) when one is given.
 
 ``/healthz`` answers from the event loop itself (if it answers, the loop is
 alive). ``/readyz`` is 200 when the store is writable and the required actors
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,10 +18,13 @@ import anyio
 import h11
 import trio
 
+from .web import SECURITY_HEADERS, HttpRequest, HttpResponse
+
 LOGGER = logging.getLogger(__name__)
 MAX_REQUEST = 16 * 1024
 
 Route = Callable[[], Awaitable[tuple[int, str, bytes]]]
+Fallback = Callable[[HttpRequest], Awaitable[HttpResponse]]
 
 
 def json_body(status: int, obj: Any) -> tuple[int, str, bytes]:
@@ -27,9 +32,11 @@ def json_body(status: int, obj: Any) -> tuple[int, str, bytes]:
 
 
 class HealthServer:
-    def __init__(self, host: str, port: int, routes: dict[str, Route]) -> None:
+    def __init__(self, host: str, port: int, routes: dict[str, Route],
+                 fallback: Fallback | None = None) -> None:
         self.host, self.port = host, port
         self.routes = routes
+        self.fallback = fallback  # the dashboard: every path that is not a health route
         self.bound_port: int | None = None
 
     async def serve(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
@@ -42,12 +49,14 @@ class HealthServer:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST)
         async with stream:
             try:
-                with trio.move_on_after(30):
-                    await self._serve(stream, conn)
+                # a stream (the dashboard's live updates) lifts this deadline for itself
+                with trio.CancelScope(deadline=trio.current_time() + 30) as scope:
+                    await self._serve(stream, conn, scope)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
 
-    async def _serve(self, stream: trio.SocketStream, conn: h11.Connection) -> None:
+    async def _serve(self, stream: trio.SocketStream, conn: h11.Connection,
+                     scope: trio.CancelScope) -> None:
         while True:
             try:
                 event = conn.next_event()
@@ -63,6 +72,10 @@ class HealthServer:
             if isinstance(event, h11.Request):
                 target = event.target.decode("ascii", "replace").split("?", 1)[0]
                 route = self.routes.get(target)
+                if route is None and self.fallback is not None:
+                    if not await self._delegate(stream, conn, event, scope):
+                        return
+                    continue
                 if event.method not in (b"GET", b"HEAD"):
                     status, ctype, body = 405, "text/plain", b"method not allowed\n"
                 elif route is None:
@@ -89,11 +102,69 @@ class HealthServer:
             if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
                 return
 
+    async def _delegate(self, stream: trio.SocketStream, conn: h11.Connection,
+                        event: h11.Request, scope: trio.CancelScope) -> bool:
+        """Answer one request through the dashboard; ``False`` when the connection must close."""
+        assert self.fallback is not None
+        body = b""
+        while True:  # the request body (a login form at most): bounded
+            nxt = conn.next_event()
+            if nxt is h11.NEED_DATA:
+                data = await stream.receive_some(65536)
+                if not data:
+                    return False
+                conn.receive_data(data)
+            elif isinstance(nxt, h11.Data):
+                body += nxt.data
+                if len(body) > MAX_REQUEST:
+                    await self._send(stream, conn, 413, "text/plain", b"request too large\n")
+                    return False
+            else:
+                break
+        target = event.target.decode("ascii", "replace")
+        path, _, query = target.partition("?")
+        request = HttpRequest(
+            method=event.method.decode("ascii", "replace"), path=path, query=query, body=body,
+            headers={k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers})
+        try:
+            resp = await self.fallback(request)
+        except Exception:  # a broken page must not kill the server
+            LOGGER.exception("dashboard %s %s failed", request.method, path)
+            resp = HttpResponse(500, body=b"internal error (logged)\n")
+        if resp.stream is not None:
+            scope.deadline = math.inf
+            await self._stream(stream, conn, resp)
+            return False
+        await self._send(stream, conn, resp.status, resp.content_type,
+                         b"" if event.method == b"HEAD" else resp.body, resp.headers,
+                         length=len(resp.body))
+        if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+            conn.start_next_cycle()
+            return True
+        return conn.our_state is not h11.MUST_CLOSE
+
+    @staticmethod
+    async def _stream(stream: trio.SocketStream, conn: h11.Connection, resp: HttpResponse) -> None:
+        """A chunked response written as its generator yields (Server-Sent Events)."""
+        assert resp.stream is not None
+        headers = [("content-type", resp.content_type), ("cache-control", "no-store"),
+                   *SECURITY_HEADERS, *resp.headers]
+        await stream.send_all(conn.send(h11.Response(status_code=resp.status, headers=headers)))
+        chunks = resp.stream()
+        try:
+            async for chunk in chunks:
+                await stream.send_all(conn.send(h11.Data(data=chunk)))
+            await stream.send_all(conn.send(h11.EndOfMessage()))
+        finally:
+            await chunks.aclose()  # type: ignore[attr-defined]
+
     @staticmethod
     async def _send(stream: trio.SocketStream, conn: h11.Connection, status: int, ctype: str,
-                    body: bytes) -> None:
-        headers = [("content-type", ctype), ("content-length", str(len(body))),
-                   ("cache-control", "no-store")]
+                    body: bytes, extra: list[tuple[str, str]] | None = None,
+                    length: int | None = None) -> None:
+        headers = [("content-type", ctype),
+                   ("content-length", str(len(body) if length is None else length)),
+                   ("cache-control", "no-store"), *SECURITY_HEADERS, *(extra or [])]
         if conn.our_state is not h11.SEND_RESPONSE:
             return
         data = conn.send(h11.Response(status_code=status, headers=headers))

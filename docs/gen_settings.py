@@ -50,6 +50,7 @@ EXAMPLES: dict[str, Any] = {
     "prices": {"claude-sonnet-4-6": [3.0, 15.0, 3.75, 0.3]},
     "daily_usd_budget": 50.0,
     "daily_token_budget": 20000000,
+    "dashboard_token_file": "/etc/autopack/dashboard_token",
 }
 # Extra advice for the system service set up in docs/install.md.
 SERVICE_NOTES = {
@@ -59,6 +60,7 @@ SERVICE_NOTES = {
     "api_key_file": "unset: autopackd.service's LoadCredential= puts the key at the default path",
     "health_listen": "`autopackctl health` and `curl 127.0.0.1:7878/readyz` use this",
     "watchdog": "autopackd.service sets WatchdogSec=60s",
+    "dashboard_token_file": "unset: a LoadCredential=dashboard_token:… line in autopackd.service is read from the default path",
 }
 
 
