@@ -158,3 +158,48 @@ def _prune_empty_parents(root: Path, directory: Path) -> None:
         except OSError:
             return
         directory = directory.parent
+
+
+DIFF_LIMIT = 64 * 1024
+
+
+async def edits_since(worktree: Path, since_tree: str | None,
+                      limit: int = DIFF_LIMIT) -> dict[str, object]:
+    """What the worktree holds now against ``since_tree`` (the previous attempt's snapshot;
+    ``None``: HEAD): ``{"tree", "diff", "files", "added", "removed", "bytes", "truncated"}``.
+
+    The snapshot is a git tree written through a throw-away index, so the worktree's own
+    index is untouched; the diff (unified, no colour) is cut at ``limit`` bytes. Costs one
+    ``git add`` of the changed files, no copy of the worktree.
+    """
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="autopack-idx-") as tmp:
+        env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C",
+               "GIT_INDEX_FILE": os.path.join(tmp, "index")}
+
+        async def git(*args: str) -> bytes:
+            res = await anyio.run_process(["git", "-C", str(worktree), *args], check=False,
+                                          env=env)
+            if res.returncode != 0:
+                raise GitError(f"git {args[0]} failed: "
+                               f"{res.stderr.decode(errors='replace').strip()[:300]}")
+            return bytes(res.stdout)
+
+        await git("read-tree", "HEAD")
+        await git("add", "--all")
+        tree = (await git("write-tree")).decode().strip()
+        base = since_tree or "HEAD"
+        numstat = (await git("diff", "--numstat", base, tree)).decode("utf-8", "replace")
+        diff = await git("diff", "--no-color", "--no-ext-diff", base, tree)
+    added = removed = 0
+    files = []
+    for line in numstat.splitlines():
+        a, _, rest = line.partition("\t")
+        r, _, name = rest.partition("\t")
+        files.append(name)
+        added += int(a) if a.isdigit() else 0
+        removed += int(r) if r.isdigit() else 0
+    text = diff[:limit].decode("utf-8", "replace")
+    return {"tree": tree, "diff": text, "files": files[:200], "added": added,
+            "removed": removed, "bytes": len(diff), "truncated": len(diff) > limit}

@@ -47,6 +47,7 @@ class _PhaseState:
     # Doctor calls a pattern made unnecessary, credited only if the phase then passes
     # without the Doctor: (pattern, tokens of the call not made)
     pending_avoided: list[tuple[str, int]] = field(default_factory=list)
+    last_tree: str | None = None  # snapshot after the previous attempt's Builder (diffs)
 
 
 class PhaseRunner:
@@ -240,7 +241,8 @@ class PhaseRunner:
         await actor.rec.event(actor.run_id, phase.id, attempt, "doctor_called",
                               decision=decision.action, rationale=decision.rationale,
                               hint=decision.hint, command=decision.command,
-                              tokens=decision.usage.total_tokens)
+                              tokens=decision.usage.total_tokens,
+                              context_bytes=len(context.encode()))
         match decision.action:
             case "retry_with_hint":
                 st.hint = decision.hint
@@ -309,6 +311,21 @@ class PhaseRunner:
             if policy == "fail":
                 raise RunEnded("failed", f"phase {phase.id}: drift outside scope: "
                                          + ", ".join(drift[:5]))
+        await self._record_edits(actor, ws, phase, attempt, st)
+
+    async def _record_edits(self, actor: RunActor, ws: RunWorkspace, phase: PhaseSpec,
+                            attempt: int, st: _PhaseState) -> None:
+        """The Builder's edits of this attempt as a bounded diff (``builder_diff`` event),
+        against the previous attempt's snapshot; the dashboard shows it per attempt."""
+        from ._drift import GitError, edits_since
+
+        try:
+            edits = await edits_since(ws.worktree, st.last_tree)
+        except (GitError, OSError) as exc:  # a diff is for people: never fails the attempt
+            LOGGER.warning("run %s: cannot record the Builder's diff: %s", actor.run_id, exc)
+            return
+        st.last_tree = str(edits["tree"])
+        await actor.rec.event(actor.run_id, phase.id, attempt, "builder_diff", **edits)
 
     async def _context(self, actor: RunActor, ws: RunWorkspace, phase: PhaseSpec, attempt: int,
                        role: str, failure: Classification | None) -> str:

@@ -217,6 +217,7 @@ def format_event(ev: EventMsg) -> str:
         where += f"#{ev.attempt}"
     pl = dict(ev.payload)
     excerpt = pl.pop("excerpt", None)
+    pl.pop("diff", None)  # builder_diff: the diff itself is for --json and the dashboard
     if ev.kind == "classified":  # the full details and mitigation are in --json and the report
         pl.pop("details", None)
         mitigation = pl.pop("mitigation", None) or {}
