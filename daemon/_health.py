@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from http import HTTPStatus
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -149,14 +150,32 @@ class HealthServer:
         assert resp.stream is not None
         headers = [("content-type", resp.content_type), ("cache-control", "no-store"),
                    *SECURITY_HEADERS, *resp.headers]
-        await stream.send_all(conn.send(h11.Response(status_code=resp.status, headers=headers)))
+        await stream.send_all(conn.send(h11.Response(status_code=resp.status, headers=headers,
+                                                     reason=_reason(resp.status))))
         chunks = resp.stream()
+
+        async def until_client_leaves(cancel: trio.CancelScope) -> None:
+            try:  # a client sends nothing more on a stream: EOF means it left
+                while await stream.receive_some(4096):
+                    pass
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+            cancel.cancel()
+
         try:
-            async for chunk in chunks:
-                await stream.send_all(conn.send(h11.Data(data=chunk)))
-            await stream.send_all(conn.send(h11.EndOfMessage()))
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(until_client_leaves, nursery.cancel_scope)
+                async for chunk in chunks:
+                    await stream.send_all(conn.send(h11.Data(data=chunk)))
+                await stream.send_all(conn.send(h11.EndOfMessage()))
+                nursery.cancel_scope.cancel()
+        except* (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the client went away mid-write
+        except* Exception:  # a broken stream ends itself, never the server
+            LOGGER.exception("dashboard stream failed")
         finally:
-            await chunks.aclose()  # type: ignore[attr-defined]
+            with trio.CancelScope(shield=True):
+                await chunks.aclose()  # type: ignore[attr-defined]
 
     @staticmethod
     async def _send(stream: trio.SocketStream, conn: h11.Connection, status: int, ctype: str,
@@ -167,7 +186,14 @@ class HealthServer:
                    ("cache-control", "no-store"), *SECURITY_HEADERS, *(extra or [])]
         if conn.our_state is not h11.SEND_RESPONSE:
             return
-        data = conn.send(h11.Response(status_code=status, headers=headers))
+        data = conn.send(h11.Response(status_code=status, headers=headers, reason=_reason(status)))
         data += conn.send(h11.Data(data=body)) if body else b""
         data += conn.send(h11.EndOfMessage())
         await stream.send_all(data)
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""

@@ -28,7 +28,7 @@ def detail_page(run: Mapping[str, Any], *, now: float, wedged_after_s: float,
             f'<div id="run-body">{detail_body(run, now=now, wedged_after_s=wedged_after_s, prices=prices)}</div>')
     ended = run["state"] in ("succeeded", "failed", "cancelled")
     return page(f"Run {rid}", body, active="runs", data={
-        "page": "detail", "stream": f"/runs/{rid}/events", "after": last_event,
+        "page": "detail", "stream": f"/runs/{rid}/events", "since": last_event,
         "ended": "1" if ended else "0"})
 
 

@@ -95,6 +95,6 @@ def list_page(data: Mapping[str, Any], f: ListFilter, *, repos: Sequence[str], n
     stream = "/events?" + urlencode({k: v for k, v in (
         ("state", f.state), ("repo", f.repo), ("q", f.text)) if v})
     return page("Runs", body, active="runs", data={
-        "page": "list", "stream": stream, "after": last_event,
+        "page": "list", "stream": stream, "since": last_event,
         "first-page": "1" if first_page else "0", "page-size": f.limit,
         "wedged-after": f"{wedged_after_s:g}"})

@@ -122,7 +122,9 @@ class Dashboard:
         if path == "/overview":
             return HttpResponse(200, HTML, overview_page(await self.overview()))
         if path == "/events":
-            return self._open_stream(self._list_stream(req))
+            params = req.params()
+            return self._open_stream(self._list_stream(self._filter(params),
+                                                       self._after(req, params)))
         parts = path.split("/")
         if len(parts) >= 3 and parts[1] == "runs" and RUN_ID.fullmatch(parts[2]):
             rid, rest = parts[2], "/".join(parts[3:])
@@ -130,7 +132,7 @@ class Dashboard:
                 return await self._detail(rid)
             if rest == "events":
                 await self._must_exist(rid)
-                return self._open_stream(self._detail_stream(req, rid))
+                return self._open_stream(self._detail_stream(rid, self._after(req, req.params())))
             if rest in ("report.md", "report.json"):
                 return await self._report(rid, rest)
         raise NotFound(f"nothing at {path}")
@@ -274,18 +276,23 @@ class Dashboard:
         return HttpResponse(200, "text/event-stream", stream=body)
 
     @staticmethod
-    def _after(req: HttpRequest, params: Mapping[str, str]) -> int:
-        raw = req.headers.get("last-event-id") or params.get("after") or ""
+    def _after(req: HttpRequest, params: Mapping[str, str]) -> int | None:
+        """Where a stream starts: the browser's ``Last-Event-ID`` when it reconnects, else the
+        page's ``since``; ``None``: from now on."""
+        raw = req.headers.get("last-event-id") or params.get("since") or ""
+        if not raw:
+            return None
         try:
             return int(raw)
         except ValueError:
-            raise BadRequest("after / Last-Event-ID must be an event id") from None
+            raise BadRequest("since / Last-Event-ID must be an event id") from None
 
-    async def _list_stream(self, req: HttpRequest) -> AsyncIterator[bytes]:
-        params = req.params()
-        f = self._filter(params)
-        after = self._after(req, params)
-        async for events, _ in event_stream(self.d.store, after=after, idle_s=HEARTBEAT_S):
+    async def _start(self, after: int | None, rid: str | None) -> int:
+        return after if after is not None else int(await self._read(wq.last_event_id, rid))
+
+    async def _list_stream(self, f: wq.ListFilter, after: int | None) -> AsyncIterator[bytes]:
+        start = await self._start(after, None)
+        async for events, _ in event_stream(self.d.store, after=start, idle_s=HEARTBEAT_S):
             if not events:
                 yield SSE_HEARTBEAT
                 continue
@@ -296,13 +303,16 @@ class Dashboard:
             for row in found["rows"]:
                 yield sse("row", {"id": row["id"], "seq": row["seq"], "html": run_row(
                     row, now=now, wedged_after_s=wedged, prices=self.prices)}, last)
-            for rid in found["dropped"]:
-                yield sse("drop", {"id": rid}, last)
+            if f.state:  # only a state change can take a shown run out of the filter
+                moved = {e["run_id"] for e in events if e["kind"].startswith("run_")}
+                for rid in found["dropped"]:
+                    if rid in moved:
+                        yield sse("drop", {"id": rid}, last)
             await trio.sleep(0.25)  # coalesce: a busy daemon does not re-render per event
 
-    async def _detail_stream(self, req: HttpRequest, rid: str) -> AsyncIterator[bytes]:
-        after = self._after(req, req.params())
-        async for events, _ in event_stream(self.d.store, after=after, run_id=rid,
+    async def _detail_stream(self, rid: str, after: int | None) -> AsyncIterator[bytes]:
+        start = await self._start(after, rid)
+        async for events, _ in event_stream(self.d.store, after=start, run_id=rid,
                                             idle_s=HEARTBEAT_S):
             if not events:
                 yield SSE_HEARTBEAT

@@ -23,7 +23,7 @@
 
   function open(onEvents) {
     const url = body.dataset.stream + (body.dataset.stream.includes("?") ? "&" : "?") +
-      "after=" + encodeURIComponent(body.dataset.after || "0");
+      "since=" + encodeURIComponent(body.dataset.since || "0");
     const es = new EventSource(url);
     es.onopen = function () { setLive(true); };
     es.onerror = function () { setLive(false); };
