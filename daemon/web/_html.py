@@ -53,13 +53,16 @@ def duration(seconds: float | None) -> str:
     return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
-def when(ts: float | None) -> str:
-    """A ``<time>`` element in UTC (machine-readable ``datetime`` for the script)."""
+def when(ts: float | None, *, short: bool = False) -> str:
+    """A ``<time>`` element in UTC (machine-readable ``datetime``); ``short`` drops the year
+    and shows the full time as a tooltip."""
     if not ts:
         return "—"
     iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
-    shown = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts))
-    return f'<time datetime="{iso}">{shown}</time>'
+    full = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
+    if short:
+        return f'<time datetime="{iso}" title="{full}">{time.strftime("%m-%d %H:%M:%S", time.gmtime(ts))}</time>'
+    return f'<time datetime="{iso}">{full[:-4]}</time>'
 
 
 def shorten(text: str, limit: int = 80) -> str:

@@ -13,6 +13,7 @@ from ._timeline import cost_usd
 
 COLUMNS = ("State", "Run", "Repository", "Branch", "Goal", "Phase", "Attempts",
            "Tokens in / out / cache", "Avoided", "Cost", "Started", "Duration")
+LABELS = dict(zip(COLUMNS, COLUMNS, strict=True)) | {"Tokens in / out / cache": "Tokens i/o/c"}
 
 
 def is_wedged(row: Mapping[str, Any], now: float, wedged_after_s: float) -> bool:
@@ -46,10 +47,11 @@ def run_row(row: Mapping[str, Any], *, now: float, wedged_after_s: float,
         f'{tokens(t["cache_creation"] + t["cache_read"])}',
         tokens(row["avoided"]),
         usd(cost_usd(row["tokens_by_model"], prices)),
-        when(row["created_at"] if not start else start),
+        when(row["created_at"] if not start else start, short=True),
         duration(dur),
     ]
-    tds = "".join(f'<td data-label="{esc(c)}">{v}</td>' for c, v in zip(COLUMNS, cells, strict=True))
+    tds = "".join(f'<td data-label="{esc(LABELS[c])}">{v}</td>'
+                  for c, v in zip(COLUMNS, cells, strict=True))
     cls = ' class="wedged"' if wedged else ""
     return (f'<tr id="run-{esc(rid)}" data-seq="{row["seq"]}" data-state="{esc(row["state"])}"'
             f' data-last-event="{row.get("last_event_ts") or row["created_at"]}"{cls}>{tds}</tr>')
@@ -89,7 +91,7 @@ def list_page(data: Mapping[str, Any], f: ListFilter, *, repos: Sequence[str], n
 <h1>Runs</h1>
 {form}
 {count}
-<div class="table-wrap"><table class="runs" id="runs"><thead><tr>{head}</tr></thead>
+<div class="table-wrap runs-wrap"><table class="runs" id="runs"><thead><tr>{head}</tr></thead>
 <tbody>{rows}</tbody></table></div>
 <nav class="pager">{" ".join(pager)}</nav>"""
     stream = "/events?" + urlencode({k: v for k, v in (
