@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-from http import HTTPStatus
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 from typing import Any
 
 import anyio

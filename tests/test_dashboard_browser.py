@@ -135,7 +135,8 @@ def test_dashboard_in_a_real_browser(browser, scene, tmp_path: Path):
     assert "ModuleNotFoundError" in failed_check.locator("pre.tail").inner_text()
     shot(page, tmp_path, "detail")
     report = ctx.request.get(f"{url}/runs/{runs['mitigated']}/report.json")
-    assert report.ok and report.json()["state"] == "succeeded"
+    assert report.ok
+    assert report.json()["state"] == "succeeded"
     assert not problems, problems
     ctx.close()
 

@@ -122,11 +122,14 @@ def test_keyset_paging_returns_every_run_once_newest_first(db):
 def test_filters_state_repo_and_text(db):
     seed(db, 100)
     failed = wq.list_page(db, wq.ListFilter(state="failed", limit=200))
-    assert failed["total"] == 25 and {r["state"] for r in failed["rows"]} == {"failed"}
+    assert failed["total"] == 25
+    assert {r["state"] for r in failed["rows"]} == {"failed"}
     repo = wq.list_page(db, wq.ListFilter(repo="/repos/r1", limit=200))
-    assert {r["repo"] for r in repo["rows"]} == {"/repos/r1"} and repo["total"] == 33
+    assert {r["repo"] for r in repo["rows"]} == {"/repos/r1"}
+    assert repo["total"] == 33
     text = wq.list_page(db, wq.ListFilter(text="needle", limit=200))
-    assert text["total"] == 15 and all("needle" in r["goal"] for r in text["rows"])
+    assert text["total"] == 15
+    assert all("needle" in r["goal"] for r in text["rows"])
     by_id = wq.list_page(db, wq.ListFilter(text="run-0004", limit=200))
     assert [r["id"] for r in by_id["rows"]] == [f"run-0004{d}" for d in range(9, -1, -1)]
     like_chars = wq.list_page(db, wq.ListFilter(text="%", limit=200))
@@ -146,7 +149,8 @@ def test_figures_of_a_run(db):
                       1000.8)
     q.add_event(db, rid, "a", 1, "classified", 1000.9, {"pattern": "x", "tokens_avoided": 777})
     (row,) = wq.list_page(db, wq.ListFilter())["rows"]
-    assert row["attempts"] == 1 and row["phases_total"] == 1
+    assert row["attempts"] == 1
+    assert row["phases_total"] == 1
     assert row["tokens"] == {"input": 1000, "output": 200, "cache_creation": 50, "cache_read": 10}
     assert row["avoided"] == 777
     assert row["last_event_ts"] == 1000.9
@@ -200,7 +204,10 @@ def test_timeline_attempts_failures_and_hostile_text_escaped():
     assert first.failures[0].doctor[0]["decision"] == "retry_with_hint"
     assert tl.position(first, 200.0) == (10.0, 40.0)
     html = detail_body(run, now=200.0, wedged_after_s=60, prices={})
-    assert "<script>" not in html and "&lt;script&gt;" in html
-    assert "retry_with_hint" in html and "812 bytes" in html and "unclassified" in html
+    assert "<script>" not in html
+    assert "&lt;script&gt;" in html
+    assert "retry_with_hint" in html
+    assert "812 bytes" in html
+    assert "unclassified" in html
     row = run_row(run | {"seq": 1}, now=200.0, wedged_after_s=60, prices={})
     assert "<script>" not in row

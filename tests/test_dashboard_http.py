@@ -70,16 +70,21 @@ def test_security_headers_on_every_response(runs):
                  "/static/dashboard.css", "/healthz", "/metrics", "/nowhere"):
         status, headers, _ = request(d, path)
         csp = headers.get("content-security-policy", "")
-        assert "default-src 'none'" in csp and "script-src 'self'" in csp, path
-        assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
+        assert "default-src 'none'" in csp, path
+        assert "script-src 'self'" in csp, path
+        assert "unsafe-inline" not in csp
+        assert "unsafe-eval" not in csp
         assert headers["x-content-type-options"] == "nosniff"
         assert headers["x-frame-options"] == "DENY"
     _, _, page = request(d, f"/runs/{ids['bad']}")
     html = page.decode()
-    assert "<script>" not in html and "<style" not in html and " style=" not in html
+    assert "<script>" not in html
+    assert "<style" not in html
+    assert " style=" not in html
     assert re.findall(r"<script[^>]*>", html) == ['<script src="/static/dashboard.js" defer>']
     assert "&lt;b&gt;loudly&lt;/b&gt;" in html  # what a run wrote is escaped
-    assert "http://" not in html.replace(d.health_url, "") and "https://" not in html
+    assert "http://" not in html.replace(d.health_url, "")
+    assert "https://" not in html
 
 
 def test_unknown_ids_and_paths_are_404(runs):
@@ -98,7 +103,8 @@ def test_read_only_no_method_changes_anything(runs):
             status, headers, _ = request(d, path, method=method, body=b"x=1")
             assert status in (404, 405), (method, path, status)
     status, headers, _ = request(d, "/", method="DELETE")
-    assert status == 405 and headers["allow"] == "GET, HEAD"
+    assert status == 405
+    assert headers["allow"] == "GET, HEAD"
     with d.client() as c:
         from autopack.protocol import GetStatus
 
@@ -114,13 +120,18 @@ def test_list_filters_search_and_paging(runs, tmp_path):
         wait_state(d, rid)
     _, _, body = request(d, "/?state=failed")
     html = body.decode()
-    assert ids["bad"] in html and ids["ok"] not in html and "1 run match" in html
+    assert ids["bad"] in html
+    assert ids["ok"] not in html
+    assert "1 run match" in html
     _, _, body = request(d, "/?" + urllib.parse.urlencode({"repo": str(repo2)}))
-    assert all(r in body.decode() for r in more) and ids["ok"] not in body.decode()
+    assert all(r in body.decode() for r in more)
+    assert ids["ok"] not in body.decode()
     _, _, body = request(d, "/?q=Batch+run+3")
-    assert more[3] in body.decode() and more[2] not in body.decode()
+    assert more[3] in body.decode()
+    assert more[2] not in body.decode()
     _, _, body = request(d, "/?q=" + ids["ok"][-8:])
-    assert ids["ok"] in body.decode() and ids["bad"] not in body.decode()
+    assert ids["ok"] in body.decode()
+    assert ids["bad"] not in body.decode()
     seen: list[str] = []
     path = "/?limit=3"
     while path:
@@ -137,13 +148,17 @@ def test_list_filters_search_and_paging(runs, tmp_path):
 def test_reports_and_detail_explain_the_failure(runs):
     d, ids = runs
     status, headers, body = request(d, f"/runs/{ids['bad']}/report.json")
-    assert status == 200 and headers["content-type"] == "application/json"
+    assert status == 200
+    assert headers["content-type"] == "application/json"
     assert json.loads(body)["state"] == "failed"
     status, headers, body = request(d, f"/runs/{ids['bad']}/report.md")
-    assert status == 200 and body.startswith(f"# autopack run {ids['bad']}: failed".encode())
+    assert status == 200
+    assert body.startswith(f"# autopack run {ids['bad']}: failed".encode())
     _, _, body = request(d, f"/runs/{ids['bad']}")
     html = body.decode()
-    assert "boom" in html and "exit 3" in html and "<details" in html
+    assert "boom" in html
+    assert "exit 3" in html
+    assert "<details" in html
     assert f'href="/runs/{ids["bad"]}/report.md"' in html
 
 
@@ -160,12 +175,15 @@ def test_token_required_when_asked(daemon_factory, tmp_path):
     assert request(d, "/static/dashboard.css")[0] == 200  # the login page is styled
     form = {"Content-Type": "application/x-www-form-urlencoded"}
     status, _, body = request(d, "/login", method="POST", headers=form, body=b"token=wrong")
-    assert status == 401 and b"not the right one" in body
+    assert status == 401
+    assert b"not the right one" in body
     status, headers, _ = request(d, "/login", method="POST", headers=form,
                                  body=urllib.parse.urlencode({"token": TOKEN}).encode())
-    assert status == 303 and headers["location"] == "/"
+    assert status == 303
+    assert headers["location"] == "/"
     cookie = headers["set-cookie"].split(";")[0]
-    assert "HttpOnly" in headers["set-cookie"] and "SameSite=Strict" in headers["set-cookie"]
+    assert "HttpOnly" in headers["set-cookie"]
+    assert "SameSite=Strict" in headers["set-cookie"]
     assert TOKEN not in cookie
     assert request(d, "/overview", headers={"Cookie": cookie})[0] == 200
     assert request(d, "/overview", headers={"Cookie": cookie[:-2] + "00"})[0] == 401
@@ -175,7 +193,8 @@ def test_token_required_when_asked(daemon_factory, tmp_path):
 def test_token_required_but_missing_refuses_every_page(daemon_factory):
     d = daemon_factory(config={"dashboard_auth": "token"})
     status, _, body = request(d, "/")
-    assert status == 503 and b"no dashboard token" in body
+    assert status == 503
+    assert b"no dashboard token" in body
     assert request(d, "/", headers={"Authorization": "Bearer anything-at-all-123456"})[0] == 503
     assert request(d, "/healthz")[0] == 200
 
@@ -207,11 +226,13 @@ def test_live_streams_push_rows_and_never_block_health(daemon_factory, tmp_path)
     second = open_stream(d, "/events?state=failed&since=0")
     try:
         head = read_stream_until(first, b"retry:", 10)
-        assert b"200 OK" in head and b"text/event-stream" in head
+        assert b"200 OK" in head
+        assert b"text/event-stream" in head
         assert b"default-src 'none'" in head
         read_stream_until(second, b"retry:", 10)
         status, headers, _ = request(d, "/events")
-        assert status == 503 and headers["retry-after"]  # bounded
+        assert status == 503
+        assert headers["retry-after"]
         t0 = time.monotonic()
         assert request(d, "/healthz")[0] == 200  # two open streams do not block the listener
         assert time.monotonic() - t0 < 5
@@ -247,7 +268,8 @@ def test_logs_follow_still_works_through_the_shared_stream(runs):
     d, ids = runs
     res = d.ctl("logs", "-f", ids["bad"], timeout=30)
     assert res.returncode == 1
-    assert "run_failed" in res.stdout and "submitted" in res.stdout
+    assert "run_failed" in res.stdout
+    assert "submitted" in res.stdout
 
 
 @pytest.mark.slow

@@ -87,7 +87,8 @@ class Gate:
                         hashlib.sha256).hexdigest()
 
     def check_token(self, candidate: str) -> bool:
-        return bool(self.token) and hmac.compare_digest(candidate.encode(), self.token.encode())
+        return self.token is not None and hmac.compare_digest(candidate.encode(),
+                                                              self.token.encode())
 
     def allows(self, authorization: str, cookie: str | None) -> bool:
         """Whether a request with this ``Authorization`` header and session cookie may read."""

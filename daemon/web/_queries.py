@@ -196,6 +196,7 @@ def run_detail(conn: sqlite3.Connection, run_id: str) -> dict[str, Any] | None:
 def events_since(conn: sqlite3.Connection, run_id: str | None, after: int,
                  limit: int = 1000) -> list[dict[str, Any]]:
     """Events after id ``after``, of one run or of all runs, oldest first (payload raw)."""
+    args: tuple[Any, ...]
     if run_id is None:
         sql, args = ("SELECT id, run_id, phase_id, attempt, kind, ts FROM events WHERE id > ?"
                      " ORDER BY id LIMIT ?", (after, limit))
@@ -209,9 +210,9 @@ def day_figures(conn: sqlite3.Connection, since: float) -> dict[str, Any]:
     """Tokens by model since ``since`` (today), and the number of LLM calls."""
     by_model: dict[str, dict[str, int]] = {}
     calls = 0
-    for t in conn.execute(
+    for m in conn.execute(
             "SELECT model, COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cache_creation),"
             " SUM(cache_read) FROM llm_calls WHERE ts >= ? GROUP BY model", (since,)):
-        calls += int(t[1])
-        by_model[t[0]] = dict(zip(TOKEN_KINDS, (int(x or 0) for x in t[2:6]), strict=True))
+        calls += int(m[1])
+        by_model[m[0]] = dict(zip(TOKEN_KINDS, (int(x or 0) for x in m[2:6]), strict=True))
     return {"tokens_by_model": by_model, "calls": calls}

@@ -55,6 +55,9 @@ class DaemonView(Protocol):
 
     store: Any
     settings: Any
+    scheduler: Any  # .active: the runs executing now
+    supervisor: Any  # .statistics(): restarts of each supervised part
+    llm: Any  # .statistics(): rate limiter and circuit breaker
 
     async def health(self) -> Any: ...
     async def report(self, run_id: str) -> dict[str, Any]: ...
@@ -211,7 +214,7 @@ class Dashboard:
 
     async def _summary(self, counts: dict[str, int]) -> dict[str, Any]:
         health = await self.d.health()
-        return {"counts": counts, "running": len(getattr(self.d, "scheduler").active),
+        return {"counts": counts, "running": len(self.d.scheduler.active),
                 "limit": self.d.settings.max_concurrent_runs, "degraded": list(health.degraded)}
 
     async def overview(self) -> dict[str, Any]:
@@ -223,10 +226,10 @@ class Dashboard:
         for name, state in health.parts.items():
             parts[name] = {"state": "ok" if state == "ok" else state, "restarts": 0,
                            "last_error": None}
-        for child in self.d.supervisor.statistics():  # type: ignore[attr-defined]
+        for child in self.d.supervisor.statistics():
             p = parts.setdefault(child.name, {"state": child.state})
             p.update(restarts=child.restarts, last_error=child.last_error)
-        llm = getattr(self.d, "llm", None)
+        llm = self.d.llm
         llm_stats = None
         if llm is not None:
             st = llm.statistics()
