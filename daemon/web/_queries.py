@@ -1,5 +1,5 @@
-"""The dashboard's read queries. Each is ``fn(conn, ...)`` and runs on the store's thread
-(``await store.call(fn, ...)``, or the store's read path when it has one).
+"""The dashboard's read queries. Each is ``fn(conn, ...)`` and runs on the store's read
+connection (``await store.read(fn, ...)``): never behind a batch of writes.
 
 The run list pages on the ``runs.seq`` index (keyset paging: ``before``/``after`` a
 sequence number, newest first), so a page costs the same at 100 or 100,000 runs; the

@@ -207,10 +207,8 @@ class Dashboard:
         return dict(getattr(self.d.settings, "prices", {}) or {})
 
     async def _read(self, fn: Any, *args: Any) -> Any:
-        """Run a read query on the store's read path (its writer thread until it has one)."""
-        store = self.d.store
-        reader = getattr(store, "read", None) or store.call
-        return await reader(fn, *args)
+        """Run a read query on the store's read connection (never behind a batch of writes)."""
+        return await self.d.store.read(fn, *args)
 
     async def _summary(self, counts: dict[str, int]) -> dict[str, Any]:
         health = await self.d.health()

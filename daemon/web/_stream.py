@@ -26,14 +26,14 @@ async def event_stream(store: Any, *, after: int, run_id: str | None = None,
     ``run_id``, or of every run when it is ``None``); ``caught_up`` is true when the batch
     reached the newest event. After ``idle_s`` without a new event it yields ``([], True)``.
 
-    ``fetch(conn, run_id, after, limit)`` reads a batch on the store thread (default:
+    ``fetch(conn, run_id, after, limit)`` reads a batch on the store's read connection (default:
     :func:`._queries.events_since`, without payloads). No event is lost between a read and
     the wait: the wake-up signal is taken before reading.
     """
     read = fetch or events_since
     while True:
         waiter = store.changed_event()  # taken before reading: no lost wake-up
-        events = await store.call(read, run_id, after, batch)
+        events = await store.read(read, run_id, after, batch)
         caught_up = len(events) < batch
         if events:
             after = int(events[-1]["id"])
