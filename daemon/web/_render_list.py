@@ -11,9 +11,10 @@ from ._html import STATES, badge, duration, esc, options, page, shorten, tokens,
 from ._queries import ListFilter
 from ._timeline import cost_usd
 
-COLUMNS = ("State", "Run", "Repository", "Branch", "Goal", "Phase", "Attempts",
-           "Tokens in / out / cache", "Avoided", "Cost", "Started", "Duration")
-LABELS = dict(zip(COLUMNS, COLUMNS, strict=True)) | {"Tokens in / out / cache": "Tokens i/o/c"}
+COLUMNS = ("State", "Run", "Repository / branch", "Goal", "Phase", "Attempts",
+           "Tokens in/out/cache", "Avoided", "Cost", "Started", "Duration")
+LABELS = dict(zip(COLUMNS, COLUMNS, strict=True)) | {"Tokens in/out/cache": "Tokens i/o/c",
+                                                   "Repository / branch": "Repository"}
 
 
 def is_wedged(row: Mapping[str, Any], now: float, wedged_after_s: float) -> bool:
@@ -38,9 +39,9 @@ def run_row(row: Mapping[str, Any], *, now: float, wedged_after_s: float,
     cells = [
         state,
         f'<a href="/runs/{esc(rid)}" class="mono">{esc(rid)}</a>',
-        f'<span title="{esc(row["repo"])}">{esc(os.path.basename(row["repo"]) or row["repo"])}</span>',
-        f'<span class="mono">{esc(row["branch"])}</span>',
-        f'<span title="{esc(row["goal"])}">{esc(shorten(row["goal"], 70))}</span>',
+        f'<span title="{esc(row["repo"])}">{esc(os.path.basename(row["repo"]) or row["repo"])}'
+        f'</span><br><span class="mono sub branch">{esc(row["branch"])}</span>',
+        f'<span title="{esc(row["goal"])}">{esc(shorten(row["goal"], 90))}</span>',
         phase,
         str(row["attempts"]),
         f'{tokens(t["input"])} / {tokens(t["output"])} / '
