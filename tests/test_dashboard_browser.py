@@ -28,8 +28,9 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     chromium = require_system("chromium", "chromium")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as pw:
+    from playwright.sync_api import sync_playwright  # the test extra: never skipped
+
+    with sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         yield b
         b.close()

@@ -211,3 +211,10 @@ def test_timeline_attempts_failures_and_hostile_text_escaped():
     assert "unclassified" in html
     row = run_row(run | {"seq": 1}, now=200.0, wedged_after_s=60, prices={})
     assert "<script>" not in row
+
+
+def test_public_surface():
+    from autopack.daemon import web
+
+    assert web.__all__ == ["SECURITY_HEADERS", "Dashboard", "HttpRequest", "HttpResponse",
+                           "event_stream"]

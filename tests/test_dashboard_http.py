@@ -102,6 +102,9 @@ def test_read_only_no_method_changes_anything(runs):
         for path in ("/", f"/runs/{ids['ok']}", f"/runs/{ids['ok']}/cancel", "/events"):
             status, headers, _ = request(d, path, method=method, body=b"x=1")
             assert status in (404, 405), (method, path, status)
+    status, headers, body = request(d, "/events", method="HEAD")  # no stream opened
+    assert status == 200
+    assert body == b""
     status, headers, _ = request(d, "/", method="DELETE")
     assert status == 405
     assert headers["allow"] == "GET, HEAD"

@@ -127,7 +127,7 @@ class Dashboard:
         if path == "/events":
             params = req.params()
             return self._open_stream(self._list_stream(self._filter(params),
-                                                       self._after(req, params)))
+                                                       self._after(req, params)), req.method)
         parts = path.split("/")
         if len(parts) >= 3 and parts[1] == "runs" and RUN_ID.fullmatch(parts[2]):
             rid, rest = parts[2], "/".join(parts[3:])
@@ -135,7 +135,8 @@ class Dashboard:
                 return await self._detail(rid)
             if rest == "events":
                 await self._must_exist(rid)
-                return self._open_stream(self._detail_stream(rid, self._after(req, req.params())))
+                return self._open_stream(
+                    self._detail_stream(rid, self._after(req, req.params())), req.method)
             if rest in ("report.md", "report.json"):
                 return await self._report(rid, rest)
         raise NotFound(f"nothing at {path}")
@@ -257,7 +258,9 @@ class Dashboard:
             raise NotFound(f"no run with id {rid}")
 
     # ------------------------------------------------------------------ live streams
-    def _open_stream(self, gen: AsyncIterator[bytes]) -> HttpResponse:
+    def _open_stream(self, gen: AsyncIterator[bytes], method: str) -> HttpResponse:
+        if method == "HEAD":  # the headers only: no stream is opened
+            return HttpResponse(200, "text/event-stream")
         limit = self.d.settings.dashboard_max_streams
         if self.streams >= limit:
             return text(503, f"too many live streams (dashboard_max_streams = {limit})",
