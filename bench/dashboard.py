@@ -63,12 +63,14 @@ def seed(db: Path, n: int) -> None:
         kinds = ["submitted", "run_running"] + [
             k for p in range(3) for k in ("phase_running", "attempt_started", "check_finished",
                                           "phase_succeeded")][:11] + [f"run_{state}"]
+        kinds[5] = "doctor_avoided"
         for j, kind in enumerate(kinds):
             payload = {"tokens_avoided": 11000, "pattern": "test_failure"} if j == 5 else {}
             events.append((rid, "p0" if 2 <= j < 13 else None, 1, kind, ts + j,
                            json.dumps(payload)))
         for role in ("builder", "builder"):
-            calls.append((rid, "p0", 1, role, "claude-sonnet-4-6", 3000, 400, 1200, 2000, ts + 3))
+            calls.append((rid, "p0", 1, role, "claude-sonnet-4-6", 3000, 400, 1200, 2000, ts + 3,
+                          19_100_000_000))
     conn.executemany("INSERT INTO runs(id, seq, state, reason, goal, repo, base, base_commit,"
                      " branch, spec, arm, created_at, started_at, ended_at)"
                      " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", runs)
@@ -78,7 +80,8 @@ def seed(db: Path, n: int) -> None:
     conn.executemany("INSERT INTO events(run_id, phase_id, attempt, kind, ts, payload)"
                      " VALUES (?,?,?,?,?,?)", events)
     conn.executemany("INSERT INTO llm_calls(run_id, phase_id, attempt, role, model, input_tokens,"
-                     " output_tokens, cache_creation, cache_read, ts) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                     " output_tokens, cache_creation, cache_read, ts, cost_pusd)"
+                     " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                      calls)
     conn.execute("COMMIT")
     conn.close()

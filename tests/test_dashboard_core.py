@@ -13,7 +13,7 @@ from autopack.daemon._schema import migrate
 from autopack.daemon.web import _queries as wq
 from autopack.daemon.web._auth import Gate, TokenError, is_loopback, load_token
 from autopack.daemon.web._render_detail import detail_body
-from autopack.daemon.web._render_list import is_wedged, run_row
+from autopack.daemon.web._render_list import cost_cell, is_wedged, run_row
 from autopack.daemon.web._timeline import build_timeline, cost_usd
 from autopack.protocol import parse_spec_text
 
@@ -146,17 +146,22 @@ def test_figures_of_a_run(db):
     q.begin_attempt(db, rid, idx, 1000.7, {})
     q.record_llm_call(db, rid, "a", 1, "builder", "m1", {"input": 1000, "output": 200,
                                                          "cache_creation": 50, "cache_read": 10},
-                      1000.8)
-    q.add_event(db, rid, "a", 1, "classified", 1000.9, {"pattern": "x", "tokens_avoided": 777})
+                      1000.8, cost_pusd=6_000_000_000)
+    q.record_llm_call(db, rid, "a", 1, "doctor", "unpriced-model", {"input": 5}, 1000.85)
+    q.add_event(db, rid, "a", 1, "classified", 1000.88, {"pattern": "x", "doctor_avoidable": 9})
+    q.add_event(db, rid, "a", 1, "doctor_avoided", 1000.9, {"pattern": "x", "tokens_avoided": 777})
     (row,) = wq.list_page(db, wq.ListFilter())["rows"]
     assert row["attempts"] == 1
     assert row["phases_total"] == 1
-    assert row["tokens"] == {"input": 1000, "output": 200, "cache_creation": 50, "cache_read": 10}
-    assert row["avoided"] == 777
+    assert row["tokens"] == {"input": 1005, "output": 200, "cache_creation": 50, "cache_read": 10}
+    assert row["avoided"] == 777  # credited Doctor calls only, not the avoidable ones
     assert row["last_event_ts"] == 1000.9
-    assert cost_usd(row["tokens_by_model"], {"m1": [3.0, 15.0, 3.75, 0.3]}) == pytest.approx(
-        (1000 * 3 + 200 * 15 + 50 * 3.75 + 10 * 0.3) / 1e6)
-    assert cost_usd(row["tokens_by_model"], {}) is None  # unpriced model: unknown, not $0
+    assert row["cost_pusd"] == 6_000_000_000
+    assert cost_usd(row["cost_pusd"]) == pytest.approx(0.006)
+    assert row["unpriced_calls"] == 1
+    cell = cost_cell(row)
+    assert "$0.0060*" in cell
+    assert "1 call of a model without a price" in cell
     assert is_wedged({**row, "state": "running"}, now=1000.9 + 61, wedged_after_s=60)
     assert not is_wedged({**row, "state": "running"}, now=1000.9 + 59, wedged_after_s=60)
     assert not is_wedged({**row, "state": "queued"}, now=1e9, wedged_after_s=60)
@@ -177,7 +182,7 @@ def test_timeline_attempts_failures_and_hostile_text_escaped():
         "phases_total": 1, "phases_done": 1, "attempts": 2, "current_phase": None,
         "current_idx": None, "tokens": dict.fromkeys(("input", "output", "cache_creation",
                                                        "cache_read"), 0),
-        "tokens_by_model": {}, "avoided": 5, "last_event_ts": 110.0, "last_event_id": 9,
+        "cost_pusd": 0, "unpriced_calls": 0, "avoided": 5, "last_event_ts": 110.0, "last_event_id": 9,
         "phases": [{"idx": 0, "id": "p", "kind": "build", "state": "succeeded", "attempts": 2,
                     "doctor_calls": 1, "reason": None, "commit_sha": "abc", "started_at": 100.0,
                     "ended_at": 110.0}],
@@ -203,13 +208,13 @@ def test_timeline_attempts_failures_and_hostile_text_escaped():
     assert first.context_bytes == {"builder": 812, "doctor": 300}
     assert first.failures[0].doctor[0]["decision"] == "retry_with_hint"
     assert tl.position(first, 200.0) == (10.0, 40.0)
-    html = detail_body(run, now=200.0, wedged_after_s=60, prices={})
+    html = detail_body(run, now=200.0, wedged_after_s=60)
     assert "<script>" not in html
     assert "&lt;script&gt;" in html
     assert "retry_with_hint" in html
     assert "812 bytes" in html
     assert "unclassified" in html
-    row = run_row(run | {"seq": 1}, now=200.0, wedged_after_s=60, prices={})
+    row = run_row(run | {"seq": 1}, now=200.0, wedged_after_s=60)
     assert "<script>" not in row
 
 

@@ -116,8 +116,8 @@ def add_run_figures(conn: sqlite3.Connection, rows: list[dict[str, Any]]) -> Non
     marks = ",".join("?" * len(ids))
     for r in rows:
         r.update(phases_total=0, phases_done=0, attempts=0, current_phase=None,
-                 current_idx=None, tokens=dict.fromkeys(TOKEN_KINDS, 0), tokens_by_model={},
-                 avoided=0, last_event_id=None, last_event_ts=None)
+                 current_idx=None, tokens=dict.fromkeys(TOKEN_KINDS, 0), cost_pusd=0,
+                 unpriced_calls=0, avoided=0, last_event_id=None, last_event_ts=None)
     for p in conn.execute(
             f"SELECT run_id, idx, id, state, attempts FROM phases WHERE run_id IN ({marks})"
             " ORDER BY run_id, idx", ids):
@@ -129,17 +129,15 @@ def add_run_figures(conn: sqlite3.Connection, rows: list[dict[str, Any]]) -> Non
         if p["state"] == "running" and r["current_phase"] is None:
             r["current_phase"], r["current_idx"] = p["id"], p["idx"] + 1
     for t in conn.execute(
-            "SELECT run_id, model, SUM(input_tokens), SUM(output_tokens), SUM(cache_creation),"
-            f" SUM(cache_read) FROM llm_calls WHERE run_id IN ({marks}) GROUP BY run_id, model",
-            ids):
+            "SELECT run_id, SUM(input_tokens), SUM(output_tokens), SUM(cache_creation),"
+            " SUM(cache_read), SUM(cost_pusd), SUM(cost_pusd IS NULL) FROM llm_calls"
+            f" WHERE run_id IN ({marks}) GROUP BY run_id", ids):
         r = by_id[t[0]]
-        sums = [int(x or 0) for x in t[2:6]]
-        r["tokens_by_model"][t[1]] = dict(zip(TOKEN_KINDS, sums, strict=True))
-        for k, v in zip(TOKEN_KINDS, sums, strict=True):
-            r["tokens"][k] += v
+        r["tokens"] = dict(zip(TOKEN_KINDS, (int(x or 0) for x in t[1:5]), strict=True))
+        r["cost_pusd"], r["unpriced_calls"] = int(t[5] or 0), int(t[6] or 0)
     for a in conn.execute(
             "SELECT run_id, SUM(CAST(COALESCE(json_extract(payload, '$.tokens_avoided'), 0)"
-            f" AS INTEGER)) FROM events WHERE run_id IN ({marks}) AND kind = 'classified'"
+            f" AS INTEGER)) FROM events WHERE run_id IN ({marks}) AND kind = 'doctor_avoided'"
             " GROUP BY run_id", ids):
         by_id[a[0]]["avoided"] = int(a[1] or 0)
     for e in conn.execute(
@@ -189,7 +187,7 @@ def run_detail(conn: sqlite3.Connection, run_id: str) -> dict[str, Any] | None:
     run["events_total"] = int(count)
     run["llm_calls"] = [dict(c) for c in conn.execute(
         "SELECT id, phase_id, attempt, role, model, input_tokens, output_tokens, cache_creation,"
-        " cache_read, ts FROM llm_calls WHERE run_id = ? ORDER BY id", (run_id,))]
+        " cache_read, cost_pusd, ts FROM llm_calls WHERE run_id = ? ORDER BY id", (run_id,))]
     return run
 
 
@@ -207,12 +205,9 @@ def events_since(conn: sqlite3.Connection, run_id: str | None, after: int,
 
 
 def day_figures(conn: sqlite3.Connection, since: float) -> dict[str, Any]:
-    """Tokens by model since ``since`` (today), and the number of LLM calls."""
-    by_model: dict[str, dict[str, int]] = {}
-    calls = 0
-    for m in conn.execute(
-            "SELECT model, COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cache_creation),"
-            " SUM(cache_read) FROM llm_calls WHERE ts >= ? GROUP BY model", (since,)):
-        calls += int(m[1])
-        by_model[m[0]] = dict(zip(TOKEN_KINDS, (int(x or 0) for x in m[2:6]), strict=True))
-    return {"tokens_by_model": by_model, "calls": calls}
+    """Tokens, cost (pUSD) and LLM calls since ``since`` (today)."""
+    row = conn.execute(
+        "SELECT COUNT(*), COALESCE(SUM(input_tokens + output_tokens + cache_creation"
+        " + cache_read), 0), COALESCE(SUM(cost_pusd), 0) FROM llm_calls WHERE ts >= ?",
+        (since,)).fetchone()
+    return {"calls": int(row[0]), "tokens": int(row[1]), "pusd": int(row[2])}

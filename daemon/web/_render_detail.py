@@ -3,37 +3,35 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from ._html import badge, duration, esc, page, tokens, usd, when
-from ._render_list import is_wedged
+from ._render_list import cost_cell, is_wedged
 from ._timeline import Attempt, Failure, Timeline, build_timeline, call_tokens, cost_usd
 
 MAX_DIFF_LINES = 2000
 
 
-def detail_body(run: Mapping[str, Any], *, now: float, wedged_after_s: float,
-                prices: Mapping[str, Sequence[float]]) -> str:
+def detail_body(run: Mapping[str, Any], *, now: float, wedged_after_s: float) -> str:
     """Everything below the page header; the live stream re-sends this on each change."""
     tl = build_timeline(run, now)
-    return "".join((_summary(run, now, wedged_after_s, prices), _phases(run),
-                    _gantt(run, tl, now), _attempts(run, tl, prices), _event_log(run)))
+    return "".join((_summary(run, now, wedged_after_s), _phases(run),
+                    _gantt(run, tl, now), _attempts(run, tl), _event_log(run)))
 
 
 def detail_page(run: Mapping[str, Any], *, now: float, wedged_after_s: float,
-                prices: Mapping[str, Sequence[float]], last_event: int) -> bytes:
+                last_event: int) -> bytes:
     rid = run["id"]
     body = (f'<h1>Run <span class="mono">{esc(rid)}</span> {badge(run["state"])}</h1>'
-            f'<div id="run-body">{detail_body(run, now=now, wedged_after_s=wedged_after_s, prices=prices)}</div>')
+            f'<div id="run-body">{detail_body(run, now=now, wedged_after_s=wedged_after_s)}</div>')
     ended = run["state"] in ("succeeded", "failed", "cancelled")
     return page(f"Run {rid}", body, active="runs", data={
         "page": "detail", "stream": f"/runs/{rid}/events", "since": last_event,
         "ended": "1" if ended else "0"})
 
 
-def _summary(run: Mapping[str, Any], now: float, wedged_after_s: float,
-             prices: Mapping[str, Sequence[float]]) -> str:
+def _summary(run: Mapping[str, Any], now: float, wedged_after_s: float) -> str:
     t = run["tokens"]
     start = run["started_at"]
     dur = ((run["ended_at"] or now) - start) if start else None
@@ -58,7 +56,7 @@ def _summary(run: Mapping[str, Any], now: float, wedged_after_s: float,
         ("Tokens", f'input {tokens(t["input"])}, output {tokens(t["output"])}, cache write '
                    f'{tokens(t["cache_creation"])}, cache read {tokens(t["cache_read"])}'),
         ("Tokens avoided", tokens(run["avoided"])),
-        ("Cost", usd(cost_usd(run["tokens_by_model"], prices))),
+        ("Cost", cost_cell(run)),
         ("Last event", when(run["last_event_ts"])),
         ("Report", f'<a href="/runs/{esc(run["id"])}/report.md">Markdown</a> · '
                    f'<a href="/runs/{esc(run["id"])}/report.json">JSON</a>'),
@@ -110,20 +108,19 @@ def _gantt(run: Mapping[str, Any], tl: Timeline, now: float) -> str:
             "</p></section>")
 
 
-def _attempts(run: Mapping[str, Any], tl: Timeline,
-              prices: Mapping[str, Sequence[float]]) -> str:
+def _attempts(run: Mapping[str, Any], tl: Timeline) -> str:
     out = ["<section><h2>Attempts</h2>"]
     for p in run["phases"]:
         attempts = tl.by_phase.get(p["id"], [])
         out.append(f'<h3 id="phase-{esc(p["id"])}">{esc(p["id"])} {badge(p["state"])}</h3>')
         if not attempts:
             out.append('<p class="sub">Not started.</p>')
-        out += [_attempt(a, prices) for a in attempts]
+        out += [_attempt(a) for a in attempts]
     out.append("</section>")
     return "".join(out)
 
 
-def _attempt(a: Attempt, prices: Mapping[str, Sequence[float]]) -> str:
+def _attempt(a: Attempt) -> str:
     dur = duration((a.end - a.start) if a.end else None)
     parts = [f'<article class="attempt o-{esc(a.outcome)}" id="a-{esc(a.phase_id)}-{a.n}">'
              f"<h4>Attempt {a.n} {badge(a.outcome)} <span class=sub>{when(a.start)} · {dur}"
@@ -157,8 +154,12 @@ def _attempt(a: Attempt, prices: Mapping[str, Sequence[float]]) -> str:
             + f' <span class="sub">{esc(c.get("output_bytes", 0))} bytes of output</span></summary>'
             f'<pre class="tail">{esc(excerpt) or "(no output)"}</pre></details>')
     parts += [_failure(f) for f in a.failures]
+    for av in a.avoided:
+        parts.append(f'<p class="avoided">A Doctor call was not needed: '
+                     f'<span class="pattern mono">{esc(av.get("pattern"))}</span> handled it, '
+                     f'≈ {tokens(av.get("tokens_avoided"))} tokens saved</p>')
     if a.calls:
-        parts.append(_calls(a, prices))
+        parts.append(_calls(a))
     parts.append("</article>")
     return "".join(parts)
 
@@ -185,9 +186,7 @@ def _failure(f: Failure) -> str:
     pattern = (f'<span class="pattern mono">{esc(f.pattern)}</span>' if f.pattern
                else '<span class="pattern none">unclassified</span>')
     out = [f'<div class="failure"><p><b>Failure</b> of <span class="mono">{esc(f.command)}</span>'
-           f" (exit {esc(f.exit_code)}): {pattern}"
-           + (f' <span class="sub">saved ≈ {tokens(f.tokens_avoided)} tokens</span>'
-              if f.tokens_avoided else "") + "</p>"]
+           f" (exit {esc(f.exit_code)}): {pattern}</p>"]
     if f.evidence:
         out.append('<pre class="evidence">' + "\n".join(esc(e) for e in f.evidence) + "</pre>")
     if f.decision:
@@ -216,11 +215,11 @@ def _failure(f: Failure) -> str:
     return "".join(out)
 
 
-def _calls(a: Attempt, prices: Mapping[str, Sequence[float]]) -> str:
+def _calls(a: Attempt) -> str:
     rows = []
     for c in a.calls:
         t = call_tokens(c)
-        cost = cost_usd({c["model"]: t}, prices)
+        cost = cost_usd(c.get("cost_pusd"))
         rows.append(f'<tr><td>{esc(c["role"])}</td><td class="mono">{esc(c["model"])}</td>'
                     f'<td>{t["input"]:,}</td><td>{t["output"]:,}</td><td>{t["cache_creation"]:,}'
                     f'</td><td>{t["cache_read"]:,}</td><td>{usd(cost)}</td></tr>')

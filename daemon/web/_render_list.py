@@ -23,8 +23,15 @@ def is_wedged(row: Mapping[str, Any], now: float, wedged_after_s: float) -> bool
     return row["state"] == "running" and now - float(last) > wedged_after_s
 
 
-def run_row(row: Mapping[str, Any], *, now: float, wedged_after_s: float,
-            prices: Mapping[str, Sequence[float]]) -> str:
+def cost_cell(row: Mapping[str, Any]) -> str:
+    """The run's cost; marked when some calls had no price (counted as $0)."""
+    text = usd(cost_usd(row["cost_pusd"]))
+    n = row["unpriced_calls"]
+    return text if not n else (f'<span title="{n} call{"s" if n != 1 else ""} of a model '
+                               f'without a price counted as $0">{text}*</span>')
+
+
+def run_row(row: Mapping[str, Any], *, now: float, wedged_after_s: float) -> str:
     """One ``<tr>`` of the run list."""
     rid = row["id"]
     wedged = is_wedged(row, now, wedged_after_s)
@@ -47,7 +54,7 @@ def run_row(row: Mapping[str, Any], *, now: float, wedged_after_s: float,
         f'{tokens(t["input"])} / {tokens(t["output"])} / '
         f'{tokens(t["cache_creation"] + t["cache_read"])}',
         tokens(row["avoided"]),
-        usd(cost_usd(row["tokens_by_model"], prices)),
+        cost_cell(row),
         when(row["created_at"] if not start else start, short=True),
         duration(dur),
     ]
@@ -64,9 +71,9 @@ def _link(f: ListFilter, **cursor: int | None) -> str:
 
 
 def list_page(data: Mapping[str, Any], f: ListFilter, *, repos: Sequence[str], now: float,
-              wedged_after_s: float, prices: Mapping[str, Sequence[float]],
+              wedged_after_s: float,
               summary: str, last_event: int) -> bytes:
-    rows = "".join(run_row(r, now=now, wedged_after_s=wedged_after_s, prices=prices)
+    rows = "".join(run_row(r, now=now, wedged_after_s=wedged_after_s)
                    for r in data["rows"])
     if not rows:
         rows = f'<tr class="empty"><td colspan="{len(COLUMNS)}">No run matches.</td></tr>'

@@ -23,7 +23,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from importlib import resources
 from typing import Any, Protocol
 
@@ -161,7 +161,7 @@ class Dashboard:
         data, last, repos, ov = await self._read(_list_data, f, self._repos)
         self._repos = repos
         body = list_page(data, f, repos=repos[1], now=time.time(),
-                         wedged_after_s=self.d.settings.wedged_after_s, prices=self.prices,
+                         wedged_after_s=self.d.settings.wedged_after_s,
                          summary=summary_line(await self._summary(ov)), last_event=last)
         return HttpResponse(200, HTML, body)
 
@@ -171,7 +171,7 @@ class Dashboard:
             raise NotFound(f"no run with id {rid}")
         return HttpResponse(200, HTML, detail_page(
             run, now=time.time(), wedged_after_s=self.d.settings.wedged_after_s,
-            prices=self.prices, last_event=last))
+            last_event=last))
 
     async def _report(self, rid: str, name: str) -> HttpResponse:
         from autopack.daemon._queries import UnknownRun
@@ -203,10 +203,6 @@ class Dashboard:
         return HttpResponse(303, headers=[("location", "/"), ("set-cookie", cookie)])
 
     # ------------------------------------------------------------------ figures
-    @property
-    def prices(self) -> Mapping[str, Sequence[float]]:
-        return dict(getattr(self.d.settings, "prices", {}) or {})
-
     async def _read(self, fn: Any, *args: Any) -> Any:
         """Run a read query on the store's read connection (never behind a batch of writes)."""
         return await self.d.store.read(fn, *args)
@@ -236,14 +232,12 @@ class Dashboard:
                 "breaker_state", "breaker_opens", "consecutive_failures", "backoff_remaining_s",
                 "in_flight", "waiting", "requests", "rate_limited")}
         s = self.d.settings
-        spent = sum(sum(t.values()) for t in day["tokens_by_model"].values())
         return {
             **await self._summary(counts), "parts": parts, "llm": llm_stats,
             "llm_limit": s.llm_max_concurrency,
-            "today": {"tokens": spent, "usd": cost_usd(day["tokens_by_model"], self.prices),
+            "today": {"tokens": day["tokens"], "usd": cost_usd(day["pusd"]),
                       "calls": day["calls"],
-                      "token_budget": getattr(s, "daily_token_budget", None),
-                      "usd_budget": getattr(s, "daily_usd_budget", None)},
+                      "token_budget": s.daily_token_budget, "usd_budget": s.daily_usd_budget},
             "arms": {name: {"runs": a["runs_total"], "ended": a["runs_ended"],
                             "succeeded": a["runs_by_state"].get("succeeded", 0),
                             "success_rate": a["success_rate"],
@@ -306,7 +300,7 @@ class Dashboard:
             last = events[-1]["id"]
             for row in found["rows"]:
                 yield sse("row", {"id": row["id"], "seq": row["seq"], "html": run_row(
-                    row, now=now, wedged_after_s=wedged, prices=self.prices)}, last)
+                    row, now=now, wedged_after_s=wedged)}, last)
             if f.state:  # only a state change can take a shown run out of the filter
                 moved = {e["run_id"] for e in events if e["kind"].startswith("run_")}
                 for rid in found["dropped"]:
@@ -324,8 +318,8 @@ class Dashboard:
             run, _last = await self._read(_detail_data, rid)
             if run is None:
                 return
-            html = detail_body(run, now=time.time(), wedged_after_s=self.d.settings.wedged_after_s,
-                               prices=self.prices)
+            html = detail_body(run, now=time.time(),
+                               wedged_after_s=self.d.settings.wedged_after_s)
             yield sse("detail", {"html": html, "state": run["state"]}, events[-1]["id"])
             await trio.sleep(0.25)
 

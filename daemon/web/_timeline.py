@@ -23,7 +23,6 @@ class Failure:
     decision: str | None
     reason: str | None
     hint: str | None
-    tokens_avoided: int
     mitigations: list[dict[str, Any]] = field(default_factory=list)
     doctor: list[dict[str, Any]] = field(default_factory=list)
 
@@ -42,6 +41,7 @@ class Attempt:
     failures: list[Failure] = field(default_factory=list)
     calls: list[dict[str, Any]] = field(default_factory=list)
     context_bytes: dict[str, int] = field(default_factory=dict)
+    avoided: list[dict[str, Any]] = field(default_factory=list)  # Doctor calls not needed
 
     @property
     def empty(self) -> bool:
@@ -121,32 +121,25 @@ def _apply(a: Attempt, kind: str, pl: dict[str, Any], ts: float) -> None:
         a.failures.append(Failure(
             command=pl.get("command"), exit_code=pl.get("exit_code"), pattern=pl.get("pattern"),
             evidence=list(pl.get("evidence") or []), decision=pl.get("decision"),
-            reason=pl.get("reason"), hint=m.get("hint") if isinstance(m, dict) else None,
-            tokens_avoided=int(pl.get("tokens_avoided", 0) or 0)))
+            reason=pl.get("reason"), hint=m.get("hint") if isinstance(m, dict) else None))
     elif kind in ("mitigation", "doctor_called", "doctor_fix") and a.failures:
         target = a.failures[-1].mitigations if kind == "mitigation" else a.failures[-1].doctor
         target.append({"kind": kind, **pl})
         if kind == "doctor_called" and pl.get("context_bytes") is not None:
             a.context_bytes["doctor"] = int(pl["context_bytes"])
+    elif kind == "doctor_avoided":
+        a.avoided.append(pl)
     elif kind in PHASE_END:
         a.end = ts
         a.outcome = kind.removeprefix("phase_")
 
 
-def cost_usd(tokens_by_model: Mapping[str, Mapping[str, int]],
-             prices: Mapping[str, Sequence[float]]) -> float | None:
-    """USD of token sums by model at ``prices`` (``model -> [input, output, cache write,
-    cache read]`` per million); ``None`` when a model that spent tokens has no price."""
-    total = 0.0
-    for model, t in tokens_by_model.items():
-        if not any(t.values()):
-            continue
-        price = prices.get(model)
-        if price is None or len(price) < 4:
-            return None
-        total += (t.get("input", 0) * price[0] + t.get("output", 0) * price[1]
-                  + t.get("cache_creation", 0) * price[2] + t.get("cache_read", 0) * price[3])
-    return total / 1_000_000
+PUSD_PER_USD = 10**12  # costs are stored per call in picodollars (autopack.actors._budget)
+
+
+def cost_usd(pusd: int | None) -> float | None:
+    """USD of a stored cost in pUSD (``None`` stays unknown)."""
+    return None if pusd is None else pusd / PUSD_PER_USD
 
 
 def call_tokens(call: Mapping[str, Any]) -> dict[str, int]:
