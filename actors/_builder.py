@@ -113,7 +113,8 @@ async def run_builder(llm: LLM, *, worktree: Path, env: Mapping[str, str], run_i
                       max_turns: int, wall_s: float, token_limit: int | None,
                       attempt: int = 1, previous: Classification | None = None,
                       budget: Budget | None = None, command_timeout_s: float = 300.0,
-                      on_usage: Callable[[CallUsage], None] | None = None) -> BuilderResult:
+                      on_usage: Callable[[CallUsage], None] | None = None,
+                      box: Any = None, cwd: Path | None = None) -> BuilderResult:
     """Run one Builder attempt in ``worktree`` and return what happened.
 
     ``env`` is the environment of bash commands (the run's venv on ``PATH``).
@@ -122,7 +123,7 @@ async def run_builder(llm: LLM, *, worktree: Path, env: Mapping[str, str], run_i
     are still recorded). Cancellation propagates (the running command's
     process group is killed).
     """
-    tools = Tools(worktree, env, command_timeout_s=command_timeout_s)
+    tools = Tools(worktree, env, command_timeout_s=command_timeout_s, box=box, cwd=cwd)
     system = builder_system_prompt(phase=phase, context_text=context_text, retry_hint=retry_hint,
                                    previous=previous, command_timeout_s=command_timeout_s)
     first = f"Carry out phase {phase.id} (attempt {attempt}): {phase.goal}"

@@ -156,11 +156,13 @@ async def ask_doctor(llm: LLM, *, run_id: str, phase: PhaseSpec, excerpt: str,
 
 
 async def run_fix(command: str, worktree: Path, env: Mapping[str, str], timeout: float,  # noqa: ASYNC109 (a limit for the child process, not a wait of ours)
-                  *, max_output: int = 30_000) -> CommandResult:
+                  *, max_output: int = 30_000, box: Any = None) -> CommandResult:
     """Run the Doctor's fix command once, confined like the Builder's bash tool
-    (worktree as working directory, own process group, timeout, bounded output)."""
+    (the run's sandbox ``box``, as an install-like step: a fix usually installs
+    something, so it gets the network when the run's policy gives the install
+    step the network; own process group, timeout, bounded output)."""
     return await run_command(command, cwd=worktree, env=env, timeout_s=timeout,
-                             max_output=max_output)
+                             max_output=max_output, box=box, step="install")
 
 
 # -- the normalizer's --llm (async variant, for use inside the daemon) ----------------------

@@ -86,9 +86,9 @@ def outside_scope(files: Iterable[str], scope_globs: Sequence[str]) -> list[str]
 
 
 async def _git(worktree: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
-    result = await anyio.run_process(
-        ["git", "-C", str(worktree), *args], check=False,
-        env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"})
+    from ._worktree import git_process  # the daemon's one git wrapper (no hooks)
+
+    result = await git_process(worktree, *args)
     if check and result.returncode != 0:
         raise GitError(f"git {' '.join(args[:2])} failed ({result.returncode}): "
                        f"{result.stderr.decode(errors='replace').strip()[:500]}")

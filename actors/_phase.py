@@ -189,7 +189,7 @@ class PhaseRunner:
             python = await ws.activate_venv()  # installs go into the run's own venv
         out = await self.mitigate(c, worktree=ws.worktree, python=python, env=ws.env,
                                   allowed=set(self.settings.auto_mitigate),
-                                  already=st.done_actions)
+                                  already=st.done_actions, box=ws.box)
         if out.key:
             st.done_actions.add(out.key)  # never the same action twice in a phase
         await actor.rec.event(actor.run_id, phase.id, attempt, "mitigation", pattern=c.pattern,
@@ -252,7 +252,7 @@ class PhaseRunner:
             case "run_fix":
                 if not ws.venv_active:
                     await ws.activate_venv()  # whatever it installs goes into the run's venv
-                result = await run_fix(decision.command, ws.worktree, ws.env, timeout=300)
+                result = await run_fix(decision.command, ws.cwd, ws.env, timeout=300, box=ws.box)
                 await actor.rec.event(actor.run_id, phase.id, attempt, "doctor_fix",
                                       command=decision.command, exit_code=result.exit_code)
                 st.fix_note = f"ran `{decision.command}`"
@@ -289,7 +289,7 @@ class PhaseRunner:
             wall_s=float(self.settings.builder_attempt_wall_s),
             token_limit=self.settings.builder_attempt_tokens,
             attempt=attempt, budget=budget, on_usage=usages.append,
-            command_timeout_s=min(phase.timeout_s, 600))
+            command_timeout_s=min(phase.timeout_s, 600), box=ws.box, cwd=ws.cwd)
         for usage in usages:
             await actor.record_usage(phase, attempt, usage)
         await actor.rec.event(actor.run_id, phase.id, attempt, "builder_finished",

@@ -16,12 +16,16 @@ import subprocess
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import msgspec
 from anyio.abc import Process
 
 from .classifier._core import timeout_record
+
+if TYPE_CHECKING:
+    from ._sandbox import RunBox, StepKind
 
 TIMEOUT_EXIT = 124  # what coreutils' timeout(1) uses; the classifier knows it
 
@@ -131,17 +135,31 @@ async def run_command(
     output_limit: int | None = None,
     on_start: Callable[[int], Awaitable[None]] | None = None,
     on_end: Callable[[int], Awaitable[None]] | None = None,
+    box: RunBox | None = None,
+    step: StepKind = "command",
 ) -> CommandResult:
     """Run ``command`` with ``bash -c`` in ``cwd``; return its result (never raises for a
     failing command). ``on_start(pgid)`` / ``on_end(pgid)`` let the caller record the
     process group durably so a restarted daemon can kill leftovers.
 
+    With ``box`` (a run's :class:`~._sandbox.RunBox`) the command runs inside the
+    run's sandbox; ``step`` says whether it is an install-like step (the network
+    may be allowed) or a plain command. Every command a run executes passes a
+    box; ``box=None`` is for the daemon's own tools only. Raises
+    :class:`~._sandbox.SandboxUnavailable` when the box has no working sandbox.
+
     Cancellation kills the process group and propagates.
     """
     started = time.monotonic()
     buf = _Bounded(max_output)
+    argv, pass_fds = ["bash", "-c", command], ()
+    env_dict = dict(env) if env is not None else None
+    if box is not None:
+        launch = box.launch(command, cwd=cwd, env=env if env is not None else os.environ,
+                            step=step)
+        argv, env_dict, pass_fds = launch.argv, launch.env, launch.pass_fds
     proc: Process = await anyio.open_process(
-        ["bash", "-c", command], cwd=str(cwd), env=dict(env) if env is not None else None,
+        argv, cwd=str(cwd), env=env_dict, pass_fds=pass_fds,
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         start_new_session=True,
     )

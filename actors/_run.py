@@ -89,6 +89,7 @@ class RunServices:
     pool: Any = None  # WorktreePool: ready worktrees so runs start without a checkout
     spawn: Callable[..., None] | None = None  # start an owned background task (scheduler's)
     repo_locks: dict[str, anyio.Lock] = field(default_factory=dict)
+    sandbox: Any = None  # _sandbox.Sandbox: every command of a run runs in its RunBox
 
     def repo_lock(self, repo: str) -> anyio.Lock:
         lock = self.repo_locks.get(repo)
@@ -121,6 +122,8 @@ class RunWorkspace:
     intention_recorded: bool = False
     described: bool = False
     doctor_calls: int = 0  # in this run so far (durable: counted in the phases table)
+    box: Any = None  # _sandbox.RunBox: the confinement every command of the run gets
+    scratch: Path | None = None  # the run's private /tmp (host side)
 
     async def activate_venv(self) -> Path:
         python = await ensure_venv(self.venv)
@@ -147,6 +150,11 @@ class RunWorkspace:
         if tcs:
             self.toolchain = tcs[0].name
         self.node_manager = next((tc.manager for tc in tcs if tc.name == "node"), None)
+
+    @property
+    def cwd(self) -> Path:
+        """The phases' working directory: the worktree, or the spec's ``workdir`` in it."""
+        return self.worktree / self.spec.workdir if self.spec.workdir else self.worktree
 
     @property
     def venv_active(self) -> bool:
@@ -245,6 +253,7 @@ class RunActor:
                              reused=reused, pooled=pooled, base=ws.base_sha)
         self._refill_pool(ws)
         ws.env = base_env()
+        await self._confine(ws)
         if ws.venv.exists():
             await ws.activate_venv()
         for idx, phase in enumerate(ws.spec.phases):
@@ -274,6 +283,31 @@ class RunActor:
             if outcome == "failed":
                 return "failed", f"phase {phase.id}: {reason}"
         return "succeeded", None
+
+    async def _confine(self, ws: RunWorkspace) -> None:
+        """Build the run's sandbox (:mod:`._sandbox`); refuse build phases without one."""
+        sandbox = self.s.sandbox
+        if sandbox is None:
+            return
+        mode = sandbox.mode
+        if mode == "unavailable":
+            if any(p.kind == "build" for p in ws.spec.phases):
+                raise RunEnded("failed", "build phases need the sandbox and it is unavailable "
+                                         f"({sandbox.probe.detail}); install bubblewrap, or set "
+                                         "sandbox = \"off\" to run unconfined")
+            await self.rec.event(self.run_id, None, None, "sandbox", mode=mode,
+                                 detail=sandbox.probe.detail, confined=False)
+            return
+        from ._sandbox import scratch_dir
+
+        ws.scratch = scratch_dir(self.s.state_dir, self.run_id)
+        await anyio.Path(ws.scratch).mkdir(parents=True, exist_ok=True)
+        gitdirs = await wt.git_dirs(ws.worktree)
+        ws.box = sandbox.box(worktree=ws.worktree, scratch=ws.scratch, writable=[ws.venv],
+                             readonly=gitdirs, network=ws.spec.network)
+        await self.rec.event(self.run_id, None, None, "sandbox", mode=mode,
+                             detail=sandbox.probe.detail, network=ws.box.network,
+                             confined=mode == "bwrap")
 
     # -------------------------------------------------------------- one phase
     async def _limited_phase(self, ws: RunWorkspace, idx: int,
@@ -341,10 +375,10 @@ class RunActor:
         async def on_end(pgid: int) -> None:
             await self.rec.remove_process(pgid)
 
-        result = await run_command(command, cwd=ws.worktree, env=ws.env, timeout_s=timeout,
+        result = await run_command(command, cwd=ws.cwd, env=ws.env, timeout_s=timeout,
                                    max_output=limits.max_output_bytes,
                                    output_limit=limits.check_output_limit_bytes,
-                                   on_start=on_start, on_end=on_end)
+                                   on_start=on_start, on_end=on_end, box=ws.box)
         result, tests = judge_test_count(result, allow_no_tests=phase.allow_no_tests)
         await self.rec.event(
             self.run_id, phase.id, attempt, "check_finished", command=command,
@@ -437,8 +471,9 @@ class RunActor:
                     await wt.remove_worktree(ws.repo, ws.worktree)
         except (OSError, wt.GitError) as exc:
             LOGGER.warning("run %s: cannot remove worktree %s: %s", self.run_id, ws.worktree, exc)
-        if ws.venv.exists():
-            await anyio.to_thread.run_sync(shutil.rmtree, ws.venv, True)
+        for path in (ws.venv, ws.scratch):
+            if path is not None and path.exists():
+                await anyio.to_thread.run_sync(shutil.rmtree, path, True)
         await self.rec.event(self.run_id, None, None, "worktree_removed", path=str(ws.worktree),
                              recycled=recycled)
         self._refill_pool(ws)

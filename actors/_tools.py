@@ -7,19 +7,21 @@ The Builder offers the model two tools it was trained on, and we execute them:
   two levels deep), ``create``, ``str_replace`` (``old_str`` must match exactly
   once) and ``insert`` (after ``insert_line``; 0 = at the top).
 - ``bash_20250124`` (name ``bash``): a command run by ``bash -c`` in the
-  worktree, in its own process group (the whole group is killed on timeout and
-  when the command ends), stdin from ``/dev/null``, stdout+stderr captured with
+  phase's working directory inside the run's sandbox (:mod:`._sandbox`: only
+  the worktree, the run's environment and a private ``/tmp`` writable, no
+  network unless the run allows it, its own PID namespace, so nothing it
+  starts outlives it), in its own process group (killed on timeout and when
+  the command ends), stdin from ``/dev/null``, stdout+stderr captured with
   a size bound (head and tail kept), in the environment the caller gives (the
-  run's venv on ``PATH``). Each command starts a fresh shell at the worktree
-  root; ``restart`` is accepted and answers that the tool restarted.
+  run's venv on ``PATH``). Each command starts a fresh shell; ``restart`` is
+  accepted and answers that the tool restarted.
 
 Confinement: every editor path is resolved (symlinks followed, ``..``
 collapsed) and must stay inside the worktree and outside its ``.git``; if not,
 the model gets an error ``tool_result`` (``is_error``) and nothing is touched.
 Relative paths are relative to the worktree root; absolute paths are accepted
-only when they point inside it. Commands run with the worktree as working
-directory but are *not* sandboxed: a command can still name paths outside
-(that needs OS isolation, which is out of scope here).
+only when they point inside it. Commands are confined by the OS (the sandbox),
+not by inspecting their text.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import msgspec
 
 from ._proc import CommandResult as CommandResult
 from ._proc import run_command as run_command
+from ._sandbox import RunBox, SandboxUnavailable
 
 LOGGER = logging.getLogger(__name__)
 
@@ -107,8 +110,11 @@ class Tools:
     """
 
     def __init__(self, worktree: Path, env: Mapping[str, str], *, command_timeout_s: float = 300.0,
-                 max_output: int = DEFAULT_MAX_OUTPUT) -> None:
+                 max_output: int = DEFAULT_MAX_OUTPUT, box: RunBox | None = None,
+                 cwd: Path | None = None) -> None:
         self.worktree = worktree.resolve()
+        self.box = box  # the run's sandbox; None only outside a daemon run (tests of the editor)
+        self.cwd = cwd.resolve() if cwd is not None else self.worktree
         self.env = dict(env)
         self.command_timeout_s = command_timeout_s
         self.max_output = max_output
@@ -138,8 +144,13 @@ class Tools:
         command = tool_input.get("command")
         if not isinstance(command, str) or not command.strip():
             return ToolResult(content="a non-empty 'command' is required", is_error=True)
-        result = await run_command(command, cwd=self.worktree, env=self.env,
-                                   timeout_s=self.command_timeout_s, max_output=self.max_output)
+        try:
+            result = await run_command(command, cwd=self.cwd, env=self.env, box=self.box,
+                                       timeout_s=self.command_timeout_s,
+                                       max_output=self.max_output)
+        except SandboxUnavailable as exc:
+            return ToolResult(content=f"refused: no sandbox to run commands in ({exc})",
+                              is_error=True)
         if result.timed_out:  # the output ends with the timeout record
             return ToolResult(content=result.output, is_error=True)
         text = result.output

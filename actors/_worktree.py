@@ -47,10 +47,21 @@ def _git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+#: On every git command of the daemon: no hooks (a run could have planted one in a
+#: repository it can reach), no fsmonitor command, no pager.
+SAFE_GIT = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "--no-pager")
+
+
+async def git_process(cwd: Path | str, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """The one way the daemon runs git: ``git <SAFE_GIT> args`` in ``cwd``, never raising
+    for a non-zero exit (the caller looks at ``returncode``)."""
+    return await anyio.run_process(["git", *SAFE_GIT, *args], cwd=str(cwd), env=_git_env(),
+                                   check=False, stdin=subprocess.DEVNULL)
+
+
 async def git(cwd: Path | str, *args: str, check: bool = True) -> str:
     """Run ``git args`` in ``cwd``; return stdout (stripped). Raises :class:`GitError`."""
-    proc = await anyio.run_process(["git", *args], cwd=str(cwd), env=_git_env(), check=False,
-                                   stdin=subprocess.DEVNULL)
+    proc = await git_process(cwd, *args)
     if check and proc.returncode != 0:
         err = proc.stderr.decode("utf-8", "replace").strip() or proc.stdout.decode().strip()
         raise GitError(f"git {' '.join(args)}: {err}")
@@ -105,6 +116,13 @@ def read_ref(repo: Path, name: str) -> str | None:
     except OSError:
         return None
     return None
+
+
+async def git_dirs(worktree: Path) -> list[Path]:
+    """The repository's real git dir behind a worktree (its ``.git`` is a pointer file):
+    what a sandbox binds read-only so git works inside and can write nothing there."""
+    out = await git(worktree, "rev-parse", "--path-format=absolute", "--git-common-dir")
+    return [Path(out)] if out else []
 
 
 async def branch_exists(repo: Path, branch: str) -> bool:
@@ -175,8 +193,7 @@ async def commit_phase(worktree: Path, run_id: str, phase_id: str, goal: str) ->
     restarted daemon can tell that the phase was already committed.
     """
     await git(worktree, "add", "--all")
-    proc = await anyio.run_process(["git", "diff", "--cached", "--quiet"], cwd=str(worktree),
-                                   env=_git_env(), check=False)
+    proc = await git_process(worktree, "diff", "--cached", "--quiet")
     if proc.returncode == 0:
         return None
     title = goal.strip().splitlines()[0][:72] if goal.strip() else phase_id

@@ -19,6 +19,8 @@ from ._errors import SpecError
 
 PHASE_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 PhaseKind = Literal["build", "command"]
+NetworkPolicy = Literal["none", "install", "all"]
+NETWORK_POLICIES = ("none", "install", "all")
 
 
 class Limits(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=False):
@@ -65,6 +67,12 @@ class RunSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # None = the detected install steps (see `autopackctl detect`), [] = install nothing
     setup: list[str] | None = None
     limits: Limits = msgspec.field(default_factory=Limits)
+    # network inside the run's sandbox: "none", "install" (only the install step,
+    # mitigations and fix commands), "all"; None = the daemon's sandbox_network setting
+    network: NetworkPolicy | None = None
+    # the phases' working directory, relative to the repository root ("" = the root);
+    # `autopackctl submit --repo <subdir>` sets it
+    workdir: str = ""
 
 
 _TOP_KEYS = {f for f in RunSpec.__struct_fields__}
@@ -167,9 +175,15 @@ def validate_spec(raw: Any) -> RunSpec:
         problems.append(("goal", "required"))
     else:
         _check_text(raw["goal"], "goal", problems)
-    for key in ("repo", "base"):
+    for key in ("repo", "base", "workdir"):
         if key in raw and raw[key] is not None and not isinstance(raw[key], str):
             problems.append((key, "must be a string"))
+    workdir = raw.get("workdir")
+    if isinstance(workdir, str) and (workdir.startswith("/") or ".." in workdir.split("/")):
+        problems.append(("workdir", f"must be a relative path inside the repository, got {workdir!r}"))
+    network = raw.get("network")
+    if network is not None and network not in NETWORK_POLICIES:
+        problems.append(("network", f"must be one of {', '.join(NETWORK_POLICIES)}, got {network!r}"))
     for key in ("constraints", "non_goals", "acceptance"):
         if key in raw:
             _check_str_list(raw[key], key, problems)

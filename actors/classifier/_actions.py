@@ -18,10 +18,11 @@ from __future__ import annotations
 import json
 import logging
 import re
-import subprocess
+import shlex
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import anyio
 import msgspec
@@ -78,6 +79,7 @@ async def apply_mitigation(
     already: set[str],
     timeout_s: float = INSTALL_TIMEOUT_S,
     max_wait_s: float = MAX_WAIT_S,
+    box: Any = None,
 ) -> ActionResult:
     """Carry out ``c``'s mitigation if it is an action, allowed, and not done yet in this phase.
 
@@ -99,8 +101,8 @@ async def apply_mitigation(
         return ActionResult(acted=True, ok=True, key=key, summary=f"waited {seconds:g} s")
     assert m.package is not None
     if (m.manager or "pip") in ("pip", "uv"):
-        return await _pip_install(m.package, key, worktree, python, env, timeout_s)
-    return await _node_install(m.package, m.manager or "npm", key, worktree, env, timeout_s)
+        return await _pip_install(m.package, key, worktree, python, env, timeout_s, box)
+    return await _node_install(m.package, m.manager or "npm", key, worktree, env, timeout_s, box)
 
 
 def _venv_root(python: Path) -> Path | None:
@@ -110,7 +112,8 @@ def _venv_root(python: Path) -> Path | None:
 
 
 async def _pip_install(
-    dist: str, key: str, worktree: Path, python: Path | None, env: Mapping[str, str], timeout_s: float
+    dist: str, key: str, worktree: Path, python: Path | None, env: Mapping[str, str], timeout_s: float,
+    box: Any = None,
 ) -> ActionResult:
     if not _PY_NAME.match(dist):
         return ActionResult(acted=False, ok=False, key=key, summary=f"refusing suspicious distribution name {dist!r}")
@@ -120,14 +123,15 @@ async def _pip_install(
     full_env = {**env, "PIP_REQUIRE_VIRTUALENV": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1",
                 "VIRTUAL_ENV": str(venv)}
     cmd = [str(python), "-m", "pip", "install", dist]
-    result = await _run(cmd, worktree, full_env, timeout_s, key, f"pip install {dist} into {venv}")
+    result = await _run(cmd, worktree, full_env, timeout_s, key, f"pip install {dist} into {venv}", box)
     if result.ok and undeclared_dependency(worktree, dist):
         return msgspec.structs.replace(result, undeclared=dist)
     return result
 
 
 async def _node_install(
-    pkg: str, manager: str, key: str, worktree: Path, env: Mapping[str, str], timeout_s: float
+    pkg: str, manager: str, key: str, worktree: Path, env: Mapping[str, str], timeout_s: float,
+    box: Any = None,
 ) -> ActionResult:
     if manager not in _NODE_MANAGERS:
         return ActionResult(acted=False, ok=False, key=key, summary=f"unknown package manager {manager!r}")
@@ -136,25 +140,31 @@ async def _node_install(
     if not (worktree / "package.json").is_file():
         return ActionResult(acted=False, ok=False, key=key, summary="no package.json in the worktree; not installing")
     cmd = [*_NODE_MANAGERS[manager], pkg]
-    result = await _run(cmd, worktree, dict(env), timeout_s, key, f"{manager} add {pkg}")
+    result = await _run(cmd, worktree, dict(env), timeout_s, key, f"{manager} add {pkg}", box)
     # npm/yarn/pnpm add the package to package.json themselves; report it anyway when they did not.
     if result.ok and undeclared_dependency(worktree, pkg):
         return msgspec.structs.replace(result, undeclared=pkg)
     return result
 
 
-async def _run(cmd: list[str], cwd: Path, env: Mapping[str, str], timeout_s: float, key: str, what: str) -> ActionResult:
+async def _run(cmd: list[str], cwd: Path, env: Mapping[str, str], timeout_s: float, key: str, what: str,
+               box: Any = None) -> ActionResult:
+    """Run an install command like every command of a run: through ``run_command``, in the
+    run's sandbox ``box`` as an install step (network as the run's policy allows)."""
+    from .._proc import run_command
+    from .._sandbox import SandboxUnavailable
+
     LOGGER.info("mitigation: %s", what)
     try:
-        with anyio.fail_after(timeout_s):
-            proc = await anyio.run_process(cmd, cwd=cwd, env=dict(env), check=False, stderr=subprocess.STDOUT)
-    except TimeoutError:
-        return ActionResult(acted=True, ok=False, key=key, summary=f"{what}: timed out after {timeout_s:g} s")
-    except OSError as exc:
+        result = await run_command(shlex.join(cmd), cwd=cwd, env=env, timeout_s=timeout_s,
+                                   max_output=_OUTPUT_TAIL * 2, box=box, step="install")
+    except (OSError, SandboxUnavailable) as exc:
         return ActionResult(acted=True, ok=False, key=key, summary=f"{what}: {exc}")
-    out = proc.stdout.decode("utf-8", "replace")[-_OUTPUT_TAIL:]
-    ok = proc.returncode == 0
-    status = "done" if ok else f"failed with exit status {proc.returncode}"
+    if result.timed_out:
+        return ActionResult(acted=True, ok=False, key=key, summary=f"{what}: timed out after {timeout_s:g} s")
+    out = result.output[-_OUTPUT_TAIL:]
+    ok = result.exit_code == 0
+    status = "done" if ok else f"failed with exit status {result.exit_code}"
     return ActionResult(acted=True, ok=ok, key=key, summary=f"{what}: {status}", output=out)
 
 
