@@ -375,6 +375,44 @@ def reap_leftovers(state_dir: Path, *, proc_root: Path = Path("/proc")) -> list[
     return killed
 
 
+def scrub_environ(names: Iterable[str], *, proc_self: Path = Path("/proc/self")) -> list[str]:
+    """Remove ``names`` from the daemon's environment, including the copy the kernel shows
+    as ``/proc/<pid>/environ``; returns the names that were present.
+
+    ``del os.environ[...]`` alone is not enough on Linux: ``/proc/<pid>/environ``
+    reads the process's *initial* environment block (between ``env_start`` and
+    ``env_end`` of ``/proc/self/stat``, on the main thread's stack), which libc's
+    ``unsetenv`` never touches. So the ``NAME=value`` bytes there are overwritten
+    with NULs in place (the memory is ours and writable). A sandboxed command
+    cannot see the daemon's ``/proc`` entry anyway (own PID namespace); this
+    covers ``sandbox = "off"`` and anyone else who can read the daemon's ``/proc``.
+    """
+    import ctypes
+
+    present = [n for n in names if n in os.environ]
+    for name in present:
+        os.environ.pop(name, None)  # also unsetenv(): children never inherit it
+    try:
+        fields = (proc_self / "stat").read_text().rpartition(")")[2].split()
+        start, end = int(fields[47]), int(fields[48])  # env_start, env_end (fields 50, 51)
+    except (OSError, IndexError, ValueError):
+        return present
+    if not 0 < start < end:
+        return present
+    block = (ctypes.c_char * (end - start)).from_address(start)
+    data = bytes(block)
+    for name in names:
+        key = name.encode() + b"="
+        at = 0
+        while (at := data.find(key, at)) != -1:
+            if at == 0 or data[at - 1] == 0:
+                stop = data.find(b"\0", at)
+                stop = len(data) if stop == -1 else stop
+                ctypes.memset(ctypes.addressof(block) + at, 0, stop - at)
+            at += len(key)
+    return present
+
+
 def quote(argv: Sequence[str]) -> str:
     """A shell-quoted command line (mitigations run argv lists through the same sandbox)."""
     return shlex.join(argv)

@@ -80,8 +80,9 @@ class StartupError(Exception):
     """Raised when the daemon cannot start (bad state dir, socket in use, …); exit status 2."""
 
 
-def status_reply(run: dict[str, Any]) -> RunStatus:
+def status_reply(run: dict[str, Any], sandbox: str = "") -> RunStatus:
     return RunStatus(
+        sandbox=sandbox,
         run_id=run["id"], state=run["state"], reason=run["reason"], goal=run["goal"],
         repo=run["repo"], branch=run["branch"], arm=run["arm"], created_at=run["created_at"],
         started_at=run["started_at"], ended_at=run["ended_at"],
@@ -130,6 +131,7 @@ class Daemon:
         self.control: ControlServer | None = None
         self.health_port: int | None = None
         self.stopping = False
+        self.sandbox: Any = None  # actors._sandbox.Sandbox, after the start-up probe
         self.started_at = time.time()
         self._rng = random.Random()
         self._metrics_cache: Any = None
@@ -138,9 +140,13 @@ class Daemon:
 
     def _make_llm(self) -> LLM:
         """The Claude client shared by all runs; the key never leaves it (or reaches logs)."""
+        from autopack.actors._sandbox import scrub_environ
+
         secret = read_api_key(api_key_file=self.settings.api_key_file)
         if secret is not None and self.redactor is not None:
             self.redactor.add_secret(secret.reveal())
+        # read once: from here on it lives only in the client, not in /proc/<pid>/environ
+        scrub_environ(["ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"])
         return LLM(model=self.settings.model, max_tokens=self.settings.max_tokens,
                    base_url=self.settings.anthropic_base_url,
                    api_key=secret.reveal() if secret else None,
@@ -195,7 +201,30 @@ class Daemon:
         except OSError as exc:
             raise StartupError(f"cannot create state dir {self.state_dir}: {exc.strerror}") from exc
 
+    async def _start_sandbox(self) -> None:
+        """Probe bubblewrap once (health shows the outcome); ``sandbox = "bwrap"`` makes a
+        missing sandbox fatal, ``auto`` refuses build phases without it, ``off`` is said
+        everywhere."""
+        from autopack.actors._sandbox import Sandbox, SandboxLimits, probe
+
+        found = await trio.to_thread.run_sync(probe, self.settings.sandbox)
+        if self.settings.sandbox == "bwrap" and found.mode != "bwrap":
+            raise StartupError(f"sandbox = \"bwrap\" but {found.detail}")
+        if found.mode == "bwrap":
+            LOGGER.info("sandbox: bwrap (%s)", found.detail)
+        else:
+            LOGGER.warning("sandbox: %s (%s)", found.mode, found.detail)
+        s = self.settings
+        hide = [Path(p) for p in (s.api_key_file, self.config_file, self.socket_path) if p]
+        self.sandbox = Sandbox(
+            probe=found, state_dir=self.state_dir, default_network=s.sandbox_network,
+            limits=SandboxLimits(memory_mb=s.sandbox_memory_mb, processes=s.sandbox_processes,
+                                 file_size_mb=s.sandbox_file_size_mb, cpu_s=s.sandbox_cpu_s),
+            hide=tuple(hide))
+        self.services.sandbox = self.sandbox
+
     async def _serve(self, task_status: Any) -> None:
+        await self._start_sandbox()
         await self.reconcile()
         sock = self._control_socket()
         socket_gid = group_with_access(sock)
@@ -270,7 +299,8 @@ class Daemon:
         host = host.strip("[]") or "127.0.0.1"
 
         async def healthz() -> tuple[int, str, bytes]:
-            return json_body(200, {"alive": True, "pid": os.getpid(), "version": VERSION})
+            return json_body(200, {"alive": True, "pid": os.getpid(), "version": VERSION,
+                                   "sandbox": self.sandbox_mode()})
 
         async def readyz() -> tuple[int, str, bytes]:
             h = await self.health()
@@ -292,6 +322,11 @@ class Daemon:
     async def reconcile(self) -> None:
         """After a crash: kill leftover process groups, mark orphaned running runs
         interrupted, sweep worktrees that belong to no live run."""
+        from autopack.actors._sandbox import reap_leftovers
+
+        # sandboxes an earlier daemon of this state dir left (its watcher normally ends them)
+        for pid in await trio.to_thread.run_sync(reap_leftovers, self.state_dir):
+            LOGGER.warning("killed a leftover sandbox process %d of an earlier daemon", pid)
         for proc in await self.records.take_stale_processes():
             if proc["boot_id"] and proc["boot_id"] != self.records.boot_id:
                 continue  # recorded before a reboot: the pgid may now be someone else's
@@ -414,7 +449,7 @@ class Daemon:
                 case Submit():
                     await conn.send(await self.submit(req))
                 case GetStatus(run_id=run_id):
-                    await conn.send(status_reply(await self.records.run(run_id)))
+                    await conn.send(status_reply(await self.records.run(run_id), self.sandbox_mode()))
                 case ListRuns():
                     await conn.send(await self.list_page(req))
                 case Cancel(run_id=run_id):
@@ -514,7 +549,7 @@ class Daemon:
         limit = min(max(req.limit, 1), MAX_PAGE_RUNS)
         rows = await self.records.list_runs(req.state, limit + 1, states=req.states,
                                             before=req.before)
-        return run_page([(r["seq"], status_reply(r)) for r in rows], limit,
+        return run_page([(r["seq"], status_reply(r, self.sandbox_mode())) for r in rows], limit,
                         self.settings.max_frame_bytes)
 
     async def follow(self, conn: Connection, req: Follow) -> None:
@@ -600,8 +635,16 @@ class Daemon:
         counts = await self.records.counts() if self.store.alive else {}
         return Health(alive=True, ready=not required_down and not self.stopping, parts=parts,
                       degraded=degraded, runs=counts, version=VERSION,
+                      sandbox=self.sandbox_mode(), sandbox_detail=self.sandbox_detail(),
                       endpoints={"health": f"http://{self._health_addr()}",
                                  "socket": self.socket_path})
+
+    def sandbox_mode(self) -> str:
+        """``bwrap``, ``unavailable`` or ``off`` (``""`` before the start-up probe)."""
+        return self.sandbox.mode if self.sandbox is not None else ""
+
+    def sandbox_detail(self) -> str:
+        return self.sandbox.probe.detail if self.sandbox is not None else ""
 
     def extra_health_parts(self) -> dict[str, str]:
         mem = self.memory.statistics().state

@@ -68,6 +68,12 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     watchdog: bool = True
     log_format: str = "text"  # text | json
     log_level: str = "INFO"
+    sandbox: str = "auto"  # auto | bwrap | off
+    sandbox_network: str = "install"  # none | install | all (a run's spec may set its own)
+    sandbox_memory_mb: int = 8192
+    sandbox_processes: int = 2048
+    sandbox_file_size_mb: int = 4096
+    sandbox_cpu_s: int = 3600
 
     def resolved_socket(self) -> str:
         return self.socket or default_socket_for(self.state_dir)
@@ -122,6 +128,14 @@ SETTING_DOCS: dict[str, str] = {
     "watchdog": "send WATCHDOG=1 to systemd when WatchdogSec is set",
     "log_format": "text or json (journald prefixes are added under systemd)",
     "log_level": "DEBUG, INFO, WARNING, ERROR",
+    "sandbox": "auto (bubblewrap when it works here, else build phases are refused), bwrap "
+               "(refuse to start without it), off (commands run unconfined; status and reports say so)",
+    "sandbox_network": "network inside a run's sandbox unless its spec says: none, install "
+                       "(install step, mitigations, fix commands only) or all",
+    "sandbox_memory_mb": "address-space limit per process in the sandbox (MiB; 0 = none)",
+    "sandbox_processes": "process limit of the sandbox's user (RLIMIT_NPROC; 0 = none; root is exempt)",
+    "sandbox_file_size_mb": "largest file a sandboxed process may write (MiB; 0 = none)",
+    "sandbox_cpu_s": "CPU seconds per sandboxed process (0 = none)",
 }
 
 LIVE_RELOADABLE = {
@@ -227,4 +241,9 @@ def load_settings(
             raise ConfigError(f"{name} must be > 0 (leave it unset for no daily limit)")
     if settings.min_output_tokens < 1:
         raise ConfigError("min_output_tokens must be >= 1")
+    if settings.sandbox not in ("auto", "bwrap", "off"):
+        raise ConfigError(f"sandbox must be 'auto', 'bwrap' or 'off', got {settings.sandbox!r}")
+    if settings.sandbox_network not in ("none", "install", "all"):
+        raise ConfigError("sandbox_network must be 'none', 'install' or 'all', got "
+                          f"{settings.sandbox_network!r}")
     return settings

@@ -32,10 +32,14 @@ def build_report(run: dict[str, Any], events: list[dict[str, Any]], tokens: dict
         phases.append(entry)
         by_id[p["id"]] = entry
     tokens_avoided = 0
+    sandbox: dict[str, Any] | None = None
     for ev in events:
         found = by_id.get(ev["phase_id"] or "")
         pl = ev["payload"]
-        if ev["kind"] == "check_finished" and found is not None:
+        if ev["kind"] == "sandbox":
+            sandbox = {"mode": pl.get("mode"), "confined": bool(pl.get("confined")),
+                       "network": pl.get("network"), "detail": pl.get("detail")}
+        elif ev["kind"] == "check_finished" and found is not None:
             found["checks"].append({
                 "attempt": ev["attempt"], "command": pl.get("command"),
                 "exit_code": pl.get("exit_code"), "duration_s": pl.get("duration_s"),
@@ -72,6 +76,7 @@ def build_report(run: dict[str, Any], events: list[dict[str, Any]], tokens: dict
         "cost": cost,
         "cache_hit_rate": cache_hit_rate(tokens),
         "tokens_avoided": tokens_avoided,
+        "sandbox": sandbox,  # None: the run executed no command (or predates the sandbox)
         "totals": {
             "phases": len(phases),
             "succeeded": sum(1 for p in phases if p["state"] == "succeeded"),
@@ -146,6 +151,10 @@ def render_markdown(rep: dict[str, Any]) -> str:
                    + (f"; {cost['unpriced_calls']} calls recorded without a price"
                       if cost["unpriced_calls"] else ""))
     out.append(f"- **Arm:** {rep['arm']}")
+    sb = rep.get("sandbox")
+    if sb:
+        out.append(f"- **Sandbox:** {sb['mode']}" + (f", network {sb['network']}" if sb["confined"]
+                   else " — commands ran UNCONFINED (not in a sandbox)"))
     out += ["", "## Phases", "", "| phase | state | attempts | checks | failures | cost | commit |",
             "|---|---|---|---|---|---|---|"]
     for p in rep["phases"]:

@@ -143,6 +143,7 @@ class RunStatus(Reply, tag="run_status", frozen=True):
     created_at: float = 0.0
     started_at: float | None = None
     ended_at: float | None = None
+    sandbox: str = ""  # the daemon's sandbox: "bwrap", or "off"/"unavailable" (unconfined)
 
 
 class RunList(Reply, tag="run_list", frozen=True):
@@ -185,6 +186,8 @@ class Health(Reply, tag="health", frozen=True):
     runs: dict[str, int] = {}
     version: str = ""
     endpoints: dict[str, str] = {}  # "health": "http://127.0.0.1:7878", "socket": path
+    sandbox: str = ""  # "bwrap" | "unavailable" | "off": what confines run commands
+    sandbox_detail: str = ""  # the start-up probe's finding (flags used, or why unavailable)
 
 
 class Normalized(Reply, tag="normalized", frozen=True):

@@ -55,13 +55,16 @@ def status_json(st: RunStatus) -> dict[str, Any]:
     return {"run_id": st.run_id, "state": st.state, "reason": st.reason,
             "phases": [{"id": p.id, "state": p.state, "attempts": p.attempts} for p in st.phases],
             "goal": st.goal, "repo": st.repo, "branch": st.branch, "arm": st.arm,
-            "created_at": st.created_at, "started_at": st.started_at, "ended_at": st.ended_at}
+            "created_at": st.created_at, "started_at": st.started_at, "ended_at": st.ended_at,
+            "sandbox": st.sandbox}
 
 
 def print_status(st: RunStatus) -> None:
     print(f"run {st.run_id}: {st.state}" + (f" ({st.reason})" if st.reason else ""))
     print(f"  goal:   {st.goal}")
     print(f"  repo:   {st.repo}  branch {st.branch}")
+    if st.sandbox and st.sandbox != "bwrap":
+        print(f"  sandbox: {st.sandbox} — commands run UNCONFINED")
     for p in st.phases:
         extra = f" - {p.reason}" if p.reason else ""
         commit = f" {p.commit[:10]}" if p.commit else ""
@@ -95,6 +98,10 @@ def _submit_specs(args: argparse.Namespace, specs: list[Any]) -> int:
                     os.path.join(os.path.dirname(os.path.abspath(path)), spec.repo))
             if repo is None:
                 repo = os.getcwd()
+            from ._repo import prepare
+
+            repo, spec = prepare(repo, spec,
+                                 include_uncommitted=getattr(args, "include_uncommitted", False))
             reply = client.request(Submit(spec=spec, repo=repo))
             ids.append(reply.run_id)
             if args.json:
@@ -276,6 +283,8 @@ def cmd_health(args: argparse.Namespace) -> int:
         print(f"autopackd {h.version} pid {client.welcome.pid}: {state}")
         for part, st in sorted(h.parts.items()):
             print(f"  {part:<12} {st}")
+        if h.sandbox:
+            print(f"  {'sandbox':<12} {h.sandbox} ({h.sandbox_detail})")
         print("  runs: " + (", ".join(f"{k} {v}" for k, v in sorted(h.runs.items())) or "none"))
     return EXIT_OK if h.ready else EXIT_FAILED
 
@@ -298,6 +307,10 @@ def register(sub: Any) -> None:
     p.add_argument("--raw", action="store_true", help="the file is a plan in Markdown/text: "
                                                       "normalize, review, confirm, submit")
     p.add_argument("--yes", "-y", action="store_true", help="with --raw: submit without asking")
+    p.add_argument("--include-uncommitted", action="store_true",
+                   help="make uncommitted changes to tracked files the run's base (a snapshot "
+                        "commit through a temporary index; your checkout and index stay as "
+                        "they are); without it, submit refuses when there are any")
     p = add("list", cmd_list)
     p.add_argument("--state", help="only runs in this state")
     p.add_argument("--limit", type=int, default=50,
