@@ -49,10 +49,12 @@ def test_argv_hides_state_then_binds_the_run_back(tmp_path):
         "--ro-bind-try /s/worktrees/r1/.git /s/worktrees/r1/.git")
     assert "--bind /s/tmp/r1 /tmp" in joined
     assert argv[-6:] == ["--", "bash", "-c", "S", "sandbox", "C"]
-    assert "--as-pid-1" in argv and "--die-with-parent" not in argv
+    assert "--as-pid-1" in argv
+    assert "--die-with-parent" not in argv
     net = bwrap_argv("bwrap", [], m, cwd=Path("/"), network=True, own_proc=False, script="S",
                      command="C")
-    assert "--unshare-net" not in net and "--proc" not in net
+    assert "--unshare-net" not in net
+    assert "--proc" not in net
 
 
 @pytest.mark.parametrize(("limits", "expected"), [
@@ -177,9 +179,12 @@ def test_state_dir_secrets_and_other_runs_are_hidden(box):
                    p["home"] / ".ssh" / "id_ed25519", p["tmp"] / "key"):
         code, out = run(box, f"cat {target}")
         assert code != 0 or out.strip() == "", (target, out)
-        assert "PRIVATE KEY" not in out and "the database" not in out and "sk-ant" not in out
+        assert "PRIVATE KEY" not in out
+        assert "the database" not in out
+        assert "sk-ant" not in out
     code, out = run(box, f"cat {p['home']}/.netrc; ls {p['state']}/worktrees")
-    assert "password" not in out and "r2" not in out, out
+    assert "password" not in out, out
+    assert "r2" not in out, out
 
 
 def test_no_daemon_process_is_visible(box):
@@ -193,7 +198,8 @@ def test_nothing_outlives_the_command(box):
     tag = 1000 + int(uuid.uuid4().int % 8000)
     code, out = run(box, f"setsid -f sleep {tag}; nohup sleep {tag + 1} >/dev/null 2>&1 & "
                          f"(sleep {tag + 2} &) ; echo started")
-    assert code == 0 and "started" in out
+    assert code == 0
+    assert "started" in out
     time.sleep(0.3)
     left = subprocess.run(["pgrep", "-f", f"sleep ({tag}|{tag + 1}|{tag + 2})$"],
                           capture_output=True, text=True)
@@ -203,7 +209,8 @@ def test_nothing_outlives_the_command(box):
 def test_commands_longer_than_ten_seconds_survive(box):
     # --die-with-parent would kill this at ~10 s: trio's spawning thread idles out
     code, out = run(box, "sleep 11.5; echo done", timeout=40)
-    assert code == 0 and "done" in out
+    assert code == 0
+    assert "done" in out
 
 
 def test_git_dir_pointer_and_hooks_are_read_only(box):
@@ -214,7 +221,8 @@ def test_git_dir_pointer_and_hooks_are_read_only(box):
                          f"git config core.hooksPath /tmp; echo config=$?; "
                          f"echo 'gitdir: /tmp/evil' > .git; echo dotgit=$?")
     assert "STATUS_OK" in out, out
-    assert "hook=1" in out and "config=255" in out or "config=4" in out, out
+    assert "hook=1" in out, out
+    assert "config=0" not in out, out
     assert "dotgit=1" in out, out
     assert not hook.exists()
     assert "hooksPath" not in (p["repo"] / ".git" / "config").read_text()
@@ -233,9 +241,11 @@ def test_network_only_for_install_steps(box, tmp_path):
                  f"timeout=3); print('CONNECTED')\"")
     try:
         code, out = run(box, probe_cmd)
-        assert code != 0 and "CONNECTED" not in out  # checks / Builder bash: no network
+        assert code != 0
+        assert "CONNECTED" not in out
         code, out = run(box, probe_cmd, step="install")
-        assert code == 0 and "CONNECTED" in out, out  # the install step: the network
+        assert code == 0, out  # the install step: the network
+        assert "CONNECTED" in out, out
     finally:
         srv.close()
 

@@ -107,23 +107,32 @@ def test_builder_bash_escapes_fail_inside_the_run(daemon_factory, tmp_path):
         assert st.state == "succeeded", st  # every attempt failed inside; the run went on
         got = git(repo, "show", f"autopack/{run_id}:probe.log").splitlines()
         # under the host's /tmp, a write lands in the run's private /tmp; elsewhere it fails
-        assert "home=1" in got and "vartmp=1" in got, got
+        assert "home=1" in got, got
+        assert "vartmp=1" in got, got
         assert "tmp=0" in got, got  # it wrote its private /tmp ...
         assert not host_tmp.exists()  # ... not the host's
-        assert "db=1" in got and got[got.index("db=1") + 1] == "1", got  # only its own worktree
+        assert "db=1" in got, got
+        assert got[got.index("db=1") + 1] == "1", got  # only its own worktree
         assert "health=1" in got, got
         assert got.count("0") >= 2, got  # no ANTHROPIC_* in /proc/<daemon>/environ nor env
-        assert "bg=0" in got and "hook=1" in got and "hook2=1" in got, got
-        assert not outside.exists() and not home_outside.exists() and not var_tmp.exists()
-        assert not hook.exists() and not (tmp_path / "hooked").exists()
-        assert sleeping(tag) == "" and sleeping(tag + 1) == ""
+        assert "bg=0" in got, got
+        assert "hook=1" in got, got
+        assert "hook2=1" in got, got
+        assert not outside.exists()
+        assert not home_outside.exists()
+        assert not var_tmp.exists()
+        assert not hook.exists()
+        assert not (tmp_path / "hooked").exists()
+        assert sleeping(tag) == ""
+        assert sleeping(tag + 1) == ""
         # the key left the daemon's own environment block once read
         environ = Path(f"/proc/{d.proc.pid}/environ").read_bytes()
         assert KEY.encode() not in environ
         kinds = [e["kind"] for e in events(d, run_id)]
         assert "sandbox" in kinds
         report = json.loads(d.ctl("report", run_id, "--json").stdout)
-        assert report["sandbox"]["mode"] == "bwrap" and report["sandbox"]["confined"]
+        assert report["sandbox"]["mode"] == "bwrap"
+        assert report["sandbox"]["confined"]
         assert report["sandbox"]["network"] == "install"
     finally:
         model.stop()
@@ -208,10 +217,13 @@ def test_where_bwrap_fails_build_phases_are_refused(daemon_factory, tmp_path, re
     env = {"PATH": f"{fake}:{os.environ['PATH']}", "ANTHROPIC_API_KEY": KEY}
     d = daemon_factory(env=env)
     h = json.loads(d.ctl("health", "--json").stdout)
-    assert h["sandbox"] == "unavailable" and "uid map" in h["sandbox_detail"]
+    assert h["sandbox"] == "unavailable"
+    assert "uid map" in h["sandbox_detail"]
     spec = write_spec(tmp_path / "s.json", [{"id": "b", "goal": "b", "kind": "build"}])
     st = wait_state(d, submit(d, spec, repo))
-    assert st.state == "failed" and "sandbox" in st.reason and "unavailable" in st.reason, st
+    assert st.state == "failed", st
+    assert "sandbox" in st.reason, st
+    assert "unavailable" in st.reason, st
     # a daemon told to require it refuses to start, with one clear line
     d2 = daemon_factory("state2", env=env, config={"sandbox": "bwrap"}, start=False)
     with pytest.raises(RuntimeError, match="uid map"):
