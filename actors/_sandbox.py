@@ -165,8 +165,11 @@ def wrapper_script(watch_fd: int | None, limits: SandboxLimits) -> str:
         # PID 1 (this shell) then returns from wait and its exit tears the namespace down
         parts.append(f"{{ read -r -u {watch_fd} _; kill -KILL -1; }} & exec {watch_fd}<&-")
     parts.append(ulimit_line(limits))
-    parts.append('bash -c "$1"')
-    parts.append("exit $?")
+    if watch_fd is None:
+        parts.append('exec bash -c "$1"')  # unconfined: the command's parent stays the daemon
+    else:
+        parts.append('bash -c "$1"')  # PID 1 waits; its exit empties the namespace
+        parts.append("exit $?")
     return "; ".join(p for p in parts if p)
 
 
@@ -245,6 +248,8 @@ class Sandbox:
     limits: SandboxLimits = field(default_factory=SandboxLimits)
     default_network: str = "install"
     hide: tuple[Path, ...] = ()  # extra secrets: key file, config file, control socket
+    read_only: tuple[Path, ...] = ()  # operator's extra read-only paths (sandbox_read_only)
+    writable: tuple[Path, ...] = ()  # operator's extra writable paths (sandbox_writable)
 
     @property
     def mode(self) -> SandboxMode:
@@ -279,8 +284,9 @@ class Sandbox:
         return RunBox(sandbox=self, network=policy, mounts=Mounts(
             worktree=worktree.resolve(), scratch=scratch.resolve(),
             state_dir=self.state_dir.resolve(),
-            writable=tuple(p.resolve() for p in writable),
-            readonly=tuple(p.resolve() for p in readonly), hidden=self.hidden_paths()))
+            writable=tuple(p.resolve() for p in (*writable, *self.writable)),
+            readonly=tuple(p.resolve() for p in (*readonly, *self.read_only)),
+            hidden=self.hidden_paths()))
 
 
 @dataclass(frozen=True)

@@ -121,6 +121,15 @@ def read_ref(repo: Path, name: str) -> str | None:
 async def git_dirs(worktree: Path) -> list[Path]:
     """The repository's real git dir behind a worktree (its ``.git`` is a pointer file):
     what a sandbox binds read-only so git works inside and can write nothing there."""
+    try:  # the pointer file and the gitdir's commondir: no process on the run's start path
+        text = (worktree / ".git").read_text().strip()
+        if text.startswith("gitdir: "):
+            gitdir = (worktree / text[8:]).resolve()
+            common = (gitdir / (gitdir / "commondir").read_text().strip()).resolve()
+            if (common / "objects").is_dir():
+                return [common]
+    except OSError:
+        pass
     out = await git(worktree, "rev-parse", "--path-format=absolute", "--git-common-dir")
     return [Path(out)] if out else []
 

@@ -220,7 +220,8 @@ class Daemon:
             probe=found, state_dir=self.state_dir, default_network=s.sandbox_network,
             limits=SandboxLimits(memory_mb=s.sandbox_memory_mb, processes=s.sandbox_processes,
                                  file_size_mb=s.sandbox_file_size_mb, cpu_s=s.sandbox_cpu_s),
-            hide=tuple(hide))
+            hide=tuple(hide), read_only=tuple(Path(p) for p in s.sandbox_read_only),
+            writable=tuple(Path(p) for p in s.sandbox_writable))
         self.services.sandbox = self.sandbox
 
     async def _serve(self, task_status: Any) -> None:

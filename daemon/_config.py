@@ -74,6 +74,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     sandbox_processes: int = 2048
     sandbox_file_size_mb: int = 4096
     sandbox_cpu_s: int = 3600
+    sandbox_read_only: list[str] = []  # extra host paths a sandbox may read (e.g. a wheelhouse)
+    sandbox_writable: list[str] = []  # extra host paths a sandbox may write (a shared cache)
 
     def resolved_socket(self) -> str:
         return self.socket or default_socket_for(self.state_dir)
@@ -136,6 +138,10 @@ SETTING_DOCS: dict[str, str] = {
     "sandbox_processes": "process limit of the sandbox's user (RLIMIT_NPROC; 0 = none; root is exempt)",
     "sandbox_file_size_mb": "largest file a sandboxed process may write (MiB; 0 = none)",
     "sandbox_cpu_s": "CPU seconds per sandboxed process (0 = none)",
+    "sandbox_read_only": "extra host paths visible read-only in every sandbox, e.g. a local "
+                         "wheelhouse under /tmp (comma-separated in env)",
+    "sandbox_writable": "extra host paths every sandbox may write, e.g. a shared cache "
+                        "(comma-separated in env); they are shared by all runs",
 }
 
 LIVE_RELOADABLE = {

@@ -128,7 +128,10 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_cancel_kills_subprocess_tree(daemon, repo, tmp_path):
+def test_cancel_kills_subprocess_tree(daemon_factory, repo, tmp_path):
+    # host pids written to the test's /tmp: unconfined on purpose (the sandboxed case, where a
+    # PID namespace ends everything, is in test_sandbox_daemon.py)
+    daemon = daemon_factory(config={"sandbox": "off"})
     pids = tmp_path / "pids"
     spec = write_spec(tmp_path / "s.json", [{
         "id": "hang", "goal": "hang", "kind": "command",

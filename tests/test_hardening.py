@@ -32,8 +32,10 @@ def wheelhouse(tmp_path_factory) -> Path:
 
 
 def hardened_daemon(daemon_factory, wheelhouse: Path, **config):
+    # the wheelhouse sits in the host's /tmp: the operator lets sandboxes read it
     return daemon_factory(env={"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheelhouse),
-                               "ANTHROPIC_API_KEY": ""}, config=config)
+                               "ANTHROPIC_API_KEY": ""},
+                          config={"sandbox_read_only": [str(wheelhouse)], **config})
 
 
 def spec_importing(tmp_path: Path) -> Path:

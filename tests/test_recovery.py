@@ -32,6 +32,12 @@ def wait_for_file(path: Path, timeout: float = 30) -> None:
         time.sleep(0.02)
 
 
+# These checks reach the host on purpose (kill -9 the daemon from a check, pid and marker
+# files in the test's /tmp): they test durability, not confinement, so they run unconfined.
+# The sandboxed equivalents are in test_sandbox_daemon.py.
+HOST_REACHING = {"sandbox": "off"}
+
+
 def three_phases(tmp_path: Path, marker_dir: Path, kill_in: str | None) -> Path:
     """Phases p1..p3, each writing its own file. In phase ``kill_in`` the check kills
     the daemon (its parent) once, right after writing the file: between check end
@@ -50,7 +56,7 @@ def three_phases(tmp_path: Path, marker_dir: Path, kill_in: str | None) -> Path:
 @pytest.mark.parametrize("kill_in", ["p1", "p2", "p3"])
 def test_kill9_between_check_end_and_commit_commits_each_phase_once(
         daemon_factory, repo, tmp_path, kill_in):
-    d = daemon_factory()
+    d = daemon_factory(config=HOST_REACHING)
     markers = tmp_path / "markers"
     markers.mkdir()
     run_id = submit(d, three_phases(tmp_path, markers, kill_in), repo)
@@ -66,7 +72,7 @@ def test_kill9_between_check_end_and_commit_commits_each_phase_once(
 
 
 def test_kill9_during_a_check_kills_leftovers_and_resumes(daemon_factory, repo, tmp_path):
-    d = daemon_factory()
+    d = daemon_factory(config=HOST_REACHING)
     pidfile = tmp_path / "child.pid"
     gate = tmp_path / "first-done"
     spec = write_spec(tmp_path / "s.json", [
@@ -99,7 +105,7 @@ def test_kill9_during_a_check_kills_leftovers_and_resumes(daemon_factory, repo, 
 def test_kill9_after_commit_before_record_is_not_redone(daemon_factory, repo, tmp_path):
     """The daemon died after committing phase 'b' but before recording it: simulate the
     state dir it leaves (worktree with the commit, phase still 'running')."""
-    d = daemon_factory()
+    d = daemon_factory(config=HOST_REACHING)
     runs = tmp_path / "count"
     spec = write_spec(tmp_path / "s.json", [
         {"id": "a", "goal": "a", "kind": "command", "checks": ["echo a > a.txt"]},
@@ -139,8 +145,8 @@ def test_repeated_kills_lose_nothing(daemon_factory, repo, tmp_path):
 
 
 def test_two_daemons_on_one_state_dir_never_run_the_same_run(daemon_factory, repo, tmp_path):
-    a = daemon_factory("shared", config={"max_concurrent_runs": 3})
-    b = daemon_factory("shared-b", start=False, config={"max_concurrent_runs": 3})
+    a = daemon_factory("shared", config={"max_concurrent_runs": 3, **HOST_REACHING})
+    b = daemon_factory("shared-b", start=False, config={"max_concurrent_runs": 3, **HOST_REACHING})
     # same state dir, its own socket
     b.config_path.write_text(a.config_path.read_text().replace(
         f'socket = "{a.socket}"', f'socket = "{tmp_path / "b.sock"}"'))
