@@ -152,7 +152,8 @@ async def run_command(
     """
     started = time.monotonic()
     buf = _Bounded(max_output)
-    argv, pass_fds = ["bash", "-c", command], ()
+    argv: list[str] = ["bash", "-c", command]
+    pass_fds: tuple[int, ...] = ()
     env_dict = dict(env) if env is not None else None
     if box is not None:
         launch = box.launch(command, cwd=cwd, env=env if env is not None else os.environ,
