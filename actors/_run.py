@@ -341,8 +341,8 @@ class RunActor:
         from ._toolchain import default_checks, detect_toolchains
 
         def read() -> tuple[list[str], list[str], bool]:
-            checks, reasons = default_checks(ws.worktree)
-            return checks, reasons, any(tc.env == "venv" for tc in detect_toolchains(ws.worktree))
+            checks, reasons = default_checks(ws.cwd)
+            return checks, reasons, any(tc.env == "venv" for tc in detect_toolchains(ws.cwd))
 
         checks, reasons, wants_venv = await anyio.to_thread.run_sync(read)
         if wants_venv and not ws.venv_active:

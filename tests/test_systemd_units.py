@@ -85,8 +85,9 @@ def test_security_exposure_stays_low() -> None:
     assert match, result.stdout[-500:]
     exposure = float(match.group(1))
     print(f"systemd-analyze security exposure: {exposure}")
-    # 1.5 when written (systemd 252). Raise this only with a comment in the unit saying why.
-    assert exposure <= 2.0
+    # 1.5 when written (systemd 252); 2.8 with what bubblewrap needs (the unit's header says
+    # why). Raise this only with a comment in the unit saying why.
+    assert exposure <= 3.0
 
 
 def test_service_contract() -> None:
@@ -116,13 +117,14 @@ def test_service_contract() -> None:
         pytest.param("ProtectHome", "yes", id="protect-home"),
         pytest.param("PrivateTmp", "yes", id="private-tmp"),
         pytest.param("PrivateDevices", "yes", id="private-devices"),
-        pytest.param("ProtectKernelTunables", "yes", id="kernel-tunables"),
+        pytest.param("ProtectKernelTunables", "no", id="kernel-tunables-off-for-bwrap-proc"),
         pytest.param("ProtectKernelModules", "yes", id="kernel-modules"),
-        pytest.param("ProtectKernelLogs", "yes", id="kernel-logs"),
+        pytest.param("ProtectKernelLogs", "no", id="kernel-logs-off-for-bwrap-proc"),
         pytest.param("ProtectControlGroups", "yes", id="control-groups"),
-        pytest.param("RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6", id="address-families"),
-        pytest.param("SystemCallFilter", "@system-service", id="syscall-filter"),
-        pytest.param("RestrictNamespaces", "yes", id="namespaces"),
+        pytest.param("RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6 AF_NETLINK",
+                     id="address-families"),
+        pytest.param("SystemCallFilter", "@system-service @mount", id="syscall-filter"),
+        pytest.param("RestrictNamespaces", "user mnt pid net ipc uts cgroup", id="namespaces-for-bwrap"),
         pytest.param("LockPersonality", "yes", id="personality"),
         pytest.param("CapabilityBoundingSet", "", id="no-capabilities"),
         pytest.param("UMask", "0077", id="umask"),
@@ -134,7 +136,8 @@ def test_service_hardening(key: str, value: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "key", ["MemoryDenyWriteExecute", "ProcSubset", "PrivateUsers", "RestrictAddressFamilies", "SystemCallFilter"]
+    "key", ["MemoryDenyWriteExecute", "ProcSubset", "PrivateUsers", "RestrictAddressFamilies", "SystemCallFilter",
+            "ProtectKernelTunables", "ProtectKernelLogs", "RestrictNamespaces"]
 )
 def test_looser_settings_say_why(key: str) -> None:
     """Each deliberately loose setting is preceded by a comment starting 'Looser'."""
