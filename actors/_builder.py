@@ -84,7 +84,9 @@ def builder_system_prompt(*, phase: PhaseSpec, context_text: str, retry_hint: st
         "phase of a planned change in a git worktree of the repository, with the tools given: "
         "str_replace_based_edit_tool to view and edit files (paths relative to the repository "
         "root) and bash to run commands (each command starts a fresh shell at the repository "
-        f"root, stdin closed, killed after {command_timeout_s:g} s).",
+        f"root, stdin closed, killed after {command_timeout_s:g} s). Commands run in a sandbox: "
+        "only the worktree, the run's environment and /tmp are writable, there is no network, "
+        "and nothing a command leaves running in the background outlives it.",
         "",
         f"Phase {phase.id}: {phase.goal}",
         f"Scope (the only paths you may change): {scope}",
