@@ -228,3 +228,21 @@ def test_where_bwrap_fails_build_phases_are_refused(daemon_factory, tmp_path, re
     d2 = daemon_factory("state2", env=env, config={"sandbox": "bwrap"}, start=False)
     with pytest.raises(RuntimeError, match="uid map"):
         d2.start()
+
+
+def test_hooks_never_run_during_the_daemons_own_git(daemon, tmp_path):
+    repo = make_repo(tmp_path / "repo")
+    ran = tmp_path / "hook-ran"
+    for name in ("post-commit", "pre-commit", "post-checkout", "reference-transaction"):
+        hook = repo / ".git" / "hooks" / name
+        hook.write_text(f"#!/bin/sh\necho {name} >> {ran}\n")
+        hook.chmod(0o755)
+    spec = write_spec(tmp_path / "s.json", [{
+        "id": "c", "goal": "write and commit", "kind": "command",
+        "checks": ["echo made > made.txt"]}])
+    run_id = submit(daemon, spec, repo)
+    st = wait_state(daemon, run_id)
+    assert st.state == "succeeded", st
+    assert st.phases[0].commit  # the daemon committed (and checked out, and moved refs) ...
+    assert git(repo, "show", f"autopack/{run_id}:made.txt") == "made"
+    assert not ran.exists()  # ... and no hook of the repository ran
