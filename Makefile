@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check setup clean system-deps
+.PHONY: demo test check setup clean system-deps corpus
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,14 @@ check: $(STAMP)
 	  for d in daemon actors protocol; do ln -s $(CURDIR)/$$d $$tmp/autopack/$$d; done && \
 	  (cd $$tmp && $(CURDIR)/$(VENV)/bin/mypy --strict -p autopack --config-file $(CURDIR)/pyproject.toml); \
 	  rc=$$?; rm -rf $$tmp; exit $$rc
+
+## Re-capture the classifier's corpora from the real tools on this machine (python, pytest,
+## node/npm, cargo, go, javac/mvn, gcc, git, ...; missing ones are skipped), then print
+## precision/recall per id on the held-out split (bench/classify_eval.py).
+corpus: $(STAMP)
+	$(VENV)/bin/python tests/fixtures/summaries/capture.py
+	$(VENV)/bin/python tests/fixtures/corpus/capture.py
+	$(VENV)/bin/python bench/classify_eval.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

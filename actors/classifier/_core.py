@@ -29,6 +29,7 @@ from autopack.protocol import Classification, ClassifyContext
 
 from ._mitigations import mitigation_for
 from ._patterns import QUOTED, ROOT, RULES, STEMS, Rule, normalize_details
+from ._summary import find_all, line_at, plain_text
 from ._text import Scan, clean_line, iter_lines_reversed
 
 _MAX_LINE = 4000  # confirm at most this much of one line (minified bundles, base64 dumps)
@@ -304,6 +305,22 @@ def _summarize(text: str, hits: list[Hit]) -> tuple[str, list[str], dict[str, An
     return None
 
 
+def _zero_tests(text: str) -> tuple[str, list[str], dict[str, Any]] | None:
+    """``no_tests_collected`` when the runners' own summaries say nothing ran (exit 0 or not).
+
+    This catches the runs that "succeed" without testing anything: unittest's
+    ``Ran 0 tests ... OK`` (Python 3.11), ``cargo test`` with a filter that
+    matches nothing, ``node --test`` finding no files, ``jest
+    --passWithNoTests``, ``go test`` on packages without tests.
+    """
+    plain = plain_text(text)
+    found = find_all(plain)
+    if not found or any(f.ran or f.failed for f in found):
+        return None
+    runners = sorted({f.runner for f in found})
+    return "no_tests_collected", [_clip(line_at(plain, found[-1].pos))], {"runner": ", ".join(runners), "ran": 0}
+
+
 _EXCERPT = 3000
 
 
@@ -356,7 +373,7 @@ def classify(
         if root is not None:
             pattern, evidence, details = root.pattern, [_clip(root.line)], root.details
         else:
-            decided = _summarize(text, summaries)
+            decided = _summarize(text, summaries) or _zero_tests(text)
             if decided is not None:
                 pattern, evidence, details = decided
             else:

@@ -74,7 +74,7 @@ def plain_text(text: str) -> str:
 
 
 @dataclass(slots=True)
-class _Found:
+class Found:
     pos: int
     runner: str
     ran: int
@@ -114,8 +114,8 @@ def _counts(parts: str, sep: str) -> dict[str, int]:
     return out
 
 
-def _found(pos: int, runner: str, passed: int, failed: int, skipped: int) -> _Found:
-    return _Found(pos, runner, passed + failed, passed, failed, skipped)
+def _found(pos: int, runner: str, passed: int, failed: int, skipped: int) -> Found:
+    return Found(pos, runner, passed + failed, passed, failed, skipped)
 
 
 # --- pytest ------------------------------------------------------------------
@@ -128,7 +128,7 @@ _PYTEST = re.compile(
 )
 
 
-def _pytest(text: str) -> Iterator[_Found]:
+def _pytest(text: str) -> Iterator[Found]:
     last = -1
     for m in _PYTEST_HINT.finditer(text):
         s, _, line = _line_at(text, m.start())
@@ -159,14 +159,14 @@ def _eq_counts(parts: str) -> dict[str, int]:
     return out
 
 
-def _unittest(text: str) -> Iterator[_Found]:
+def _unittest(text: str) -> Iterator[Found]:
     for m in _UNITTEST.finditer(text):
         if not _starts_line(text, m.start()):
             continue
         total = int(m.group(1))
         status = next((_UNITTEST_END.match(x) for x in _next_lines(text, m.end(), 3) if x), None)
         if status is None:
-            yield _Found(m.start(), "unittest", total, None, None, None)
+            yield Found(m.start(), "unittest", total, None, None, None)
             continue
         c = _eq_counts(status.group(2) or "")
         skipped = c.get("skipped", 0)
@@ -181,7 +181,7 @@ _CARGO = re.compile(
 )
 
 
-def _cargo(text: str) -> Iterator[_Found]:
+def _cargo(text: str) -> Iterator[Found]:
     for m in _CARGO.finditer(text):
         if _starts_line(text, m.start()):
             yield _found(m.start(), "cargo", int(m.group(1)), int(m.group(2)), int(m.group(3)))
@@ -193,7 +193,7 @@ _GO_TEST = re.compile(r"--- (PASS|FAIL|SKIP): \S")
 _GO_PKGS = tuple(re.compile(re.escape(w) + r"\t\S+(?:\t([^\n]*))?") for w in ("ok  ", "FAIL", "?   "))
 
 
-def _go(text: str) -> Iterator[_Found]:
+def _go(text: str) -> Iterator[Found]:
     if "\t" not in text and "--- " not in text:
         return
     tests = {"PASS": 0, "FAIL": 0, "SKIP": 0}
@@ -220,7 +220,7 @@ def _go(text: str) -> Iterator[_Found]:
     elif ok_with_tests == 0 and tests["FAIL"] == 0 and "FAIL\t" not in text:
         yield _found(first, "go", 0, 0, 0)  # every package said "no test files" / "no tests to run"
     else:
-        yield _Found(first, "go", tests["FAIL"] + ok_with_tests, None, tests["FAIL"], None)
+        yield Found(first, "go", tests["FAIL"] + ok_with_tests, None, tests["FAIL"], None)
 
 
 # --- node --test -------------------------------------------------------------
@@ -229,7 +229,7 @@ _NODES = (re.compile(r"# tests \d+$", re.M), re.compile(r"ℹ tests \d+$", re.M)
 _NODE_FIELD = re.compile(r"^(?:# |ℹ )(suites|pass|fail|cancelled|skipped|todo|duration_ms) ([\d.]+)$")
 
 
-def _node(text: str) -> Iterator[_Found]:
+def _node(text: str) -> Iterator[Found]:
     for m in (m for rx in _NODES for m in rx.finditer(text)):
         if not _starts_line(text, m.start()):
             continue
@@ -254,7 +254,7 @@ _MOCHA = re.compile(r" passing(?: \([^)\n]*\))?$", re.M)
 _MOCHA_MORE = re.compile(r"^(\d+) (pending|failing)$")
 
 
-def _js(text: str) -> Iterator[_Found]:
+def _js(text: str) -> Iterator[Found]:
     if "Tests" in text:
         for m in _JEST.finditer(text):
             if _starts_line(text, m.start()):
@@ -290,7 +290,7 @@ _SUREFIRE = re.compile(r"Tests run: (\d+), Failures: (\d+), Errors: (\d+), Skipp
 _MAVEN_LEVEL = re.compile(r"\[(?:INFO|WARNING|WARN|ERROR)\] $")
 
 
-def _surefire(text: str) -> Iterator[_Found]:
+def _surefire(text: str) -> Iterator[Found]:
     if "Tests run: " not in text:
         return
     for m in _SUREFIRE.finditer(text):
@@ -316,6 +316,16 @@ def _starts_line(text: str, pos: int, indent: bool = False) -> bool:
 _PARSERS = (_pytest, _unittest, _cargo, _go, _node, _js, _surefire)
 
 
+def find_all(text: str) -> list[Found]:
+    """Every summary in ``text`` (already :func:`plain_text`), in order of position."""
+    return sorted((f for parse in _PARSERS for f in parse(text)), key=lambda f: f.pos)
+
+
+def line_at(text: str, pos: int) -> str:
+    """The whole line of ``text`` that holds offset ``pos``, without its line end."""
+    return _line_at(text, pos)[2]
+
+
 def parse_test_summary(output: str) -> TestSummary | None:
     """The runner's reported counts in ``output``, or ``None`` when no summary is recognised.
 
@@ -325,8 +335,7 @@ def parse_test_summary(output: str) -> TestSummary | None:
     failures, errors, expected failures and skips are counted, and for how
     several summaries are summed.
     """
-    text = plain_text(output)
-    found = sorted((f for parse in _PARSERS for f in parse(text)), key=lambda f: f.pos)
+    found = find_all(plain_text(output))
     if not found:
         return None
     runners = {f.runner for f in found}
