@@ -28,7 +28,7 @@ from typing import Any
 from autopack.protocol import Classification, ClassifyContext
 
 from ._mitigations import mitigation_for
-from ._patterns import QUOTED, ROOT, RULES, STEMS, Rule, normalize_details
+from ._patterns import NOT_ROOT, QUOTED, ROOT, RULES, STEMS, Rule, normalize_details
 from ._summary import find_all, line_at, plain_text
 from ._text import Scan, clean_line, iter_lines_reversed
 
@@ -249,7 +249,7 @@ def scan(sc: Scan) -> tuple[Hit | None, list[Hit]]:
             rules = gates[groups].rules(line)
             if not rules or QUOTED.match(line):
                 continue
-            hit = _confirm(rules, line, sc, s, e)
+            hit = _confirm(rules, line, sc, s, e, NOT_ROOT.match(line) is not None)
             if hit is None:
                 continue
             if hit.tier == ROOT:
@@ -262,8 +262,10 @@ def scan(sc: Scan) -> tuple[Hit | None, list[Hit]]:
     return None, summaries
 
 
-def _confirm(rules: tuple[Rule, ...], line: str, sc: Scan, s: int, e: int) -> Hit | None:
+def _confirm(rules: tuple[Rule, ...], line: str, sc: Scan, s: int, e: int, no_root: bool = False) -> Hit | None:
     for rule in rules:
+        if no_root and rule.tier == ROOT:
+            continue
         mm = rule.rx.search(line)
         if mm is None:
             continue
@@ -308,6 +310,7 @@ def _summarize(text: str, hits: list[Hit]) -> tuple[str, list[str], dict[str, An
 def _zero_tests(text: str) -> tuple[str, list[str], dict[str, Any]] | None:
     """``no_tests_collected`` when the runners' own summaries say nothing ran (exit 0 or not).
 
+    Only the closing run counts (the trailing summaries of the last runner seen).
     This catches the runs that "succeed" without testing anything: unittest's
     ``Ran 0 tests ... OK`` (Python 3.11), ``cargo test`` with a filter that
     matches nothing, ``node --test`` finding no files, ``jest
@@ -315,10 +318,19 @@ def _zero_tests(text: str) -> tuple[str, list[str], dict[str, Any]] | None:
     """
     plain = plain_text(text)
     found = find_all(plain)
-    if not found or any(f.ran or f.failed for f in found):
+    if not found:
         return None
-    runners = sorted({f.runner for f in found})
-    return "no_tests_collected", [_clip(line_at(plain, found[-1].pos))], {"runner": ", ".join(runners), "ran": 0}
+    # The closing run: the trailing summaries of the last runner (cargo prints one per
+    # test binary, go one per package); an earlier step's passing run does not count.
+    last = found[-1].runner
+    closing = []
+    for f in reversed(found):
+        if f.runner != last:
+            break
+        closing.append(f)
+    if any(f.ran or f.failed for f in closing):
+        return None
+    return "no_tests_collected", [_clip(line_at(plain, found[-1].pos))], {"runner": last, "ran": 0}
 
 
 _EXCERPT = 3000

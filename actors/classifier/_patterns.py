@@ -77,7 +77,8 @@ STEMS: tuple[str, ...] = (
     "denied", "deselected",
     "imeout", "in use", "illed", "imed out", "imit",
     "Too Many",
-    "cate memory", "collected 0 ", "curl: (", "can't open",
+    "cate memory", "collected 0 ", "curl: (", "can't open", "conflicts",
+    "too slow",
     ".go:",
 )
 
@@ -382,6 +383,11 @@ def _unittest_summary(m: re.Match[str], line: str, sc: Scan, start: int, end: in
     return "test_failure", {"runner": "unittest", "failed": int(m.group("n"))}
 
 
+def _surefire(m: re.Match[str], line: str, sc: Scan, start: int, end: int) -> Verdict:
+    failed = int(m.group("f")) + int(m.group("e"))
+    return ("test_failure", {"runner": "surefire", "failed": failed}) if failed else None
+
+
 # --- the table ---------------------------------------------------------------
 # Order matters for lines that several rules could read: specific before generic.
 
@@ -480,6 +486,7 @@ RULES: tuple[Rule, ...] = (
     _r("command_timeout", ("timed out",), r"^autopack: (?:command|check) timed out after (?P<seconds>[\d.]+) ?s"),
     _r("command_timeout", ("imeout",), PY + r"(?:subprocess\.)?TimeoutExpired: Command '(?P<command>.*)' timed out after (?P<seconds>[\d.]+) seconds"),
     _r("command_timeout", ("imeout",), r"^(?:E\s+)?Failed: Timeout >(?P<seconds>[\d.]+)s"),
+    _r("command_timeout", ("timed out",), r"^panic: test timed out after (?P<limit>\S+)$"),  # go test -timeout
     # npm / yarn / pnpm error codes (decide many ids at once).
     _r("package_not_found", ("rror", "ERR!"), r"^npm (?:ERR!|error) code (?P<code>E[A-Z0-9_]+)$", _npm_code),
     _r("package_not_found", ("rror", "RROR"), r"(?:Couldn't find package \"(?P<package>[^\"]+)\".* registry|ERR_PNPM_FETCH_404|ERR_PNPM_NO_MATCHING_VERSION)"),
@@ -500,6 +507,7 @@ RULES: tuple[Rule, ...] = (
     _r("patch_apply_failed", ("rror",), r"^error: could not apply [0-9a-f]{7,}\.\.\."),
     _r("patch_apply_failed", ("fail",), r"^Automatic merge failed; fix conflicts"),
     _r("patch_apply_failed", ("fail",), r"^Patch failed at \d+"),
+    _r("patch_apply_failed", ("conflicts",), r"^Applied patch to '(?P<file>[^']+)' with conflicts\.$"),
     _r("patch_apply_failed", ("rror",), r"^error: Your local changes to the following files would be overwritten by (?:merge|checkout)"),
     # Rate limits and auth (before generic HTTP/connection rules).
     _r("rate_limited", ("rror",), r"(?:RateLimitError|OverloadedError|rate_limit_error|overloaded_error|Error code: 429|Error code: 529|HTTP Error 429|status code 429|code E429)", _rate),
@@ -533,6 +541,7 @@ RULES: tuple[Rule, ...] = (
        PY + r"(?:[\w.]+\.)?(?:ReadTimeout|ConnectTimeout|ReadTimeoutError|ConnectTimeoutError|ConnectTimeout|PoolTimeout|WriteTimeout|APITimeoutError|TimeoutError: timed out|timeout: timed out|TimeoutError: \[Errno 110\])"),
     _r("network_timeout", ("imeout", "timed out", "rror"),
        r"(?:Read timed out\.|Connection timed out|\bETIMEDOUT\b|ESOCKETTIMEDOUT|UND_ERR_(?:CONNECT|HEADERS|BODY)_TIMEOUT|aborted due to timeout|<urlopen error timed out>|Operation timed out after \d+|Timeout was reached|i/o timeout|context deadline exceeded \(Client\.Timeout)"),
+    _r("network_timeout", ("too slow",), r"Operation too slow\. Less than \d+ bytes/sec transferred"),  # curl/git low-speed limit
     _r("network_unreachable", ("refused", "rror"), r"(?:[Cc]onnection refused|\bECONNREFUSED\b)"),
     _r("network_unreachable", ("rror", "not ", "fail", "No ", "unreachable", "Fail"),
        r"(?:\bENOTFOUND\b|\bEAI_AGAIN\b|ENETUNREACH|EHOSTUNREACH|Could not resolve (?:host|proxy)|Temporary failure in name resolution|Name or service not known|nodename nor servname|Network is unreachable|No route to host|Couldn't connect to server|Failed to connect to \S+ port \d+|APIConnectionError|NameResolutionError|getaddrinfo failed)"),
@@ -544,6 +553,10 @@ RULES: tuple[Rule, ...] = (
     _r("missing_command", ("rror",), r"Error: spawn(?:Sync)? (?P<command>\S+) ENOENT"),
     _r("missing_command", ("rror",), r"(?:^|: )No such file or directory \(os error 2\)$", lambda m, line, sc, s, e: None),
     # Paths.
+    _r("wrong_working_dir", ("rror",), r"^error: file not found: (?P<path>\S+)$"),  # javac
+    _r("wrong_working_dir", ("RROR",), r"^\[ERROR\] The goal you specified requires a project to execute but there is no POM in this directory"),
+    _r("wrong_working_dir", ("not ",), r"^go: go\.mod file not found in current directory or any parent directory"),
+    _r("wrong_working_dir", ("No ",), r"^tar: (?P<path>[^:]+): Cannot open: No such file or directory$"),
     _r("wrong_working_dir", ("can't open",), r"can't open file '(?P<path>[^']+)': \[Errno 2\]"),
     _r("wrong_working_dir", ("RROR",), r"^ERROR: file or directory not found: (?P<path>\S+)"),
     _r("wrong_working_dir", ("rror",), r"could not find `Cargo\.toml` in"),
@@ -571,6 +584,7 @@ RULES: tuple[Rule, ...] = (
     _r("compile_error", ("rror",), r"^error(?:\[(?P<code>E\d{4})\])?: (?P<msg>.+)$", _rust_error),
     _r("compile_error", ("rror",), r"^(?P<file>[^\s:][^:]*\.(?:c|cc|cpp|cxx|c\+\+|h|hh|hpp|hxx|m|mm|cu|f|f90|s|S)):(?P<line>\d+):(?:(?P<col>\d+):)? (?:fatal )?error: (?P<msg>.*)", _c_error),
     _r("compile_error", ("rror",), r"^(?P<file>[^\s:][^:]*\.(?:java|kt|scala|cs)):(?P<line>\d+): error: (?P<msg>.*)"),
+    _r("compile_error", ("RROR",), r"^\[ERROR\] (?P<file>\S+\.(?:java|kt|scala)):\[(?P<line>\d+),(?P<col>\d+)\] (?P<msg>.+)$"),  # maven
     _r("compile_error", ("rror",), r"^(?P<file>[^\s(]+\.(?:tsx?|mts|cts|vue))[(:](?P<line>\d+)[,:](?P<col>\d+)\)?:? - error (?P<code>TS\d+): (?P<msg>.*)|^(?P<file2>[^\s(]+\.(?:tsx?|mts|cts))\((?P<line2>\d+),(?P<col2>\d+)\): error (?P<code2>TS\d+): (?P<msg2>.*)"),
     _r("compile_error", ("rror",), r"^(?P<file>[^\s:]+\.pyi?):(?P<line>\d+):(?:\d+:)? error: (?P<msg>.*?)  \[(?P<code>[a-z][\w-]*)\]$", _mypy),
     _r("compile_error", ("rror",), r"^\s*(?P<file>\S+\.pyi?):(?P<line>\d+):(?P<col>\d+) - error: (?P<msg>.*)"),
@@ -589,6 +603,8 @@ RULES: tuple[Rule, ...] = (
     _r("test_failure", ("not ",), r"^not ok \d+ - (?P<test>.+?)(?: # .*)?$", _tests_line("node"), SUMMARY),
     _r("test_failure", ("fail",), r"^Tests:\s+(?P<failed>\d+) failed", _tests_line("jest"), SUMMARY),
     _r("test_failure", ("fail",), r"^\s+(?P<failed>\d+) failing$", _tests_line("mocha"), SUMMARY),
+    _r("test_failure", ("fail",), r"^\s*Tests\s+(?P<failed>\d+) failed \|", _tests_line("vitest"), SUMMARY),
+    _r("test_failure", ("Fail",), r"^(?:\[ERROR\] )?Tests run: \d+, Failures: (?P<f>\d+), Errors: (?P<e>\d+), Skipped: \d+$", _surefire, SUMMARY),
     _r("test_failure", ("FAIL",), r"^--- FAIL: (?P<test>\S+)", _tests_line("go"), SUMMARY),
     _r("no_tests_collected", ("no tests ran",), r"^=*\s*no tests ran in [\d.]+s", None, SUMMARY),
     _r("no_tests_collected", ("collected 0 ",), r"^collected 0 items\s*$", None, SUMMARY),
@@ -597,6 +613,19 @@ RULES: tuple[Rule, ...] = (
     _r("no_tests_collected", ("No ",), r"^No tests found, exiting with code 1", None, SUMMARY),
 )
 
+
+# A line that names a test rather than a failure: a pytest section header, a test
+# id with its outcome (its parameters may read "Connection refused"), a failing
+# test's argument as pytest shows it (``msg = 'Connection refused'``). Such a line
+# can still be a test result (consequence), never a root cause.
+NOT_ROOT = re.compile(
+    r"^(?:_{3,} .* _{3,}$"
+    r"|(?:FAILED|ERROR|PASSED|SKIPPED|XFAIL|XPASS) [^\s\[]+::[^\s\[]+(?:\[[^\]]*\])?(?: - (?:AssertionError|assert\b|Failed: DID NOT)|$)"
+    r"|[^\s\[]+::[^\s\[]+(?:\[[^\]]*\])? (?:PASSED|FAILED|SKIPPED|XFAIL|XPASS|ERROR)\b"
+    r"|\w+ = (?:'[^']*'|\"[^\"]*\")$"
+    r"|\s*@[\w.]+\("  # a decorator line of quoted source (pytest tracebacks)
+    r"|\s*\+\s+where )"  # pytest's assertion explanation, as -rA repeats it without "E"  # pytest shows a failing test's arguments: msg = 'Connection refused'
+)
 
 # A line that is source code or an assertion diff quoting text: never evidence.
 QUOTED = re.compile(r"^(?:\s*>\s|\s*>$|E\s+(?:AssertionError\b|assert\b|[-+?] |where |and |Full diff|At index|Differing|Omitting|Left contains|Right contains|Use -v)|\s*assert\b|\s+\d+ \| |\s+\| )")

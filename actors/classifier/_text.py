@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from autopack.protocol import ClassifyContext
 
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
+from ._summary import _ANSI  # CSI (colours), OSC (titles, links), charset and keypad escapes
 
 
 def clean_line(line: str) -> str:
