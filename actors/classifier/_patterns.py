@@ -323,9 +323,27 @@ def _port(m: re.Match[str], line: str, sc: Scan, start: int, end: int) -> Verdic
     return "port_in_use", d
 
 
+_CUSTOM_INDEX = re.compile(r"(?:^|\s)(?:--index-url|--extra-index-url|-i)[= ]")
+
+
+def _index_said_nothing(sc: Scan, line: str, start: int) -> bool:
+    """pip found no versions on an index the command chose itself.
+
+    At default verbosity pip prints the same "(from versions: none)" for a project
+    the index does not have (404) and for an index that refused the request (401,
+    403, 429 without retries): nothing in the output tells them apart, so no id is
+    honest there and the Doctor decides.
+    """
+    if not sc.ctx.command or not _CUSTOM_INDEX.search(sc.ctx.command):
+        return False
+    return "(from versions: none)" in line or any("(from versions: none)" in p for p in sc.lines_before(start, 2))
+
+
 def _pip_not_found(m: re.Match[str], line: str, sc: Scan, start: int, end: int) -> Verdict:
     req = m.group("req")
     parent = m.group("parent")
+    if _index_said_nothing(sc, line, start):
+        return None
     if parent and not parent.startswith("from versions"):
         return "dependency_conflict", {"manager": "pip", "requirement": req, "required_by": parent.removeprefix("from ")}
     name = re.split(r"[<>=!~;\[ ]", req, maxsplit=1)[0]
@@ -575,7 +593,8 @@ RULES: tuple[Rule, ...] = (
     _r("node_missing_dep", ("rror",), r"error TS2307: Cannot find module '(?P<module>[^']+)'", _node_module),
     # Package managers.
     _r("package_not_found", ("RROR",), r"^ERROR: Could not find a version that satisfies the requirement (?P<req>\S+)(?: \((?P<parent>[^)]*)\))?", _pip_not_found),
-    _r("package_not_found", ("RROR",), r"^ERROR: No matching distribution found for (?P<package>\S+)"),
+    _r("package_not_found", ("RROR",), r"^ERROR: No matching distribution found for (?P<package>\S+)",
+       lambda m, line, sc, s, e: None if _index_said_nothing(sc, line, s) else ("package_not_found", dict(m.groupdict()))),
     _r("package_not_found", ("rror",), r"^error: no matching package (?:named|found) `?(?P<package>[^`\s]+)`?"),
     _r("package_not_found", ("rror", "RROR"), r"(?:PackageNotFoundError|HTTP error 404 while getting|Because \S+ depends on \S+ which doesn't exist)"),
     _r("dependency_conflict", ("RROR", "rror"), r"(?:ResolutionImpossible|because these package versions have conflicting dependencies|SolverProblemError|version solving failed|No solution found when resolving dependencies)"),
