@@ -303,8 +303,10 @@ class RunActor:
         ws.scratch = scratch_dir(self.s.state_dir, self.run_id)
         await anyio.Path(ws.scratch).mkdir(parents=True, exist_ok=True)
         gitdirs = await wt.git_dirs(ws.worktree)
+        # <state>/cache: the install step's download caches (uv, pip), shared by runs
         ws.box = sandbox.box(worktree=ws.worktree, scratch=ws.scratch, writable=[ws.venv],
-                             readonly=gitdirs, network=ws.spec.network)
+                             readonly=gitdirs, install_writable=[self.s.state_dir / "cache"],
+                             network=ws.spec.network)
         await self.rec.event(self.run_id, None, None, "sandbox", mode=mode,
                              detail=sandbox.probe.detail, network=ws.box.network,
                              confined=mode == "bwrap")

@@ -194,13 +194,16 @@ class Mounts:
     worktree: Path
     scratch: Path  # bound at /tmp
     state_dir: Path
-    writable: tuple[Path, ...] = ()  # the run's environment, caches
+    writable: tuple[Path, ...] = ()  # the run's environment
     readonly: tuple[Path, ...] = ()  # the repository's real git dir
+    # download caches shared by runs: writable for install steps, read-only for the rest
+    # (a check or the Builder's bash cannot plant a package another run would install)
+    install_writable: tuple[Path, ...] = ()
     hidden: tuple[Path, ...] = ()  # existing secrets outside the state dir
 
 
 def bwrap_argv(bwrap: str, flags: Sequence[str], mounts: Mounts, *, cwd: Path, network: bool,
-               own_proc: bool, script: str, command: str) -> list[str]:
+               own_proc: bool, script: str, command: str, install: bool = False) -> list[str]:
     """The full argv that runs ``command`` confined (pure: no file system access)."""
     argv = [bwrap, *flags]
     if not network:
@@ -215,6 +218,8 @@ def bwrap_argv(bwrap: str, flags: Sequence[str], mounts: Mounts, *, cwd: Path, n
         argv += ["--ro-bind-try", str(path), str(path)]
     for path in mounts.writable:  # -try: the run's environment may not exist yet
         argv += ["--bind-try", str(path), str(path)]
+    for path in mounts.install_writable:
+        argv += ["--bind-try" if install else "--ro-bind-try", str(path), str(path)]
     argv += ["--bind", str(mounts.worktree), str(mounts.worktree)]
     dotgit = mounts.worktree / ".git"
     argv += ["--ro-bind-try", str(dotgit), str(dotgit)]
@@ -278,7 +283,8 @@ class Sandbox:
         return tuple(out)
 
     def box(self, *, worktree: Path, scratch: Path, writable: Iterable[Path] = (),
-            readonly: Iterable[Path] = (), network: str | None = None) -> RunBox:
+            readonly: Iterable[Path] = (), install_writable: Iterable[Path] = (),
+            network: str | None = None) -> RunBox:
         """The confinement of one run (the caller creates ``scratch`` and ``writable``)."""
         policy = network or self.default_network
         return RunBox(sandbox=self, network=policy, mounts=Mounts(
@@ -286,6 +292,7 @@ class Sandbox:
             state_dir=self.state_dir.resolve(),
             writable=tuple(p.resolve() for p in (*writable, *self.writable)),
             readonly=tuple(p.resolve() for p in (*readonly, *self.read_only)),
+            install_writable=tuple(p.resolve() for p in install_writable),
             hidden=self.hidden_paths()))
 
 
@@ -328,7 +335,8 @@ class RunBox:
         probe_ = self.sandbox.probe
         argv = bwrap_argv(bwrap, probe_.flags, self.mounts, cwd=cwd,
                           network=self.allows_network(step), own_proc=probe_.own_proc,
-                          script=wrapper_script(fd, limits), command=command)
+                          script=wrapper_script(fd, limits), command=command,
+                          install=step == "install")
         inner = dict(env)
         inner.update({"TMPDIR": "/tmp", "XDG_CACHE_HOME": "/tmp/.cache",
                       "npm_config_cache": "/tmp/.npm", "GOCACHE": "/tmp/.cache/go-build"})

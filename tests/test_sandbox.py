@@ -283,3 +283,19 @@ def test_reap_leftovers_kills_a_sandbox_of_an_earlier_daemon(box, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_shared_caches_are_writable_for_install_steps_only(box, tmp_path):
+    b, p = box
+    cache = p["state"] / "cache"
+    cache.mkdir()
+    boxed = b.sandbox.box(worktree=p["wt"], scratch=p["scratch"], install_writable=[cache])
+    for step, expect in (("command", False), ("install", True)):
+        async def go(step: str = step) -> int:
+            r = await run_command(f"echo x > {cache}/{step}", cwd=p["wt"],
+                                  env={"PATH": os.environ["PATH"]}, box=boxed, step=step)
+            return r.exit_code
+
+        code = anyio.run(go, backend="trio")
+        assert (code == 0) is expect
+        assert (cache / step).exists() is expect
