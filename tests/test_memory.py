@@ -304,10 +304,11 @@ async def test_short_busy_timeout_is_an_error_not_a_hang(db_path: str) -> None:
 
 
 async def test_stuck_thread_crashes_serve_and_restart_heals(db_path: str) -> None:
+    # the set-up write gets a generous deadline (a loaded machine may take longer than 0.1 s)
+    async with serving(MemoryActor(db_path)) as setup:
+        assert await setup.record_intention("run1", REPO, SPEC)
     actor = MemoryActor(db_path, deadline_s=0.1, busy_timeout_s=30.0, stuck_after_s=0.3)
     client = actor.client()
-    async with serving(actor):
-        assert await client.record_intention("run1", REPO, SPEC)
     with write_lock(db_path):
         with pytest.RaisesGroup(MemoryStuck):
             async with anyio.create_task_group() as tg:
@@ -318,7 +319,7 @@ async def test_stuck_thread_crashes_serve_and_restart_heals(db_path: str) -> Non
         assert (await client.context_for("run1", "config", "builder")).degraded
     async with serving(actor):  # a fresh thread, while the old one may still be waiting
         await eventually_ok(client)
-        assert actor.statistics().restarts == 2
+        assert actor.statistics().restarts == 1
 
 
 async def test_stopping_fails_waiting_callers_at_once(db_path: str) -> None:
@@ -346,12 +347,17 @@ async def test_stopping_fails_waiting_callers_at_once(db_path: str) -> None:
             await tg.start(run_serve)
             tg.start_soon(write)
             tg.start_soon(read)
-            await trio.testing.wait_all_tasks_blocked()
-            # The write is on the (blocked) thread, the read waits in the actor's queue.
-            assert (actor.statistics().requests, actor.statistics().queue_depth) == (3, 1)
+            # Both requests reach the actor: the write blocks its thread on the lock, the
+            # read waits behind it (queued, or in the same batch on a loaded machine).
+            while actor.statistics().requests < 3:
+                await trio.sleep(0.01)
+            await trio.sleep(0.05)
             serve_scope.cancel()
-    assert sorted(map(repr, results)) == sorted(
-        [repr(False), repr(ContextResult("", 0, degraded=True))])
+    # the write was stuck on the lock: it fails at once; the read either ran before it
+    # (a real answer) or waited behind it (degraded at once) — never at its 60 s deadline
+    assert False in results and len(results) == 2
+    (read_result,) = [r for r in results if isinstance(r, ContextResult)]
+    assert read_result.degraded or read_result.bytes > 0
     assert actor.statistics().state == "down"
 
 
