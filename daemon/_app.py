@@ -38,6 +38,7 @@ from autopack.protocol import (
     ErrorCode,
     Follow,
     GetContext,
+    GetDiff,
     GetHealth,
     GetLessons,
     GetReport,
@@ -51,6 +52,7 @@ from autopack.protocol import (
     Ok,
     PhaseState,
     Report,
+    Retry,
     RunList,
     RunStatus,
     SpecError,
@@ -63,6 +65,7 @@ from autopack.protocol import (
 from autopack.protocol import Error as ProtoError
 
 from . import _queries as q
+from . import _runops as runops
 from ._config import Settings
 from ._control import Connection, ControlServer, bind_unix_socket
 from ._paging import MAX_PAGE_RUNS, fit_event, run_page
@@ -446,11 +449,14 @@ class Daemon:
     async def dispatch(self, conn: Connection, req: Any) -> bool | None:
         """Answer one request. Return ``False`` to close the connection."""
         try:
+            req = await self._resolve_run_ref(req)
             match req:
                 case Submit():
                     await conn.send(await self.submit(req))
                 case GetStatus(run_id=run_id):
-                    await conn.send(status_reply(await self.records.run(run_id), self.sandbox_mode()))
+                    st = status_reply(await self.records.run(run_id), self.sandbox_mode())
+                    spent = sum((await self.records.tokens(run_id)).values())
+                    await conn.send(msgspec.structs.replace(st, tokens=spent))
                 case ListRuns():
                     await conn.send(await self.list_page(req))
                 case Cancel(run_id=run_id):
@@ -462,6 +468,12 @@ class Daemon:
                     await conn.send(Report(data=data, markdown=render_markdown(data)))
                 case GetHealth():
                     await conn.send(await self.health())
+                case Retry():
+                    run_id = await runops.retry(self.store, req)
+                    self.scheduler.poke()
+                    await conn.send(Submitted(run_id=run_id))
+                case GetDiff():
+                    await conn.send(await runops.diff(self.store, req))
                 case NormalizePlan() | GetContext() | GetLessons() | GetStats():
                     reply = await self.extension_request(req)
                     if isinstance(reply, ProtoError):
@@ -473,12 +485,24 @@ class Daemon:
                     return False
         except q.UnknownRun as exc:
             await conn.error(ErrorCode.UNKNOWN_RUN, f"no run with id {exc.args[0]!r}")
+        except runops.AmbiguousRun as exc:
+            await conn.error(ErrorCode.AMBIGUOUS_RUN, str(exc))
+        except (runops.RetryRefused, runops.DiffUnavailable) as exc:
+            await conn.error(ErrorCode.INVALID_STATE, str(exc))
         except SpecError as exc:
             await conn.error(ErrorCode.INVALID_SPEC, f"invalid run spec ({len(exc.problems)} problem(s))",
                              [f"{p}: {r}" if p else r for p, r in exc.problems])
         except RequestError as exc:
             await conn.error(exc.code, exc.message, exc.details)
         return None
+
+    async def _resolve_run_ref(self, req: Any) -> Any:
+        """Every request naming a run accepts a short id or ``latest`` (see ``_runops``)."""
+        ref = getattr(req, "run_id", None)
+        if not isinstance(ref, str):
+            return req
+        full = await self.store.call(runops.resolve_run_id, ref)
+        return req if full == ref else msgspec.structs.replace(req, run_id=full)
 
     async def submit(self, req: Submit) -> Submitted:
         if self.stopping:

@@ -28,6 +28,7 @@ class ErrorCode(StrEnum):
     INVALID_SPEC = "invalid_spec"
     INVALID_PLAN = "invalid_plan"
     UNKNOWN_RUN = "unknown_run"
+    AMBIGUOUS_RUN = "ambiguous_run"  # a short run id matching several runs
     NOT_SUPPORTED = "not_supported"
     INVALID_STATE = "invalid_state"  # e.g. cancel of a finished run
     SHUTTING_DOWN = "shutting_down"

@@ -105,6 +105,21 @@ class GetStats(Request, tag="stats", frozen=True):
     by_arm: bool = False
 
 
+class Retry(Request, tag="retry", frozen=True):
+    """Start a new run continuing a failed one from ``from_phase`` (default: its first
+    phase that did not succeed); earlier phases' commits are kept. Answered ``Submitted``."""
+
+    run_id: str
+    from_phase: str | None = None
+
+
+class GetDiff(Request, tag="diff", frozen=True):
+    """The run's change against its base (for a retry: the original run's base)."""
+
+    run_id: str
+    max_bytes: int = 900_000  # the patch is cut here (``truncated``) to fit one frame
+
+
 # ---------------------------------------------------------------- replies
 class Welcome(Reply, tag="welcome", frozen=True):
     version: int = PROTOCOL_VERSION
@@ -144,6 +159,7 @@ class RunStatus(Reply, tag="run_status", frozen=True):
     started_at: float | None = None
     ended_at: float | None = None
     sandbox: str = ""  # the daemon's sandbox: "bwrap", or "off"/"unavailable" (unconfined)
+    tokens: int | None = None  # model tokens spent so far (filled by GetStatus, not by ListRuns)
 
 
 class RunList(Reply, tag="run_list", frozen=True):
@@ -211,17 +227,27 @@ class Stats(Reply, tag="stats", frozen=True):
     data: dict[str, Any]
 
 
+class Diff(Reply, tag="diff", frozen=True):
+    run_id: str
+    repo: str
+    base: str
+    head: str
+    stat: str = ""  # git diff --stat
+    patch: str = ""
+    truncated: bool = False
+
+
 class Classified(Reply, tag="classified", frozen=True):
     classification: Classification
 
 
 ClientMessage = (
     Hello | Submit | NormalizePlan | ListRuns | GetStatus | GetReport | Cancel | Follow
-    | GetHealth | GetContext | GetLessons | GetStats
+    | GetHealth | GetContext | GetLessons | GetStats | Retry | GetDiff
 )
 ServerMessage = (
     Welcome | Error | Submitted | RunStatus | RunList | Report | Ok | EventMsg | LogsEnd
-    | Health | Normalized | ContextReply | Lessons | Stats | Classified
+    | Health | Normalized | ContextReply | Lessons | Stats | Classified | Diff
 )
 
-__all__ = ['Cancel', 'Classified', 'ClientMessage', 'ContextReply', 'Error', 'EventMsg', 'Follow', 'GetContext', 'GetHealth', 'GetLessons', 'GetReport', 'GetStats', 'GetStatus', 'Health', 'Hello', 'Lessons', 'ListRuns', 'LogsEnd', 'NormalizePlan', 'Normalized', 'Ok', 'PROTOCOL_VERSION', 'PhaseState', 'Reply', 'Report', 'Request', 'RunList', 'RunStatus', 'ServerMessage', 'Stats', 'Submit', 'Submitted', 'Welcome']
+__all__ = ['Cancel', 'Classified', 'ClientMessage', 'ContextReply', 'Diff', 'Error', 'EventMsg', 'Follow', 'GetContext', 'GetDiff', 'GetHealth', 'GetLessons', 'GetReport', 'GetStats', 'GetStatus', 'Health', 'Hello', 'Lessons', 'ListRuns', 'LogsEnd', 'NormalizePlan', 'Normalized', 'Ok', 'PROTOCOL_VERSION', 'PhaseState', 'Reply', 'Report', 'Request', 'Retry', 'RunList', 'RunStatus', 'ServerMessage', 'Stats', 'Submit', 'Submitted', 'Welcome']

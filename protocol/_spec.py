@@ -80,6 +80,14 @@ _PHASE_KEYS = {f for f in PhaseSpec.__struct_fields__}
 _LIMIT_KEYS = {f for f in Limits.__struct_fields__}
 
 
+def _unknown(key: Any, known: set[str]) -> str:
+    """"unknown field", with the closest known field name when one is close."""
+    import difflib  # only on this error path
+
+    close = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.6)
+    return f"unknown field (did you mean {close[0]!r}?)" if close else "unknown field"
+
+
 def _check_str_list(value: Any, path: str, problems: list[tuple[str, str]]) -> None:
     if not isinstance(value, list):
         problems.append((path, f"must be a list of strings, got {type(value).__name__}"))
@@ -113,7 +121,7 @@ def _validate_limits(raw: Any, problems: list[tuple[str, str]]) -> None:
         problems.append(("limits", "must be a table"))
         return
     for key in sorted(set(raw) - _LIMIT_KEYS):
-        problems.append((f"limits.{key}", "unknown field"))
+        problems.append((f"limits.{key}", _unknown(key, _LIMIT_KEYS)))
     for key in ("max_attempts", "token_budget", "max_output_bytes", "check_output_limit_bytes",
                 "doctor_calls_per_phase",
                 "doctor_calls_per_run"):
@@ -134,7 +142,7 @@ def _validate_phase(raw: Any, path: str, seen: set[str], problems: list[tuple[st
         problems.append((path, "must be a table"))
         return
     for key in sorted(set(raw) - _PHASE_KEYS):
-        problems.append((f"{path}.{key}", "unknown field"))
+        problems.append((f"{path}.{key}", _unknown(key, _PHASE_KEYS)))
     pid = raw.get("id")
     if pid is None:
         problems.append((f"{path}.id", "required"))
@@ -170,7 +178,7 @@ def validate_spec(raw: Any) -> RunSpec:
     if not isinstance(raw, dict):
         raise SpecError([("", "a run spec must be a table/object at the top level")])
     for key in sorted(set(raw) - _TOP_KEYS):
-        problems.append((key, "unknown field"))
+        problems.append((key, _unknown(key, _TOP_KEYS)))
     if "goal" not in raw:
         problems.append(("goal", "required"))
     else:

@@ -45,7 +45,7 @@ def test_submit_wait_succeeds_with_branch_and_commits(daemon, repo, tmp_path):
     run_id = submit(daemon, spec, repo)
     res = daemon.ctl("wait", run_id, "--json")
     assert res.returncode == 0, res.stdout + res.stderr
-    status = json.loads(res.stdout)
+    (status,) = json.loads(res.stdout)["runs"]
     assert status["state"] == "succeeded"
     assert [p["state"] for p in status["phases"]] == ["succeeded"] * 3
     assert set(status) >= {"run_id", "state", "reason", "phases"}

@@ -248,7 +248,7 @@ def test_many_specs_and_wait_summary(daemon, repo, tmp_path):
                                               "checks": ["false"]}])
     res = daemon.ctl("submit", str(ok), str(bad), str(ok), "--repo", str(repo), "--json")
     assert res.returncode == 0
-    ids = [json.loads(line)["run_id"] for line in res.stdout.splitlines()]
+    ids = json.loads(res.stdout)["run_ids"]
     assert len(ids) == 3
     waited = daemon.ctl("wait", *ids)
     assert waited.returncode == 1  # one failed

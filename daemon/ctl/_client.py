@@ -52,6 +52,7 @@ class Client:
     def __init__(self, path: str, *, timeout: float | None = 30.0,
                  max_frame: int = DEFAULT_MAX_FRAME) -> None:
         self.path = path
+        self._timeout = timeout
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
         try:
@@ -87,11 +88,22 @@ class Client:
         except OSError as exc:
             raise DaemonUnavailable(f"connection to autopackd lost: {exc}") from None
 
-    def recv(self) -> Any:
+    def recv(self, timeout: float | None = None) -> Any:
+        """The next reply. With ``timeout``: ``None`` when nothing complete arrived in
+        that many seconds (a partial frame stays buffered for the next call)."""
+        if timeout is not None:
+            self.sock.settimeout(timeout)
         try:
             body = recv_frame_blocking(self.sock, self._buf)
+        except TimeoutError:
+            if timeout is not None:
+                return None
+            raise DaemonUnavailable("autopackd did not answer in time") from None
         except (EOFError, OSError) as exc:
             raise DaemonUnavailable(f"connection to autopackd lost: {exc}") from None
+        finally:
+            if timeout is not None:
+                self.sock.settimeout(self._timeout)
         reply = decode_reply(body)
         if isinstance(reply, Error):
             raise RemoteError(reply.code, reply.message, reply.details)
