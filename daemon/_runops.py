@@ -70,9 +70,11 @@ def resolve_run_id(conn: sqlite3.Connection, ref: str) -> str:
     return found[0]
 
 
-def plan_retry(run: dict[str, Any], from_phase: str | None) -> tuple[int, str | None]:
+def plan_retry(run: dict[str, Any], from_phase: str | None,
+               base: str | None) -> tuple[int, str | None]:
     """Where a retry of ``run`` starts: (index of the first phase to run again, commit the
-    new branch starts from). Pure. Raises :class:`RetryRefused` with the reason."""
+    new branch starts from: the last kept phase's commit, else ``base``, the run's
+    original base). Pure. Raises :class:`RetryRefused` with the reason."""
     if run["state"] not in ("failed", "cancelled"):
         raise RetryRefused(f"run {run['id']} is {run['state']}: only a failed or cancelled "
                            "run can be retried")
@@ -91,7 +93,7 @@ def plan_retry(run: dict[str, Any], from_phase: str | None) -> tuple[int, str | 
         if p["state"] not in ("succeeded", "skipped"):
             raise RetryRefused(f"cannot keep phase {p['id']!r} of run {run['id']}: it is "
                                f"{p['state']}; retry from it or an earlier phase")
-    tip = run["base_commit"]
+    tip = base
     for p in phases[:start]:
         tip = p["commit_sha"] or tip
     return start, tip
@@ -145,7 +147,7 @@ async def retry(store: Store, req: Retry) -> str:
     """Insert the retry ``req`` asks for; returns the new run id (the caller pokes the
     scheduler). Raises :class:`RetryRefused` or :class:`~._queries.UnknownRun`."""
     old = await store.call(q.get_run, req.run_id)
-    start, tip = plan_retry(old, req.from_phase)
+    start, tip = plan_retry(old, req.from_phase, await store.call(diff_base, old))
     spec = validate_spec(q.loads(old["spec"]))
     run_id: str = await store.call(insert_retry, new_run_id, old, spec, start, tip)
     store.notify_changed()

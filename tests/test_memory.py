@@ -468,7 +468,7 @@ async def test_cli_through_a_socket(db_path: str, tmp_path: Path) -> None:
         found = await anyio.to_thread.run_sync(_ctl, sock, "lessons", "--repo", REPO, "--search",
                                                "yaml.constructor", "--json")
         assert found.returncode == 0, found.stderr
-        assert [d["fix"] for d in json.loads(found.stdout)] == ["pip install PyYAML"]
+        assert [d["fix"] for d in json.loads(found.stdout)["lessons"]] == ["pip install PyYAML"]
         tg.cancel_scope.cancel()
     missing = _ctl(str(tmp_path / "nobody.sock"), "lessons")
     assert missing.returncode == 2

@@ -43,7 +43,7 @@ def register(sub: Any) -> None:
 
     q = sub.add_parser("patterns", help="list the failure patterns",
                        description="List the failure pattern ids with a one-line description.")
-    q.add_argument("--json", action="store_true", help='print [{"id", "description"}] as JSON')
+    q.add_argument("--json", action="store_true", help='print {"patterns": [{"id", "description"}]} as JSON')
     q.set_defaults(func=cmd_patterns)
 
 
@@ -57,6 +57,17 @@ def _read(path: str) -> bytes:
         return sys.stdin.buffer.read(MAX_INPUT)
     with open(path, "rb") as f:
         return f.read(MAX_INPUT)
+
+
+def looks_binary(data: bytes) -> bool:
+    """NUL bytes, or mostly bytes that are neither text nor UTF-8, in the first 8 KiB (as
+    git and grep decide). ANSI colour codes and a few stray bytes are still text."""
+    head = data[:8192]
+    if b"\0" in head:
+        return True
+    text = head.decode("utf-8", "replace")
+    bad = sum(1 for ch in text if ch == "\ufffd" or (ch < " " and ch not in "\t\n\r\f\b\x1b"))
+    return bool(text) and bad / len(text) > 0.3
 
 
 def classification_json(c: Classification) -> dict[str, Any]:
@@ -75,6 +86,9 @@ def cmd_classify(args: Any) -> int:
         data = _read(args.file)
     except OSError as exc:
         return _fail(f"cannot read {args.file}: {exc.strerror or exc}")
+    if looks_binary(data):
+        return _fail(f"{'stdin' if args.file == '-' else args.file} is binary data, not a "
+                     "command's text output; nothing to classify")
     ctx = ClassifyContext(command=args.command, repo_modules=list(args.repo_module),
                           lockfile_manager=args.lockfile_manager)
     c = classify(data, args.exit_code, ctx)
@@ -101,7 +115,7 @@ def cmd_classify(args: Any) -> int:
 def cmd_patterns(args: Any) -> int:
     if args.json:
         rows = [{"id": pid, "description": text} for pid, text in PATTERNS.items()]
-        sys.stdout.write(json.dumps(rows) + "\n")
+        sys.stdout.write(json.dumps({"patterns": rows}) + "\n")
         return 0
     width = max(len(p) for p in PATTERNS)
     for pid, text in PATTERNS.items():

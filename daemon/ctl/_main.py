@@ -40,6 +40,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "classify": ("_classify", "classify a failure log (no daemon needed)"),
     "patterns": ("_classify", "list the failure patterns"),
     "detect": ("_detect", "what a run would install and check on a repository (no daemon)"),
+    "completion": ("_completion", "print a shell completion script (bash, zsh, fish)"),
 }
 
 GLOBAL_HELP = (

@@ -34,7 +34,7 @@ def register(sub: Any) -> None:
     p.add_argument("--repo", metavar="PATH", help="only lessons for this repository")
     p.add_argument("--search", metavar="TEXT", help="full-text search (BM25 ranking)")
     p.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
-    p.add_argument("--json", action="store_true", help="print a JSON list")
+    p.add_argument("--json", action="store_true", help='print {"lessons": [...]} as JSON')
     p.set_defaults(func=cmd_lessons)
 
 
@@ -84,7 +84,7 @@ def cmd_lessons(args: argparse.Namespace) -> int:
     if not isinstance(reply, Lessons):
         return _fail(f"unexpected reply from autopackd: {type(reply).__name__}")
     if args.json:
-        print(json.dumps(reply.lessons, ensure_ascii=False))
+        print(json.dumps({"lessons": reply.lessons}, ensure_ascii=False))
         return 0
     if not reply.lessons:
         print("no lessons")

@@ -49,4 +49,4 @@ def test_classify_human_and_unreadable_file(tmp_path: Path) -> None:
 def test_patterns_lists_every_id() -> None:
     p = run("patterns", "--json")
     assert p.returncode == 0
-    assert [r["id"] for r in json.loads(p.stdout)] == list(PATTERNS)
+    assert [r["id"] for r in json.loads(p.stdout)["patterns"]] == list(PATTERNS)
