@@ -511,6 +511,7 @@ class Daemon:
         repo, problems = check_repo(req.repo or spec.repo)
         if problems:
             raise RequestError(ErrorCode.INVALID_SPEC, "invalid run spec", problems)
+        self._check_model_configured(spec)
         arm = req.arm or self._pick_arm()
         run_id = await self.records.submit(spec, repo, arm)
         self.scheduler.poke()
@@ -543,6 +544,18 @@ class Daemon:
                     pins.append((run_id, resolved[key]))
             if pins:
                 await self.store.call(q.pin_base_commits, pins)
+
+    def _check_model_configured(self, spec: Any) -> None:
+        """Refuse build phases up front when no model can be reached at all (no API key
+        and no model endpoint): they would only fail when they run."""
+        build = [p.id for p in spec.phases if p.kind == "build"]
+        if not build or self.llm.has_key or self.settings.anthropic_base_url \
+                or os.environ.get("ANTHROPIC_BASE_URL"):
+            return
+        raise RequestError(ErrorCode.INVALID_SPEC, (
+            f"build phase {build[0]!r} needs a model, but autopackd has no Anthropic API key "
+            "and no model endpoint: set ANTHROPIC_API_KEY (or api_key_file) or "
+            "anthropic_base_url for the daemon, or make the phase kind = \"command\""))
 
     def _pick_arm(self) -> str:
         frac = self.settings.ab_fraction

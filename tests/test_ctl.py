@@ -331,3 +331,21 @@ def test_zsh_and_fish_completion_load(shell: str, tmp_path: Path) -> None:
                          env={**os.environ, "HOME": str(tmp_path)})
     assert res.returncode == 0, res.stderr
     assert want in res.stdout, res.stdout
+
+
+def test_build_phase_without_key_or_endpoint_is_refused_at_submit(daemon_factory: Any,
+                                                                  repo: Path,
+                                                                  tmp_path: Path) -> None:
+    d = daemon_factory(env={"ANTHROPIC_API_KEY": "", "ANTHROPIC_BASE_URL": "",
+                            "CREDENTIALS_DIRECTORY": ""})
+    spec = write_spec(tmp_path / "b.json", [
+        {"id": "prep", "goal": "p", "kind": "command", "checks": ["true"]},
+        {"id": "code-it", "goal": "write code", "kind": "build", "checks": ["true"]}])
+    one_line_error(d.ctl("submit", str(spec), "--repo", str(repo)),
+                         "build phase 'code-it' needs a model", "ANTHROPIC_API_KEY",
+                         "[invalid_spec]")
+    runs = json.loads(d.ctl("list", "--json").stdout)["runs"]
+    assert runs == []  # nothing was queued
+    cmd_only = write_spec(tmp_path / "c.json", [
+        {"id": "prep", "goal": "p", "kind": "command", "checks": ["true"]}])
+    assert d.ctl("submit", str(cmd_only), "--repo", str(repo)).returncode == 0
