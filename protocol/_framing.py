@@ -6,14 +6,20 @@ uses :class:`FrameBuffer` over whatever stream it has.
 
 from __future__ import annotations
 
-import socket
 import struct
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
 from ._errors import FrameTooLarge, ProtocolError
 from ._messages import ClientMessage, Reply, Request, ServerMessage
+
+
+class Receiver(Protocol):
+    """What :func:`recv_frame_blocking` needs of a blocking socket (``socket.socket``, or
+    the C ``_socket.socket`` the client uses to skip ``socket.py``'s import cost)."""
+
+    def recv(self, bufsize: int, /) -> bytes: ...
 
 DEFAULT_MAX_FRAME = 1024 * 1024
 _HEADER = struct.Struct(">I")
@@ -77,7 +83,7 @@ class FrameBuffer:
         return len(self._buf)
 
 
-def recv_frame_blocking(sock: socket.socket, buf: FrameBuffer) -> bytes:
+def recv_frame_blocking(sock: Receiver, buf: FrameBuffer) -> bytes:
     """Read one frame body from a blocking socket; ``EOFError`` if the peer closed."""
     while True:
         body = buf.next_frame()

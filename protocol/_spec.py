@@ -8,9 +8,7 @@ so a person fixes a broken plan file in one go.
 
 from __future__ import annotations
 
-import json
 import re
-import tomllib
 from typing import Any, Literal
 
 import msgspec
@@ -220,6 +218,9 @@ def validate_spec(raw: Any) -> RunSpec:
 
 def parse_spec_text(text: str, *, fmt: Literal["toml", "json"]) -> RunSpec:
     """Parse TOML or JSON text into a validated :class:`RunSpec` (raises :class:`SpecError`)."""
+    import json  # here, not at the top: autopackctl status/list never parse a spec
+    import tomllib
+
     try:
         raw = tomllib.loads(text) if fmt == "toml" else json.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
@@ -258,6 +259,8 @@ def spec_to_toml(spec: RunSpec) -> str:
         if isinstance(v, int | float):
             return repr(v)
         if isinstance(v, str):
+            import json
+
             return json.dumps(v, ensure_ascii=False)
         if isinstance(v, list):
             return "[" + ", ".join(val(x) for x in v) + "]"

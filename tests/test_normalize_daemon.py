@@ -42,7 +42,7 @@ def test_submit_raw_refuses_without_terminal_and_yes(daemon, project, tmp_path):
     res = daemon.ctl("submit", "--raw", str(plan), "--repo", str(project))
     assert res.returncode == 2
     assert "unreviewed" in res.stderr
-    assert daemon.ctl("list", "--json").stdout == ""  # nothing submitted
+    assert json.loads(daemon.ctl("list", "--json").stdout) == {"runs": []}  # nothing submitted
 
 
 def test_submit_raw_yes_shows_review_and_runs(daemon, project, tmp_path):
@@ -79,7 +79,7 @@ def test_submit_raw_bad_plans_exit_2_and_submit_nothing(daemon, project, tmp_pat
     assert res.returncode == 2
     assert needle in res.stderr.lower()
     assert len(res.stderr.strip().splitlines()) == 1
-    assert daemon.ctl("list", "--json").stdout == ""
+    assert json.loads(daemon.ctl("list", "--json").stdout) == {"runs": []}
 
 
 def test_plain_unix_commands_in_backticks_are_checks(project):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from typing import NoReturn
 
@@ -17,6 +18,15 @@ _INVALID_CHOICE = re.compile(r"invalid choice: '([^']*)' \(choose from (.*)\)")
 class CtlParser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose errors raise :class:`CtlError` (one line, exit 2) with a
     did-you-mean for misspelled options and choices, instead of usage plus message."""
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        # argparse asks for a formatter on every add_argument; its default imports shutil
+        # (and lzma, bz2) for the terminal width: os has it, and only help text needs it
+        try:
+            width = os.get_terminal_size(2).columns - 2
+        except OSError:
+            width = 78
+        return self.formatter_class(prog=self.prog, width=max(width, 40))
 
     def error(self, message: str) -> NoReturn:
         raise CtlError(f"{self.prog.removeprefix('autopackctl ')}: {message}{self._hint(message)}"

@@ -3,7 +3,6 @@ the run status layout."""
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from typing import Any
@@ -18,6 +17,8 @@ RUN_STATES = ("queued", "running", "interrupted", "succeeded", "failed", "cancel
 
 def out_json(obj: Any) -> None:
     """Write ``obj`` as one line of JSON (a whole document, or one line of a stream)."""
+    import json
+
     import msgspec
 
     sys.stdout.write(json.dumps(msgspec.to_builtins(obj), ensure_ascii=False) + "\n")
