@@ -6,6 +6,7 @@ uses :class:`FrameBuffer` over whatever stream it has.
 
 from __future__ import annotations
 
+import functools
 import struct
 from typing import Any, Protocol
 
@@ -25,8 +26,13 @@ DEFAULT_MAX_FRAME = 1024 * 1024
 _HEADER = struct.Struct(">I")
 
 _encoder = msgspec.msgpack.Encoder()
-_request_decoder = msgspec.msgpack.Decoder(ClientMessage)
-_reply_decoder = msgspec.msgpack.Decoder(ServerMessage)
+
+
+@functools.cache
+def _decoder(side: str) -> msgspec.msgpack.Decoder[Any]:
+    """Built once, on first use: the client never needs the request decoder, and building
+    one for a union of tagged Structs costs a few ms of autopackctl's start-up."""
+    return msgspec.msgpack.Decoder(ClientMessage if side == "request" else ServerMessage)
 
 
 def encode_frame(msg: Request | Reply) -> bytes:
@@ -38,7 +44,7 @@ def encode_frame(msg: Request | Reply) -> bytes:
 def decode_request(body: bytes) -> Any:
     """Decode a request body; raises :class:`ProtocolError` on garbage."""
     try:
-        return _request_decoder.decode(body)
+        return _decoder("request").decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise ProtocolError(f"cannot decode request: {exc}") from None
 
@@ -46,7 +52,7 @@ def decode_request(body: bytes) -> Any:
 def decode_reply(body: bytes) -> Any:
     """Decode a reply body; raises :class:`ProtocolError` on garbage."""
     try:
-        return _reply_decoder.decode(body)
+        return _decoder("reply").decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise ProtocolError(f"cannot decode reply: {exc}") from None
 
