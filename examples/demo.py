@@ -6,7 +6,9 @@
    ANTHROPIC_API_KEY, the scripted model server that stands in for Claude —
    said plainly on the screen);
 3. submits examples/demo-plan.toml, follows its event log live to the end;
-4. prints the report and the branch it produced, stops the daemon.
+4. prints the report and the branch it produced, stops the daemon;
+5. keeps the repository (removes only the daemon's state dir) and prints the
+   commands to look at the branch and to remove it all.
 
 Exit status: 0 when the run succeeded.
 """
@@ -14,6 +16,7 @@ Exit status: 0 when the run succeeded.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -98,6 +101,10 @@ def main() -> int:
         subprocess.run(["git", "log", "--oneline", f"autopack/{run_id}"], cwd=repo)
         outcome = "SUCCEEDED" if rc == 0 else "DID NOT SUCCEED"
         say(f"outcome: the run {outcome}")
+        branch = f"autopack/{run_id}"
+        say("the repository is kept; look at what the run did with:")
+        print(f"    git -C {shlex.quote(str(repo))} log -p main..{branch}", flush=True)
+        print(f"    (remove it all: rm -rf {shlex.quote(str(work))})", flush=True)
         return 0 if rc == 0 else 1
     finally:
         if daemon is not None and daemon.poll() is None:
@@ -107,7 +114,12 @@ def main() -> int:
         if model is not None:
             model.terminate()
             model.wait(10)
-        shutil.rmtree(work, ignore_errors=True)
+        # the branch lives in the repository: only the daemon's state (database, worktrees,
+        # reports) goes; the repository forgets the worktrees that were under it
+        shutil.rmtree(state, ignore_errors=True)
+        if (work / "calc" / ".git").exists():
+            subprocess.run(["git", "worktree", "prune"], cwd=work / "calc", check=False)
+            say(f"kept the example repository: {work / 'calc'}")
 
 
 if __name__ == "__main__":
