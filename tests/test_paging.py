@@ -88,7 +88,7 @@ def test_paging_returns_every_run_exactly_once_while_runs_are_added(
     # the CLI pages too: every run, in a daemon whose frames are 16 KiB
     res = d.ctl("list", "--limit", "0", "--json")
     assert res.returncode == 0, res.stderr
-    listed = [json.loads(line)["run_id"] for line in res.stdout.splitlines()]
+    listed = [st["run_id"] for st in json.loads(res.stdout)["runs"]]  # one document
     assert len(listed) == len(set(listed)) == 1 + len(before) + len(added)
     d.stop()
 
@@ -107,7 +107,7 @@ def test_wait_all_asks_only_for_runs_not_ended(daemon_factory: Any, repo: Path) 
         assert page.next_cursor is None
     res = d.ctl("wait", "--all", "--json", timeout=120)
     assert res.returncode == 0, res.stderr
-    waited = [json.loads(line)["run_id"] for line in res.stdout.splitlines()]
+    waited = [st["run_id"] for st in json.loads(res.stdout)["runs"]]
     assert waited == [live]
 
 

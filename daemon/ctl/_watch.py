@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any
 
-from autopack.protocol import EventMsg, Follow, GetStatus, ListRuns, LogsEnd, RunStatus
+from autopack.protocol import EventMsg, Follow, GetStatus, LogsEnd, RunStatus
 
 from ._client import Client
 from ._common import TERMINAL, connect, live_line, out_json, print_status, status_json
@@ -20,6 +20,7 @@ from ._errors import CtlError
 from ._main import COMMANDS, EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT
 
 CLEAR = "\r\x1b[K"
+NOT_ENDED = ("queued", "running", "interrupted")
 
 
 def register(sub: Any) -> None:
@@ -49,10 +50,9 @@ def cmd_wait(args: argparse.Namespace) -> int:
         raise CtlError("wait: --timeout must be >= 0")
     with connect(args) as client:
         ids = [client.request(GetStatus(run_id=r)).run_id for r in args.run]  # short ids, once
-        if args.all:
-            reply = client.request(ListRuns(limit=10_000))
-            ids += [st.run_id for st in reply.runs
-                    if st.state not in TERMINAL and st.run_id not in ids]
+        if args.all:  # only runs not ended yet, page by page, oldest first
+            live_ids = [st.run_id for st in client.runs(states=list(NOT_ENDED))]
+            ids += [run_id for run_id in reversed(live_ids) if run_id not in ids]
     if not ids:
         if args.all:
             print("no runs in progress", file=sys.stderr)
