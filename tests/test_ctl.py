@@ -256,7 +256,7 @@ def test_every_json_output_parses(daemon: Any, repo: Path, tmp_path: Path) -> No
         "report": ["report", run_id], "health": ["health"], "diff": ["diff", run_id],
         "stats": ["stats"], "lessons": ["lessons"], "context": ["context", run_id],
         "patterns": ["patterns"], "classify": ["classify", str(log)],
-        "normalize": ["normalize", str(plan)],
+        "normalize": ["normalize", str(plan)], "detect": ["detect", str(repo)],
     }
     keys = {"list": {"runs"}, "status": {"run_id", "state", "phases", "tokens"},
             "wait": {"runs", "timed_out"}, "diff": {"patch"}, "health": {"ready"},
