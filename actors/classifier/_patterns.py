@@ -78,7 +78,7 @@ STEMS: tuple[str, ...] = (
     "imeout", "in use", "illed", "imed out", "imit",
     "Too Many",
     "cate memory", "collected 0 ", "curl: (", "can't open", "conflicts",
-    "too slow",
+    "fatal: unable to access",
     ".go:",
 )
 
@@ -559,7 +559,7 @@ RULES: tuple[Rule, ...] = (
        PY + r"(?:[\w.]+\.)?(?:ReadTimeout|ConnectTimeout|ReadTimeoutError|ConnectTimeoutError|ConnectTimeout|PoolTimeout|WriteTimeout|APITimeoutError|TimeoutError: timed out|timeout: timed out|TimeoutError: \[Errno 110\])"),
     _r("network_timeout", ("imeout", "timed out", "rror"),
        r"(?:Read timed out\.|Connection timed out|\bETIMEDOUT\b|ESOCKETTIMEDOUT|UND_ERR_(?:CONNECT|HEADERS|BODY)_TIMEOUT|aborted due to timeout|<urlopen error timed out>|Operation timed out after \d+|Timeout was reached|i/o timeout|context deadline exceeded \(Client\.Timeout)"),
-    _r("network_timeout", ("too slow",), r"Operation too slow\. Less than \d+ bytes/sec transferred"),  # curl/git low-speed limit
+    _r("network_timeout", ("fatal: unable to access",), r"^fatal: unable to access '[^']*': Operation too slow\. Less than \d+ bytes/sec"),  # git's low-speed limit
     _r("network_unreachable", ("refused", "rror"), r"(?:[Cc]onnection refused|\bECONNREFUSED\b)"),
     _r("network_unreachable", ("rror", "not ", "fail", "No ", "unreachable", "Fail"),
        r"(?:\bENOTFOUND\b|\bEAI_AGAIN\b|ENETUNREACH|EHOSTUNREACH|Could not resolve (?:host|proxy)|Temporary failure in name resolution|Name or service not known|nodename nor servname|Network is unreachable|No route to host|Couldn't connect to server|Failed to connect to \S+ port \d+|APIConnectionError|NameResolutionError|getaddrinfo failed)"),
