@@ -61,6 +61,7 @@ from autopack.protocol import (
 )
 
 from ._context import FailedApproach, Intention, Lesson, build_context, utf8_len
+from ._failpoints import hit
 
 LOGGER = logging.getLogger(__name__)
 
@@ -596,6 +597,7 @@ class MemoryActor:
                     req.fail(_Unavailable("request expired before memory got to it"))
                     continue
                 current = req
+                hit("memory.serve")
                 await self._run(worker, req)
                 current = None
         finally:

@@ -186,7 +186,9 @@ async def run_command(
             await proc.aclose()
             if on_end is not None:
                 await on_end(pgid)
-    output, truncated = buf.text()
+    # decoding up to max_output bytes takes a while: off the event loop when it is large
+    output, truncated = (await anyio.to_thread.run_sync(buf.text) if buf.total > 1 << 20
+                         else buf.text())
     if timed_out:
         output += "\n" + timeout_record(timeout_s) + "\n"  # decisive evidence for the classifier
     if over:

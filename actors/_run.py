@@ -20,6 +20,7 @@ give up) are taken by :mod:`._policy` (pure); this module only does the I/O.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import time
@@ -29,10 +30,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
-from autopack.protocol import PhaseSpec, RunSpec, validate_spec
+from autopack.protocol import PhaseSpec, RunSpec, SpecError, StorageError, validate_spec
 
 from . import _worktree as wt
 from ._env import base_env, ensure_venv, with_venv
+from ._failpoints import hit
 from ._proc import CommandResult, run_command
 
 LOGGER = logging.getLogger(__name__)
@@ -186,6 +188,7 @@ class RunActor:
         """Run to an end state; returns it. Raises ``wt.RunLocked`` if another process holds the run."""
         lock = wt.acquire_run_lock(self.s.state_dir / "locks", self.run_id)
         try:
+            hit("run.execute")
             return await self._execute_locked()
         finally:
             lock.release()
@@ -194,7 +197,15 @@ class RunActor:
         run = await self.rec.run(self.run_id)
         if run["state"] in ("succeeded", "failed", "cancelled"):
             return str(run["state"])
-        spec = validate_spec(_loads(run["spec"]))
+        try:
+            # the same validation as at submit: a spec stored by an older version that
+            # no longer passes ends the run with the reason instead of crashing the actor
+            spec = validate_spec(_loads(run["spec"]))
+        except (SpecError, ValueError) as exc:
+            why = f"stored run spec is invalid: {exc}"
+            LOGGER.error("run %s: %s", self.run_id, why)
+            await end_run_directly(self.rec, self.run_id, "failed", why)
+            return "failed"
         ws = RunWorkspace(
             run_id=self.run_id, spec=spec, repo=Path(run["repo"]),
             worktree=self.s.state_dir / "worktrees" / self.run_id,
@@ -381,7 +392,10 @@ class RunActor:
                                    max_output=limits.max_output_bytes,
                                    output_limit=limits.check_output_limit_bytes,
                                    on_start=on_start, on_end=on_end, box=ws.box)
-        result, tests = judge_test_count(result, allow_no_tests=phase.allow_no_tests)
+        # regexes over up to max_output_bytes (16 MiB) of output: off the event loop, so
+        # /healthz and every other request keep answering while a loud check ends
+        result, tests = await anyio.to_thread.run_sync(
+            lambda: judge_test_count(result, allow_no_tests=phase.allow_no_tests))
         await self.rec.event(
             self.run_id, phase.id, attempt, "check_finished", command=command,
             exit_code=result.exit_code, duration_s=result.duration_s, timed_out=result.timed_out,
@@ -440,6 +454,12 @@ class RunActor:
 
     # -------------------------------------------------------------- endings
     async def _finish(self, ws: RunWorkspace, state: str, reason: str | None) -> None:
+        try:
+            await self._record_end(ws, state, reason)
+        finally:  # even when the end cannot be recorded (full disk): free the disk it holds
+            await self._cleanup(ws)
+
+    async def _record_end(self, ws: RunWorkspace, state: str, reason: str | None) -> None:
         run = await self.rec.run(self.run_id)
         for prow in run["phases"]:
             if prow["state"] == "running":
@@ -455,7 +475,6 @@ class RunActor:
             except wt.GitError:
                 pass
         await self.rec.set_run_state(self.run_id, state, reason)
-        await self._cleanup(ws)
 
     async def _cleanup(self, ws: RunWorkspace) -> None:
         lock = self.s.repo_lock(str(ws.repo))
@@ -476,9 +495,10 @@ class RunActor:
         for path in (ws.venv, ws.scratch):
             if path is not None and path.exists():
                 await anyio.to_thread.run_sync(shutil.rmtree, path, True)
-        await self.rec.event(self.run_id, None, None, "worktree_removed", path=str(ws.worktree),
-                             recycled=recycled)
         self._refill_pool(ws)
+        with contextlib.suppress(StorageError):  # a note only; the disk may be full
+            await self.rec.event(self.run_id, None, None, "worktree_removed",
+                                 path=str(ws.worktree), recycled=recycled)
 
     def _refill_pool(self, ws: RunWorkspace) -> None:
         """Ready the next run's worktree in the background (a no-op when one is ready)."""
@@ -511,6 +531,23 @@ def judge_test_count(result: CommandResult, *,
     if result.exit_code == 0:
         return replace(result, no_tests=True), counts
     return result, counts
+
+
+async def end_run_directly(records: RecordsPort, run_id: str, state: str, reason: str) -> None:
+    """End a run that no actor is executing (cancelled while queued, a spec that cannot
+    load, an actor that keeps crashing): its open phases end too, then the run."""
+    run = await records.run(run_id)
+    if run["state"] in ("succeeded", "failed", "cancelled"):
+        return
+    for prow in run["phases"]:
+        if prow["state"] == "running":
+            await records.set_phase_state(run_id, prow["idx"],
+                                          "cancelled" if state == "cancelled" else "failed",
+                                          reason=reason)
+        elif prow["state"] == "queued":
+            await records.set_phase_state(run_id, prow["idx"], "cancelled",
+                                          reason=f"run {state} before this phase")
+    await records.set_run_state(run_id, state, reason)
 
 
 def excerpt(output: str, limit: int = EXCERPT_BYTES) -> str:

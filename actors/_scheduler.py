@@ -15,9 +15,10 @@ from typing import Any
 import anyio
 import msgspec
 from anyio.abc import TaskGroup
+from autopack.protocol import StorageError
 
 from . import _worktree as wt
-from ._run import RunActor, RunServices
+from ._run import RunActor, RunServices, end_run_directly
 
 LOGGER = logging.getLogger(__name__)
 
@@ -28,11 +29,12 @@ class SchedulerStats(msgspec.Struct, frozen=True, kw_only=True):
     started_total: int
     peak_running: int
     skipped_locked: int
+    actor_crashes: int = 0
 
 
 class Scheduler:
     def __init__(self, services: RunServices, *, limit: Callable[[], int],
-                 poll_s: float = 1.0) -> None:
+                 poll_s: float = 1.0, crash_limit: Callable[[], int] = lambda: 3) -> None:
         self.services = services
         self.limit = limit
         self.poll_s = poll_s
@@ -47,6 +49,14 @@ class Scheduler:
         self._idle = anyio.Event()
         self._ended: dict[str, anyio.Event] = {}  # runs someone waits to see end
         self.on_run_end: Callable[[str, str], Awaitable[None]] | None = None
+        # isolation per run: an actor that crashes is retried with backoff, and after
+        # crash_limit() crashes in a row its run ends failed with the reason
+        self.crash_limit = crash_limit
+        self._crashes: dict[str, int] = {}
+        self._retry_at: dict[str, float] = {}
+        self._cancelling: set[str] = set()  # cancel asked: never (re)start these
+        self._pending_end: dict[str, tuple[str, str]] = {}  # ends the store could not record
+        self._crashed_total = 0
 
     def poke(self) -> None:
         """Look for work now (called after a submit or a run end)."""
@@ -54,12 +64,20 @@ class Scheduler:
 
     def cancel(self, run_id: str, reason: str = "cancelled by user") -> anyio.Event | None:
         """Cancel an active run; returns an event set once its actor has ended, or ``None``
-        if this daemon is not executing the run."""
+        if this daemon is not executing the run. Either way the run is not (re)started
+        until :meth:`cancel_done`: the caller records the end if the actor did not."""
+        self._cancelling.add(run_id)
         actor = self.active.get(run_id)
         if actor is None:
             return None
         actor.cancel(reason)
         return self._ended.setdefault(run_id, anyio.Event())
+
+    def cancel_done(self, run_id: str) -> None:
+        """The cancel of ``run_id`` is recorded (or failed): forget it."""
+        self._cancelling.discard(run_id)
+        self._crashes.pop(run_id, None)  # ended: never retried as a crashed run
+        self._retry_at.pop(run_id, None)
 
     async def idle(self) -> None:
         """Return once no run is active (used by the graceful stop)."""
@@ -74,7 +92,7 @@ class Scheduler:
     def statistics(self) -> SchedulerStats:
         return SchedulerStats(running=len(self.active), limit=self.limit(),
                               started_total=self._started_total, peak_running=self._peak,
-                              skipped_locked=self._skipped)
+                              skipped_locked=self._skipped, actor_crashes=self._crashed_total)
 
     async def serve(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as tg:
@@ -82,6 +100,7 @@ class Scheduler:
             self.services.spawn = self._spawn
             task_status.started()
             while True:
+                await self._record_pending_ends()
                 if self._accepting:
                     await self._fill(tg)
                 with anyio.move_on_after(self.poll_s):
@@ -103,13 +122,21 @@ class Scheduler:
         free = self.limit() - len(self.active)
         if free <= 0:
             return
-        candidates = await self.services.records.runs_in("interrupted", "queued")  # type: ignore[attr-defined]
+        try:
+            candidates = await self.services.records.runs_in("interrupted", "queued")  # type: ignore[attr-defined]
+        except StorageError as exc:  # a full disk: nothing can start now; try again later
+            LOGGER.warning("not starting runs: %s", exc)
+            return
+        # runs whose actor crashed (their record may say "running"): retried after backoff
+        candidates += [r for r in self._crashes if r not in candidates]
         lock_dir = self.services.state_dir / "locks"
         for run_id in candidates:
             if free <= 0:
                 break
-            if run_id in self.active:
+            if run_id in self.active or run_id in self._cancelling or run_id in self._pending_end:
                 continue
+            if self._retry_at.get(run_id, 0.0) > anyio.current_time():
+                continue  # crashed recently: backing off
             try:
                 wt.acquire_run_lock(lock_dir, run_id).release()
             except wt.RunLocked as exc:
@@ -125,15 +152,63 @@ class Scheduler:
             free -= 1
             tg.start_soon(self._drive, run_id, actor)
 
+    async def _crashed(self, run_id: str, exc: Exception) -> str:
+        """Count a crash of ``run_id``'s actor; end the run when it is cancelled or has
+        crashed ``crash_limit()`` times in a row. Returns the run's state if it ended."""
+        self._crashed_total += 1
+        n = self._crashes[run_id] = self._crashes.get(run_id, 0) + 1
+        limit = max(self.crash_limit(), 1)
+        LOGGER.error("run %s: actor crashed (%d of %d in a row): %s: %s", run_id, n, limit,
+                     type(exc).__name__, exc, exc_info=exc)
+        if run_id in self._cancelling:
+            end = ("cancelled", "cancelled by user")
+        elif isinstance(exc, StorageError):  # retrying cannot help the run: it fails cleanly
+            end = ("failed", f"storage: {exc}")
+        elif n >= limit:
+            end = ("failed", f"the run's actor crashed {n} times in a row "
+                             f"(run_crash_limit {limit}); last: {type(exc).__name__}: {exc}")
+        else:
+            self._retry_at[run_id] = anyio.current_time() + min(0.5 * 2 ** (n - 1), 30.0)
+            return "unknown"
+        self._crashes.pop(run_id, None)
+        self._retry_at.pop(run_id, None)
+        try:
+            with anyio.CancelScope(shield=True):
+                await end_run_directly(self.services.records, run_id, *end)
+        except Exception as record_exc:
+            LOGGER.error("run %s: cannot record its end yet (%s); retrying", run_id, record_exc)
+            self._pending_end[run_id] = end
+            return "unknown"
+        return end[0]
+
+    async def _record_pending_ends(self) -> None:
+        """Record the ends that failed to write (full disk), now that it may work again."""
+        for run_id, (state, reason) in list(self._pending_end.items()):
+            try:
+                await end_run_directly(self.services.records, run_id, state, reason)
+            except StorageError:
+                return  # still failing: next round
+            except Exception:
+                LOGGER.exception("run %s: cannot record its end", run_id)
+            del self._pending_end[run_id]
+            LOGGER.info("run %s: recorded as %s (%s)", run_id, state, reason)
+            if self.on_run_end is not None:
+                try:
+                    await self.on_run_end(run_id, state)
+                except Exception:
+                    LOGGER.exception("run %s: end-of-run hook failed", run_id)
+
     async def _drive(self, run_id: str, actor: RunActor) -> None:
         state = "unknown"
         try:
             state = await actor.execute()
+            self._crashes.pop(run_id, None)
+            self._retry_at.pop(run_id, None)
         except wt.RunLocked as exc:
             self._skipped += 1
             LOGGER.info("%s; skipping it", exc)
-        except Exception:  # never let one run take the scheduler down
-            LOGGER.exception("run %s: actor crashed", run_id)
+        except Exception as exc:  # never let one run take the scheduler down
+            state = await self._crashed(run_id, exc)
         finally:
             self.active.pop(run_id, None)
             ended = self._ended.pop(run_id, None)

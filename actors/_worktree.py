@@ -252,8 +252,16 @@ def acquire_run_lock(lock_dir: Path, run_id: str) -> RunLock:
         holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
         os.close(fd)
         raise RunLocked(f"run {run_id} is being executed by {holder}") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+    except OSError:
+        # the holder note is for people only; a full disk must not leak the locked fd
+        # (it would keep the run "being executed by another process" until a restart)
+        pass
+    except BaseException:
+        os.close(fd)
+        raise
     return RunLock(path, fd)
 
 

@@ -10,6 +10,7 @@ interrupted, exit 0.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -29,9 +30,12 @@ from autopack.actors._memory import MemoryActor, handle_get_context, handle_get_
 from autopack.actors._phase import PhaseRunner
 from autopack.actors._pool import WorktreePool
 from autopack.actors._proc import kill_group
-from autopack.actors._run import RunServices
+from autopack.actors._run import RunServices, end_run_directly
 from autopack.actors._scheduler import Scheduler
 from autopack.protocol import (
+    DEFAULT_MAX_FRAME,
+    BackedUp,
+    Backup,
     Cancel,
     Classification,
     ClassifyContext,
@@ -57,6 +61,7 @@ from autopack.protocol import (
     RunStatus,
     SpecError,
     Stats,
+    StorageError,
     Submit,
     Submitted,
     spec_to_builtins,
@@ -67,7 +72,7 @@ from autopack.protocol import Error as ProtoError
 from . import _queries as q
 from . import _runops as runops
 from ._config import Settings
-from ._control import Connection, ControlServer, bind_unix_socket
+from ._control import Connection, ControlLimits, ControlServer, bind_unix_socket
 from ._paging import MAX_PAGE_RUNS, fit_event, run_page
 from ._records import Records
 from ._report import build_report, render_markdown
@@ -77,6 +82,7 @@ from ._supervisor import Supervisor
 LOGGER = logging.getLogger(__name__)
 VERSION = "0.1.0"
 TERMINAL = ("succeeded", "failed", "cancelled")
+MEMORY_REQUESTS = frozenset({"context", "lessons"})
 
 
 class StartupError(Exception):
@@ -129,7 +135,8 @@ class Daemon:
             pool=WorktreePool(self.state_dir / "worktrees" / ".pool", enabled=settings.worktree_pool,
                               per_repo=settings.worktree_pool_size,
                               budget_bytes=settings.worktree_pool_budget_mb << 20))
-        self.scheduler = Scheduler(self.services, limit=lambda: self.settings.max_concurrent_runs)
+        self.scheduler = Scheduler(self.services, limit=lambda: self.settings.max_concurrent_runs,
+                                   crash_limit=lambda: self.settings.run_crash_limit)
         self.scheduler.on_run_end = self._after_run
         self.control: ControlServer | None = None
         self.health_port: int | None = None
@@ -140,6 +147,11 @@ class Daemon:
         self._metrics_cache: Any = None
         self._to_pin: list[tuple[str, str, str]] = []
         self._pin_wanted = trio.Event()
+        self._ready = False
+        self.dir_lock: Any = None  # _statedir.StateDirLock while running
+        self._health: Any = None  # HealthServer, bound before anything is written
+        self._sock: Any = None  # the control socket (bound or socket-activated)
+        self._sock_inode: tuple[int, int] | None = None
 
     def _make_llm(self) -> LLM:
         """The Claude client shared by all runs; the key never leaves it (or reaches logs)."""
@@ -184,18 +196,92 @@ class Daemon:
 
     # ================================================================ lifecycle
     async def run(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
-        """Serve until SIGTERM/SIGINT (or cancellation). Raises SupervisorGaveUp/StartupError."""
-        self._prepare_dirs()
+        """Serve until SIGTERM/SIGINT (or cancellation). Raises SupervisorGaveUp/StartupError.
+
+        A start that fails (state dir in use or unwritable, busy port, damaged database)
+        raises :class:`StartupError` with one line and leaves nothing behind: no socket
+        file, no lock, no directory it created. On the way out the socket file this
+        daemon created is removed (a socket-activated one belongs to systemd)."""
+        self._lock_state_dir()
+        assert self.dir_lock is not None
+        self._ready = False
         try:
-            await self.store.open()
-        except Exception as exc:
-            raise StartupError(f"cannot open the database in {self.state_dir}: {exc}") from exc
-        try:
-            await self._serve(task_status)
+            self._check_writable()
+            await self._bind_listeners()
+            self._prepare_dirs()
+            await self._open_store()
+
+            await self._serve(_Started(task_status, self))
         finally:
             with anyio.CancelScope(shield=True):
                 await self.llm.aclose()
                 await self.store.close()
+                if self._health is not None:
+                    await self._health.aclose()
+                self._remove_socket()
+                if not self._ready and self.dir_lock.created:
+                    shutil.rmtree(self.state_dir, ignore_errors=True)  # all of it was ours
+                self.dir_lock.release()
+
+    def _lock_state_dir(self) -> None:
+        from ._statedir import StateDirBusy, lock_state_dir
+
+        try:
+            self.dir_lock = lock_state_dir(self.state_dir)
+        except StateDirBusy as exc:
+            raise StartupError(str(exc)) from None
+        except OSError as exc:
+            raise StartupError(f"cannot create state dir {self.state_dir}: "
+                               f"{exc.strerror or exc}") from None
+
+    def _check_writable(self) -> None:
+        import tempfile
+
+        try:
+            with tempfile.TemporaryFile(dir=self.state_dir, prefix=".write-probe-"):
+                pass
+        except OSError as exc:
+            raise StartupError(f"state dir {self.state_dir} is not writable: "
+                               f"{exc.strerror or exc}") from None
+
+    async def _bind_listeners(self) -> None:
+        """The health port and the control socket, before anything is written: a busy
+        port or socket fails the start with nothing to undo but these."""
+        self._health = self._health_server()
+        try:
+            await self._health.bind()
+        except OSError as exc:
+            raise StartupError(f"cannot listen on health_listen {self.settings.health_listen}: "
+                               f"{exc.strerror or exc}") from None
+        self._sock = self._control_socket()
+
+    async def _open_store(self) -> None:
+        from ._integrity import StoreDamaged, check_database
+
+        db = self.state_dir / "autopack.db"
+        try:
+            await trio.to_thread.run_sync(check_database, db, self.state_dir)
+        except StoreDamaged as exc:
+            raise StartupError(str(exc)) from None
+        try:
+            await self.store.open()
+        except Exception as exc:
+            raise StartupError(f"cannot open the database {db}: {exc}") from exc
+
+    def _remove_socket(self) -> None:
+        """Unlink the control socket file if it is still the one this daemon created."""
+        sock, self._sock = self._sock, None
+        if sock is None:
+            return
+        if self.listen_sock is None and self._sock_inode is not None:
+            try:
+                st = os.stat(self.socket_path)
+                if (st.st_dev, st.st_ino) == self._sock_inode:
+                    os.unlink(self.socket_path)
+            except OSError:
+                pass
+        with contextlib.suppress(OSError):
+            sock.close()
 
     def _prepare_dirs(self) -> None:
         try:
@@ -230,10 +316,17 @@ class Daemon:
     async def _serve(self, task_status: Any) -> None:
         await self._start_sandbox()
         await self.reconcile()
-        sock = self._control_socket()
+        sock = self._sock
+        assert sock is not None
+        assert self._health is not None
         socket_gid = group_with_access(sock)
+        st = self.settings
+        limits = ControlLimits(max_frame=st.max_frame_bytes, max_connections=st.max_connections,
+                               max_reply=min(st.max_frame_bytes, DEFAULT_MAX_FRAME),
+                               max_buffered_bytes=st.max_buffered_bytes,
+                               frame_timeout_s=st.frame_timeout_s, idle_timeout_s=st.idle_timeout_s)
         self.control = ControlServer(
-            sock, self, max_frame=self.settings.max_frame_bytes,
+            sock, self, max_frame=st.max_frame_bytes, limits=limits,
             allowed_uids=lambda: set(self.settings.allowed_uids),
             allowed_gids=lambda: set(self.settings.allowed_gids) | socket_gid)
         async with trio.open_nursery() as nursery:
@@ -245,7 +338,7 @@ class Daemon:
             await self.supervisor.start_child(nursery, "base-pinner", self._pin_bases,
                                               degradable=True)
             await nursery.start(self.control.serve)
-            self.health_port = await nursery.start(self._health_server().serve)
+            self.health_port = await nursery.start(self._health.serve)
             nursery.start_soon(self._signals, nursery.cancel_scope)
             nursery.start_soon(self._housekeeping)
             interval = self.notifier.watchdog_interval()
@@ -271,7 +364,12 @@ class Daemon:
             self.heartbeat.beat()
             if not self.store.alive:
                 raise StoreDied("the store thread is gone")
-            status = await self._status_line()
+            if self.store.write_error is not None:
+                await self.store.probe_write()  # ready again as soon as a write succeeds
+            try:
+                status = await self._status_line()
+            except StorageError:
+                status = last_status
             if status != last_status:
                 self.notifier.status(status)
                 last_status = status
@@ -287,10 +385,13 @@ class Daemon:
             LOGGER.info("using the socket-activated control socket")
             return self.listen_sock
         try:
-            return bind_unix_socket(self.socket_path, self.settings.socket_mode,
+            sock = bind_unix_socket(self.socket_path, self.settings.socket_mode,
                                     self.settings.socket_group)
         except (OSError, KeyError) as exc:
-            raise StartupError(f"cannot listen on {self.socket_path}: {exc}") from exc
+            raise StartupError(f"cannot listen on {self.socket_path}: {exc}") from None
+        st = os.stat(self.socket_path)
+        self._sock_inode = (st.st_dev, st.st_ino)
+        return sock
 
     def _health_addr(self) -> str:
         host, _, _ = self.settings.health_listen.rpartition(":")
@@ -474,6 +575,8 @@ class Daemon:
                     await conn.send(Submitted(run_id=run_id))
                 case GetDiff():
                     await conn.send(await runops.diff(self.store, req))
+                case Backup(path=path):
+                    await conn.send(await self.backup(path))
                 case NormalizePlan() | GetContext() | GetLessons() | GetStats():
                     reply = await self.extension_request(req)
                     if isinstance(reply, ProtoError):
@@ -494,6 +597,8 @@ class Daemon:
                              [f"{p}: {r}" if p else r for p, r in exc.problems])
         except RequestError as exc:
             await conn.error(exc.code, exc.message, exc.details)
+        except StorageError as exc:
+            await conn.error(ErrorCode.STORAGE, f"{exc}; nothing was changed, try again later")
         return None
 
     async def _resolve_run_ref(self, req: Any) -> Any:
@@ -562,25 +667,40 @@ class Daemon:
         return "baseline" if frac > 0 and self._rng.random() < frac else "hardened"
 
     async def cancel(self, run_id: str) -> Ok:
+        """End a run in any non-terminal state (queued, running, interrupted; also one whose
+        actor keeps crashing): the actor is cancelled if one executes it, and the end is
+        recorded here if no actor did."""
         run = await self.records.run(run_id)
         state = run["state"]
         if state in TERMINAL:
             raise RequestError(ErrorCode.INVALID_STATE, f"run {run_id} already ended ({state})")
-        ended = self.scheduler.cancel(run_id)
-        if ended is not None:
-            with trio.move_on_after(30):  # the run's processes are being killed
-                await ended.wait()
-            return Ok(message=f"run {run_id} cancelled")
-        # queued or interrupted and not executing here: record it directly
-        for p in run["phases"]:
-            if p["state"] in ("queued", "running"):
-                await self.records.set_phase_state(run_id, p["idx"], "cancelled",
-                                                   reason="cancelled by user")
+        ended = self.scheduler.cancel(run_id)  # also keeps the scheduler from (re)starting it
         try:
-            await self.records.set_run_state(run_id, "cancelled", "cancelled by user")
-        except Exception as exc:
-            raise RequestError(ErrorCode.INVALID_STATE, f"cannot cancel run {run_id}: {exc}") from None
+            if ended is not None:
+                with trio.move_on_after(30):  # the run's processes are being killed
+                    await ended.wait()
+            run = await self.records.run(run_id)
+            if run["state"] not in TERMINAL:
+                await end_run_directly(self.records, run_id, "cancelled", "cancelled by user")
+            run = await self.records.run(run_id)
+        finally:
+            self.scheduler.cancel_done(run_id)
+        if run["state"] != "cancelled":
+            raise RequestError(ErrorCode.INVALID_STATE,
+                               f"run {run_id} ended {run['state']} before the cancel took effect")
         return Ok(message=f"run {run_id} cancelled")
+
+    async def backup(self, path: str) -> BackedUp:
+        """``autopackctl backup PATH``: an online copy of the database (see ``_integrity``)."""
+        from ._integrity import BackupError, online_backup
+
+        try:
+            size = await trio.to_thread.run_sync(online_backup, self.state_dir / "autopack.db",
+                                                 Path(path))
+        except BackupError as exc:
+            raise RequestError(ErrorCode.INVALID_REQUEST, str(exc)) from None
+        LOGGER.info("backup written to %s (%d bytes)", path, size)
+        return BackedUp(path=path, bytes=size)
 
     async def list_page(self, req: ListRuns) -> RunList:
         """One page of runs, newest first, never more than a frame (see ``_paging``)."""
@@ -659,20 +779,39 @@ class Daemon:
                           phases=[msgspec.to_builtins(p) for p in result.phases])
 
     async def health(self) -> Health:
-        parts: dict[str, str] = {"store": "ok" if self.store.alive else "down"}
+        """What each part is doing, as seen: a part that crashed recently, or whose last
+        request failed, is degraded (with its restart count and last error), not "ok"."""
+        parts: dict[str, str] = {"store": self._store_state()}
+        details: dict[str, dict[str, Any]] = {}
+        recent = anyio.current_time() - self.settings.restart_window_s
         for child in self.supervisor.statistics():
             parts[child.name] = "ok" if child.state == "up" else (
                 "degraded" if child.degradable else "down")
+            if child.restarts:
+                details[child.name] = {"restarts": child.restarts, "errors": child.restarts,
+                                       "last_error": child.last_error}
+                if parts[child.name] == "ok" and (child.last_crash_at or 0) >= recent:
+                    parts[child.name] = "degraded"  # crashing and coming back is not "ok"
         extra = self.extra_health_parts()
         if parts.get("memory") != "degraded":
             parts.update(extra)
         else:
             parts.update({k: v for k, v in extra.items() if k != "memory"})
+        mem = self.memory.statistics()
+        if mem.errors or mem.timeouts or mem.restarts:
+            crashed = details.get("memory", {})
+            details["memory"] = {"restarts": max(mem.restarts, crashed.get("restarts", 0)),
+                                 "errors": mem.errors + mem.timeouts + crashed.get("errors", 0),
+                                 "last_error": crashed.get("last_error") or mem.last_error}
+        self._request_health(parts, details)
+        if self.store.write_error is not None:
+            details["store"] = {"restarts": 0, "errors": self.store.write_failures,
+                                "last_error": self.store.write_error}
         degraded = sorted(k for k, v in parts.items() if v == "degraded")
         required_down = [k for k, v in parts.items() if v == "down"]
-        counts = await self.records.counts() if self.store.alive else {}
+        counts = await self.records.counts() if parts["store"] == "ok" else {}
         return Health(alive=True, ready=not required_down and not self.stopping, parts=parts,
-                      degraded=degraded, runs=counts, version=VERSION,
+                      degraded=degraded, runs=counts, version=VERSION, details=details,
                       sandbox=self.sandbox_mode(), sandbox_detail=self.sandbox_detail(),
                       endpoints={"health": f"http://{self._health_addr()}",
                                  "socket": self.socket_path})
@@ -683,6 +822,29 @@ class Daemon:
 
     def sandbox_detail(self) -> str:
         return self.sandbox.probe.detail if self.sandbox is not None else ""
+
+    def _store_state(self) -> str:
+        if not self.store.alive:
+            return "down"
+        return "down" if self.store.write_error is not None else "ok"
+
+    def _request_health(self, parts: dict[str, str], details: dict[str, dict[str, Any]]) -> None:
+        """Parts whose requests end in internal errors: memory for its requests, ``control``
+        for the rest. Degraded while the latest such request failed."""
+        if self.control is None:
+            return
+        out = self.control.outcomes
+        for tag, errors in out.errors.items():
+            part = "memory" if tag in MEMORY_REQUESTS else "control"
+            info = details.setdefault(part, {"restarts": 0, "errors": 0, "last_error": None})
+            info["errors"] += errors
+            if out.in_a_row.get(tag):
+                info["last_error"] = f"{tag}: {out.last_error[tag]}"
+                if parts.get(part, "ok") == "ok":
+                    parts[part] = "degraded"
+            elif info["last_error"] is None:
+                info["last_error"] = f"{tag}: {out.last_error[tag]}"
+        parts.setdefault("control", "ok")
 
     def extra_health_parts(self) -> dict[str, str]:
         mem = self.memory.statistics().state
@@ -709,7 +871,22 @@ class Daemon:
             control_connections_active=ctl.connections_active if ctl else 0,
             version=VERSION, cache=self._metrics_cache,
         )
-        return render_metrics(snapshot)
+        health = await self.health()
+        ctl_stats = ctl
+        extra = {
+            "part_degraded": {k: int(v == "degraded") for k, v in health.parts.items()},
+            "part_down": {k: int(v == "down") for k, v in health.parts.items()},
+            "request_errors": dict(self.control.outcomes.errors) if self.control else {},
+            "store_write_failures": self.store.write_failures,
+            "run_actor_crashes": self.scheduler.statistics().actor_crashes,
+        }
+        if ctl_stats is not None:
+            extra.update(control_rejected_busy=ctl_stats.rejected_busy,
+                         control_timeouts=ctl_stats.timeouts,
+                         control_buffered_bytes=ctl_stats.buffered_bytes,
+                         control_invalid_requests=ctl_stats.invalid_requests,
+                         control_replies_too_large=ctl_stats.replies_too_large)
+        return render_metrics(msgspec.structs.replace(snapshot, **extra))
 
     async def extension_request(self, req: Any) -> Any:
         match req:
@@ -772,6 +949,18 @@ def check_repo(repo: str | None) -> tuple[str, list[str]]:
     if not wt.is_git_repo(repo):
         return repo, [f"repo: {repo} is not a git repository"]
     return os.path.realpath(repo), []
+
+
+class _Started:
+    """Passes ``started()`` on and notes that the daemon got ready (a later failure is not
+    a failed start: the state dir it created is kept)."""
+
+    def __init__(self, task_status: Any, daemon: Daemon) -> None:
+        self.task_status, self.daemon = task_status, daemon
+
+    def started(self, value: Any = None) -> None:
+        self.daemon._ready = True
+        self.task_status.started(value)
 
 
 class StoreDied(Exception):

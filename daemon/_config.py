@@ -28,6 +28,11 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     allowed_uids: list[int] = []
     allowed_gids: list[int] = []
     max_frame_bytes: int = 1024 * 1024
+    max_connections: int = 256
+    max_buffered_bytes: int = 32 * 1024 * 1024
+    frame_timeout_s: float = 10.0
+    idle_timeout_s: float = 600.0
+    run_crash_limit: int = 3
     health_listen: str = "127.0.0.1:7878"
     dashboard: bool = True
     dashboard_auth: str = "auto"  # auto | token
@@ -88,7 +93,12 @@ SETTING_DOCS: dict[str, str] = {
     "socket_group": "group that owns the socket and may use it",
     "allowed_uids": "extra uids allowed on the control socket (own uid and root always are)",
     "allowed_gids": "gids whose members may use the control socket (the socket file's group is allowed by itself when the mode gives it read-write)",
-    "max_frame_bytes": "largest control frame accepted (bytes)",
+    "max_frame_bytes": "largest control frame accepted (bytes); replies are capped at 1 MiB, what every client accepts",
+    "max_connections": "control connections served at once; more are answered 'busy' and closed",
+    "max_buffered_bytes": "bytes of unfinished request frames held across all connections; a connection that would exceed it is answered 'busy' and closed",
+    "frame_timeout_s": "a request frame, once begun, must arrive whole within this (else 'timeout' and closed)",
+    "idle_timeout_s": "a control connection that sends no request for this long is closed",
+    "run_crash_limit": "a run whose actor crashes this many times in a row ends failed with the reason",
     "health_listen": "host:port of the HTTP health endpoint; loopback; port 0 picks one",
     "dashboard": "serve the read-only web dashboard (/, /runs/<id>, /overview) on health_listen",
     "dashboard_auth": "'auto': a token is required when health_listen is not loopback; 'token': always",
@@ -235,6 +245,13 @@ def load_settings(
         raise ConfigError("ab_fraction must be within [0, 1]")
     if settings.dashboard_auth not in ("auto", "token"):
         raise ConfigError("dashboard_auth must be 'auto' or 'token'")
+    for key in ("max_frame_bytes", "max_connections", "max_buffered_bytes", "run_crash_limit"):
+        if getattr(settings, key) < 1:
+            raise ConfigError(f"{key} must be >= 1")
+    for key in ("frame_timeout_s", "idle_timeout_s"):
+        value = getattr(settings, key)
+        if not 0 < value < 10**9:  # also refuses NaN
+            raise ConfigError(f"{key} must be a positive number of seconds")
     if settings.log_format not in ("text", "json"):
         raise ConfigError("log_format must be 'text' or 'json'")
     for model, values in settings.prices.items():

@@ -39,10 +39,25 @@ class HealthServer:
         self.routes = routes
         self.fallback = fallback  # the dashboard: every path that is not a health route
         self.bound_port: int | None = None
+        self._listeners: list[trio.SocketListener] | None = None
+
+    async def bind(self) -> int:
+        """Open the listening sockets now (so a busy port fails the start before anything
+        else is touched); returns the bound port. Raises ``OSError``."""
+        if self._listeners is None:
+            self._listeners = await trio.open_tcp_listeners(self.port, host=self.host)
+            self.bound_port = self._listeners[0].socket.getsockname()[1]
+        return self.bound_port  # type: ignore[return-value]
+
+    async def aclose(self) -> None:
+        """Close listeners that were bound but never served (a start that failed)."""
+        for listener in self._listeners or []:
+            await listener.aclose()
+        self._listeners = None
 
     async def serve(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
-        listeners = await trio.open_tcp_listeners(self.port, host=self.host)
-        self.bound_port = listeners[0].socket.getsockname()[1]
+        await self.bind()
+        listeners, self._listeners = self._listeners or [], None
         task_status.started(self.bound_port)
         await trio.serve_listeners(self._handle, listeners)
 
@@ -61,8 +76,12 @@ class HealthServer:
         while True:
             try:
                 event = conn.next_event()
-            except h11.RemoteProtocolError:
-                await self._send(stream, conn, 400, "text/plain", b"bad request\n")
+            except h11.RemoteProtocolError as exc:
+                # a garbage request line, HTTP/1.1 without Host, oversized headers: answer
+                # with the status h11 suggests (400, 431), then close
+                status = exc.error_status_hint
+                await self._send(stream, conn, status, "text/plain",
+                                 f"{status} bad request: {exc}\n".encode())
                 return
             if event is h11.NEED_DATA:
                 data = await stream.receive_some(65536)
@@ -184,7 +203,7 @@ class HealthServer:
         headers = [("content-type", ctype),
                    ("content-length", str(len(body) if length is None else length)),
                    ("cache-control", "no-store"), *SECURITY_HEADERS, *(extra or [])]
-        if conn.our_state is not h11.SEND_RESPONSE:
+        if conn.our_state not in (h11.SEND_RESPONSE, h11.IDLE):  # IDLE: an early error reply
             return
         data = conn.send(h11.Response(status_code=status, headers=headers, reason=_reason(status)))
         data += conn.send(h11.Data(data=body)) if body else b""

@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="autopackd",
         description="autopack supervisor daemon: runs submitted plans in isolated git worktrees.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=_settings_help(),
+        epilog=_settings_help() + "\n\n" + EXIT_CODES,
     )
     parser.add_argument("--config", metavar="FILE", help="TOML settings file")
     parser.add_argument("--state-dir", help="override state_dir")
@@ -38,8 +38,49 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-concurrent-runs", type=int, help="override max_concurrent_runs")
     parser.add_argument("--log-format", choices=["text", "json"], help="override log_format")
     parser.add_argument("--log-level", help="override log_level")
+    parser.add_argument("--reset-store", action="store_true",
+                        help="move a damaged database aside (autopack.db.damaged-<time>) and "
+                             "exit; the next start begins with an empty one")
     parser.add_argument("--version", action="version", version="autopackd 0.1.0")
     return parser
+
+
+EXIT_CODES = """exit status:
+  0  stopped cleanly (SIGTERM/SIGINT), or --reset-store done
+  1  gave up: actors kept crashing, or the store died (systemd restarts it)
+  2  cannot start: bad settings, state dir in use by another daemon or not writable,
+     busy health port or socket, damaged database; one line on stderr says which"""
+
+
+def reset_store(settings: Settings) -> int:
+    """``--reset-store``: with the state dir locked, move the database aside."""
+    from pathlib import Path
+
+    from ._integrity import move_aside
+    from ._statedir import StateDirBusy, lock_state_dir
+
+    state_dir = Path(settings.state_dir).resolve()
+    if not state_dir.is_dir():
+        print(f"autopackd: no state dir at {state_dir}; nothing to reset", file=sys.stderr)
+        return 2
+    try:
+        lock = lock_state_dir(state_dir)
+    except (StateDirBusy, OSError) as exc:
+        print(f"autopackd: {exc}", file=sys.stderr)
+        return 2
+    try:
+        moved = move_aside(state_dir / "autopack.db")
+    except OSError as exc:
+        print(f"autopackd: cannot move the database aside: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        lock.release()
+    if not moved:
+        print(f"autopackd: no database in {state_dir}; nothing to reset")
+    else:
+        print(f"autopackd: moved the database aside to {moved[0]}; the next start begins "
+              "with an empty one")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"autopackd: {exc}", file=sys.stderr)
         return 2
+    if args.reset_store:
+        return reset_store(settings)
     from ._service import run_daemon
 
     return run_daemon(settings, config_file=args.config)

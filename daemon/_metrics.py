@@ -24,6 +24,16 @@ name                                        type     meaning
 ``control_connections_total``               counter  control-socket connections accepted since start
 ``control_connections_active``              gauge    control-socket connections open now
 ``build_info{version}``                     gauge    always 1; the label carries the daemon's version
+``part_degraded{part}``                      gauge    1 while a part is degraded (crashed recently, or its requests fail)
+``part_down{part}``                          gauge    1 while a required part is down (not ready)
+``request_errors_total{request}``            counter  requests answered ``internal`` (a bug), by request tag
+``store_write_failures_total``               counter  database writes that failed (disk full, I/O error)
+``run_actor_crashes_total``                  counter  run actors that crashed (retried, then the run fails)
+``control_rejected_busy_total``              counter  connections refused: max_connections / max_buffered_bytes
+``control_timeouts_total``                   counter  connections closed: frame or idle read deadline
+``control_buffered_bytes``                   gauge    bytes of unfinished request frames held now
+``control_invalid_requests_total``           counter  requests refused for a field out of bounds
+``control_replies_too_large_total``          counter  replies replaced by a reply_too_large error
 ==========================================  =======  =====================================================
 """
 
@@ -63,6 +73,16 @@ class MetricsSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     control_connections_total: int = 0
     control_connections_active: int = 0
     version: str = ""
+    part_degraded: dict[str, int] = {}
+    part_down: dict[str, int] = {}
+    request_errors: dict[str, int] = {}
+    store_write_failures: int = 0
+    run_actor_crashes: int = 0
+    control_rejected_busy: int = 0
+    control_timeouts: int = 0
+    control_buffered_bytes: int = 0
+    control_invalid_requests: int = 0
+    control_replies_too_large: int = 0
 
 
 def _with_defaults(values: Mapping[str, int], keys: tuple[str, ...]) -> list[tuple[str, int]]:
@@ -112,8 +132,34 @@ class _SnapshotCollector(Collector):
                                   value=s.control_connections_total)
         yield GaugeMetricFamily(PREFIX + "control_connections_active", "Control-socket connections open now.",
                                 value=s.control_connections_active)
+        yield from self._robustness()
         yield _labelled(GaugeMetricFamily, "build_info", "Always 1; labelled with the daemon's version.",
                         "version", [(s.version, 1)])
+
+
+    def _robustness(self) -> Iterator[Metric]:
+        s = self._s
+        yield _labelled(GaugeMetricFamily, "part_degraded", "1 while a part is degraded.", "part",
+                        sorted(s.part_degraded.items()))
+        yield _labelled(GaugeMetricFamily, "part_down", "1 while a required part is down.", "part",
+                        sorted(s.part_down.items()))
+        yield _labelled(CounterMetricFamily, "request_errors",
+                        "Requests answered 'internal', by request.", "request",
+                        sorted(s.request_errors.items()))
+        for name, doc, value in (
+            ("store_write_failures", "Database writes that failed.", s.store_write_failures),
+            ("run_actor_crashes", "Run actors that crashed.", s.run_actor_crashes),
+            ("control_rejected_busy", "Connections refused at a cap.", s.control_rejected_busy),
+            ("control_timeouts", "Connections closed at a read deadline.", s.control_timeouts),
+            ("control_invalid_requests", "Requests with a field out of bounds.",
+             s.control_invalid_requests),
+            ("control_replies_too_large", "Replies over the frame limit.",
+             s.control_replies_too_large),
+        ):
+            yield CounterMetricFamily(PREFIX + name, doc, value=value)
+        yield GaugeMetricFamily(PREFIX + "control_buffered_bytes",
+                                "Bytes of unfinished request frames held.",
+                                value=s.control_buffered_bytes)
 
 
 def render_metrics(snapshot: MetricsSnapshot) -> bytes:

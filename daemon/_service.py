@@ -24,6 +24,13 @@ def run_daemon(settings: Settings, *, config_file: str | None = None) -> int:
     except ValueError as exc:
         print(f"autopackd: {exc}", file=sys.stderr)
         return 2
+    from autopack.actors._failpoints import FailpointSyntaxError, configure
+
+    try:
+        configure()  # inert unless AUTOPACK_FAILPOINTS is set (tests inject faults with it)
+    except FailpointSyntaxError as exc:
+        print(f"autopackd: {exc}", file=sys.stderr)
+        return 2
     # read systemd's variables first and remove them, so checks never inherit them
     notifier = Notifier.from_env()
     try:

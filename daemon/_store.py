@@ -19,7 +19,11 @@ not run under trio):
   snapshot starts after it is dequeued).
 
 A job that raises rolls back its own savepoint only; its caller gets the
-exception. If the writer thread itself dies, every later call raises
+exception. A transaction that fails as a whole (disk full, I/O error: SQLite may
+roll it back by itself) fails every job of the batch with :class:`StorageError`,
+nothing of it committed; ``write_error`` holds the reason until a write succeeds
+again (``probe_write`` tries one), which is what ``/readyz`` reports. If the
+writer thread itself dies, every later call raises
 :class:`StoreUnavailable` and the supervisor stops the daemon (the store is a
 required actor).
 
@@ -37,6 +41,7 @@ from typing import Any, TypeVar
 
 import msgspec
 import trio
+from autopack.protocol import StorageError
 
 from ._schema import migrate
 
@@ -58,6 +63,8 @@ class StoreStats(msgspec.Struct, frozen=True, kw_only=True):
     reads: int = 0
     read_batches: int = 0
     read_queue_depth: int = 0
+    write_error: str | None = None  # set while writes fail (disk full); cleared by a success
+    write_failures: int = 0
 
 
 class _Job:
@@ -102,6 +109,8 @@ class Store:
         self._reads = 0
         self._read_batches = 0
         self._last_error: str | None = None
+        self.write_error: str | None = None
+        self.write_failures = 0
         self._changed = trio.Event()  # set (and replaced) whenever events were committed
         self._ckpt: threading.Thread | None = None
         self._ckpt_stop = threading.Event()
@@ -226,6 +235,8 @@ class Store:
             reads=self._reads,
             read_batches=self._read_batches,
             read_queue_depth=self._rq.qsize(),
+            write_error=self.write_error,
+            write_failures=self.write_failures,
         )
 
     # ------------------------------------------------------------------ calls
@@ -318,35 +329,52 @@ class Store:
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
         try:
             conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            self._last_error = str(exc)
             for job in batch:
-                job.error = exc
-            self._wake(batch)
-            return
-        for job in batch:
-            conn.execute("SAVEPOINT job")
-            try:
-                job.result = job.fn(conn, *job.args, **job.kwargs)
-            except Exception as exc:  # the caller gets it; others in the batch are unaffected
-                job.error = exc
-                conn.execute("ROLLBACK TO job")
-            conn.execute("RELEASE job")
-        try:
+                self._run_job(conn, job)
             conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            LOGGER.error("store commit failed: %s", exc)
-            self._last_error = str(exc)
+        except sqlite3.Error as exc:  # the transaction as a whole: disk full, I/O error
+            failure = StorageError(f"the database cannot be written: {exc}")
+            LOGGER.error("store write failed: %s", exc)
+            self._last_error = self.write_error = str(exc)
+            self.write_failures += 1
             try:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
             for job in batch:
-                if job.error is None:
-                    job.error = exc
+                if job.error is None or isinstance(job.error, sqlite3.Error):
+                    job.error = failure
+                    job.result = None
+        else:
+            if self.write_error is not None:
+                LOGGER.info("store writes succeed again")
+            self.write_error = None
         self._jobs += len(batch)
         self._batches += 1
         self._wake(batch)
+
+    @staticmethod
+    def _run_job(conn: sqlite3.Connection, job: _Job) -> None:
+        """One job in its savepoint; its own error stays its own, unless the transaction
+        itself is gone or the disk failed (then the whole batch fails: re-raised)."""
+        conn.execute("SAVEPOINT job")
+        try:
+            job.result = job.fn(conn, *job.args, **job.kwargs)
+        except Exception as exc:  # the caller gets it; others in the batch are unaffected
+            job.error = exc
+            if _is_storage_failure(exc) or not conn.in_transaction:
+                raise
+            conn.execute("ROLLBACK TO job")
+        conn.execute("RELEASE job")
+
+    async def probe_write(self) -> bool:
+        """Try one tiny write (clears ``write_error`` when it succeeds); True if it did."""
+        try:
+            await self.call(_probe)
+        except (StorageError, StoreUnavailable):
+            return False
+        return True
 
     @staticmethod
     def _wake(batch: list[_Job]) -> None:
@@ -364,3 +392,17 @@ class Store:
 def _set_all(jobs: list[_Job]) -> None:
     for job in jobs:
         job.done.set()
+
+
+# SQLite primary result codes that mean "the storage failed", not "this job is wrong"
+_STORAGE_CODES = {10, 13, 14}  # SQLITE_IOERR, SQLITE_FULL, SQLITE_CANTOPEN
+
+
+def _is_storage_failure(exc: BaseException) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.Error) and code is not None and code & 0xFF in _STORAGE_CODES
+
+
+def _probe(conn: sqlite3.Connection) -> None:
+    conn.execute("CREATE TABLE IF NOT EXISTS store_probe (id INTEGER PRIMARY KEY, ts REAL)")
+    conn.execute("INSERT OR REPLACE INTO store_probe (id, ts) VALUES (1, julianday('now'))")

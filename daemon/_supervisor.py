@@ -40,6 +40,7 @@ class ChildStats(msgspec.Struct, frozen=True, kw_only=True):
     restarts: int
     last_error: str | None
     degradable: bool = False
+    last_crash_at: float | None = None  # the event loop's clock (anyio.current_time())
 
 
 @dataclass
@@ -51,6 +52,7 @@ class _Child:
     last_error: str | None = None
     backoff: float = 0.1
     degradable: bool = False
+    last_crash_at: float | None = None
     history: deque[float] = field(default_factory=deque)
 
 
@@ -64,7 +66,8 @@ class Supervisor:
 
     def statistics(self) -> list[ChildStats]:
         return [ChildStats(name=c.name, state=c.state, restarts=c.restarts,
-                           last_error=c.last_error, degradable=c.degradable)
+                           last_error=c.last_error, degradable=c.degradable,
+                           last_crash_at=c.last_crash_at)
                 for c in self.children.values()]
 
     def total_restarts(self) -> dict[str, int]:
@@ -95,6 +98,7 @@ class Supervisor:
                 child.restarts += 1
                 leaf = _first_leaf(exc)
                 child.last_error = f"{type(leaf).__name__}: {leaf}"
+                child.last_crash_at = anyio.current_time()
                 LOGGER.error("actor %s crashed (%s); restarting", child.name, child.last_error,
                              exc_info=exc)
                 self._record_crash(child)

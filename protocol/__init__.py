@@ -6,9 +6,11 @@ from ._classification import Mitigation as Mitigation
 from ._errors import AutopackError as AutopackError
 from ._errors import ErrorCode as ErrorCode
 from ._errors import FrameTooLarge as FrameTooLarge
+from ._errors import InvalidRequest as InvalidRequest
 from ._errors import ProtocolError as ProtocolError
 from ._errors import RemoteError as RemoteError
 from ._errors import SpecError as SpecError
+from ._errors import StorageError as StorageError
 from ._framing import DEFAULT_MAX_FRAME as DEFAULT_MAX_FRAME
 from ._framing import FrameBuffer as FrameBuffer
 from ._framing import decode_reply as decode_reply
@@ -30,7 +32,7 @@ from ._spec import validate_spec as validate_spec
 __all__ = sorted(
     [
         "Classification", "ClassifyContext", "Mitigation", "AutopackError", "ErrorCode",
-        "FrameTooLarge", "ProtocolError", "RemoteError", "SpecError", "DEFAULT_MAX_FRAME",
+        "FrameTooLarge", "InvalidRequest", "ProtocolError", "RemoteError", "SpecError", "StorageError", "DEFAULT_MAX_FRAME",
         "FrameBuffer", "decode_reply", "decode_request", "encode_frame", "recv_frame_blocking",
         "Limits", "PhaseSpec", "RunSpec", "load_spec", "parse_spec_text",
         "run_spec_json_schema", "spec_to_builtins", "spec_to_toml", "validate_spec",

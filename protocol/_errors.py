@@ -4,8 +4,10 @@ Hierarchy::
 
     AutopackError                 base of everything autopack raises on purpose
     ├── ProtocolError             the peer sent bytes that are not a valid frame/message
-    │   └── FrameTooLarge         a frame's declared length exceeds the limit
+    │   ├── FrameTooLarge         a frame's declared length exceeds the limit
+    │   └── InvalidRequest        a well-formed message whose values are out of bounds
     ├── SpecError                 a run spec is invalid; carries every problem found
+    ├── StorageError              the database could not be written (disk full, I/O error)
     └── RemoteError               the daemon answered with an ``Error`` reply (client side)
 
 A "bug in autopack" is any other exception: it is never turned into a reply
@@ -33,7 +35,12 @@ class ErrorCode(StrEnum):
     INVALID_STATE = "invalid_state"  # e.g. cancel of a finished run
     SHUTTING_DOWN = "shutting_down"
     UNAVAILABLE = "unavailable"
-    INTERNAL = "internal"
+    INTERNAL = "internal"  # a bug in autopack; the message carries an error id for the log
+    INVALID_REQUEST = "invalid_request"  # a field of a request is out of its documented bounds
+    REPLY_TOO_LARGE = "reply_too_large"  # the answer would exceed the frame limit
+    BUSY = "busy"  # connection or buffer cap reached; try again
+    TIMEOUT = "timeout"  # a frame (or an idle connection) exceeded its read deadline
+    STORAGE = "storage"  # the database could not write (disk full, I/O error); retry later
 
 
 class AutopackError(Exception):
@@ -52,6 +59,18 @@ class FrameTooLarge(ProtocolError):
     code = ErrorCode.FRAME_TOO_LARGE
 
 
+class InvalidRequest(ProtocolError):
+    """Raised by ``decode_request`` when a message decodes but a field is out of bounds.
+
+    ``path`` is the field (``$.after``); the connection stays usable."""
+
+    code = ErrorCode.INVALID_REQUEST
+
+    def __init__(self, message: str, path: str = "") -> None:
+        self.path = path
+        super().__init__(message)
+
+
 class SpecError(AutopackError):
     """Raised by :func:`load_spec` / :func:`validate_spec` with *every* problem.
 
@@ -62,6 +81,14 @@ class SpecError(AutopackError):
     def __init__(self, problems: list[tuple[str, str]]) -> None:
         self.problems = problems
         super().__init__("; ".join(f"{p}: {r}" if p else r for p, r in problems))
+
+
+class StorageError(AutopackError):
+    """Raised by the daemon's store when a write transaction failed as a whole (disk full,
+    I/O error): nothing of it was committed, and retrying later may succeed. Requests get
+    the ``storage`` error code; a run that meets it ends failed with the reason."""
+
+    code = ErrorCode.STORAGE
 
 
 class RemoteError(AutopackError):

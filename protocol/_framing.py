@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from ._errors import FrameTooLarge, ProtocolError
+from ._errors import FrameTooLarge, InvalidRequest, ProtocolError
 from ._messages import ClientMessage, Reply, Request, ServerMessage
 
 
@@ -42,10 +42,19 @@ def encode_frame(msg: Request | Reply) -> bytes:
 
 
 def decode_request(body: bytes) -> Any:
-    """Decode a request body; raises :class:`ProtocolError` on garbage."""
+    """Decode a request body.
+
+    Raises :class:`ProtocolError` on garbage (not msgpack, unknown message tag) and
+    :class:`InvalidRequest` when a known message has a field out of its bounds."""
     try:
         return _decoder("request").decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except msgspec.ValidationError as exc:  # a subclass of DecodeError: first
+        text = str(exc)
+        path = text.rsplit(" - at `", 1)[1].rstrip("`") if " - at `" in text else ""
+        if path in ("", "$", "$.t"):
+            raise ProtocolError(f"cannot decode request: {text}") from None
+        raise InvalidRequest(f"invalid request: {text}", path) from None
+    except msgspec.DecodeError as exc:
         raise ProtocolError(f"cannot decode request: {exc}") from None
 
 

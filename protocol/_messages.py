@@ -8,7 +8,7 @@ defaults so older peers keep working. The connection starts with
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -16,6 +16,14 @@ from ._classification import Classification
 from ._spec import RunSpec
 
 PROTOCOL_VERSION = 1
+
+# Bounds on request fields (docs/protocol bounds in docs/operations.md). A request outside
+# them is answered ``invalid_request`` naming the field; the connection stays usable.
+INT64_MAX = 2**63 - 1
+EventId = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
+Count = Annotated[int, msgspec.Meta(ge=0, le=10_000)]
+Seconds = Annotated[float, msgspec.Meta(ge=0, le=100 * 365 * 86_400)]
+RunId = Annotated[str, msgspec.Meta(max_length=256)]
 
 
 class Request(msgspec.Struct, tag_field="t", frozen=True, kw_only=True):
@@ -28,14 +36,15 @@ class Reply(msgspec.Struct, tag_field="t", frozen=True, kw_only=True):
 
 # ---------------------------------------------------------------- requests
 class Hello(Request, tag="hello", frozen=True):
-    version: int = PROTOCOL_VERSION
-    client: str = "autopackctl"
+    version: Annotated[int, msgspec.Meta(ge=0, le=2**31)] = PROTOCOL_VERSION
+    client: Annotated[str, msgspec.Meta(max_length=256)] = "autopackctl"
 
 
 class Submit(Request, tag="submit", frozen=True):
     spec: RunSpec
     repo: str | None = None  # overrides spec.repo; absolute path
-    arm: str | None = None  # force an A/B arm ("hardened" / "baseline"); None = daemon decides
+    # force an A/B arm; None = daemon decides
+    arm: Literal["hardened", "baseline"] | None = None
 
 
 class NormalizePlan(Request, tag="normalize", frozen=True):
@@ -54,22 +63,22 @@ class ListRuns(Request, tag="list", frozen=True):
     than the first page).
     """
 
-    state: str | None = None
-    limit: int = 100
-    before: int | None = None  # cursor: only runs older than this (a RunList.next_cursor)
-    states: list[str] = []  # only runs in any of these states (together with ``state``)
+    state: Annotated[str, msgspec.Meta(max_length=32)] | None = None
+    limit: Count = 100
+    before: EventId | None = None  # cursor: only runs older than this (a RunList.next_cursor)
+    states: Annotated[list[str], msgspec.Meta(max_length=16)] = []  # only runs in any of these states (together with ``state``)
 
 
 class GetStatus(Request, tag="status", frozen=True):
-    run_id: str
+    run_id: RunId
 
 
 class GetReport(Request, tag="report", frozen=True):
-    run_id: str
+    run_id: RunId
 
 
 class Cancel(Request, tag="cancel", frozen=True):
-    run_id: str
+    run_id: RunId
 
 
 class Follow(Request, tag="logs", frozen=True):
@@ -78,10 +87,10 @@ class Follow(Request, tag="logs", frozen=True):
     With ``follow`` the stream stays open until the run ends.
     """
 
-    run_id: str
+    run_id: RunId
     follow: bool = False
-    after: int = 0  # event id to start after (the ``id`` of the last EventMsg received)
-    limit: int = 0  # without ``follow``: at most this many events, then LogsEnd (0 = all)
+    after: EventId = 0  # event id to start after (the ``id`` of the last EventMsg received)
+    limit: EventId = 0  # without ``follow``: at most this many events, then LogsEnd (0 = all)
 
 
 class GetHealth(Request, tag="health", frozen=True):
@@ -89,19 +98,19 @@ class GetHealth(Request, tag="health", frozen=True):
 
 
 class GetContext(Request, tag="context", frozen=True):
-    run_id: str
+    run_id: RunId
     phase: str | None = None
-    role: str = "builder"
+    role: Annotated[str, msgspec.Meta(max_length=64)] = "builder"
 
 
 class GetLessons(Request, tag="lessons", frozen=True):
     repo: str | None = None
     search: str | None = None
-    limit: int = 50
+    limit: Count = 50
 
 
 class GetStats(Request, tag="stats", frozen=True):
-    since_s: float | None = None
+    since_s: Seconds | None = None
     by_arm: bool = False
 
 
@@ -120,6 +129,13 @@ class GetDiff(Request, tag="diff", frozen=True):
     max_bytes: int = 900_000  # the patch is cut here (``truncated``) to fit one frame
 
 
+class Backup(Request, tag="backup", frozen=True):
+    """Write a consistent copy of the database to ``path`` (absolute, on the daemon's host,
+    must not exist) with SQLite's online backup API; the daemon keeps serving."""
+
+    path: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+
+
 # ---------------------------------------------------------------- replies
 class Welcome(Reply, tag="welcome", frozen=True):
     version: int = PROTOCOL_VERSION
@@ -134,7 +150,7 @@ class Error(Reply, tag="error", frozen=True):
 
 
 class Submitted(Reply, tag="submitted", frozen=True):
-    run_id: str
+    run_id: RunId
 
 
 class PhaseState(msgspec.Struct, frozen=True, kw_only=True):
@@ -147,7 +163,7 @@ class PhaseState(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class RunStatus(Reply, tag="run_status", frozen=True):
-    run_id: str
+    run_id: RunId
     state: str
     reason: str | None = None
     phases: list[PhaseState] = []
@@ -204,6 +220,8 @@ class Health(Reply, tag="health", frozen=True):
     endpoints: dict[str, str] = {}  # "health": "http://127.0.0.1:7878", "socket": path
     sandbox: str = ""  # "bwrap" | "unavailable" | "off": what confines run commands
     sandbox_detail: str = ""  # the start-up probe's finding (flags used, or why unavailable)
+    # per part: {"restarts": n, "errors": n, "last_error": text or None}
+    details: dict[str, dict[str, Any]] = {}
 
 
 class Normalized(Reply, tag="normalized", frozen=True):
@@ -237,17 +255,22 @@ class Diff(Reply, tag="diff", frozen=True):
     truncated: bool = False
 
 
+class BackedUp(Reply, tag="backed_up", frozen=True):
+    path: str
+    bytes: int
+
+
 class Classified(Reply, tag="classified", frozen=True):
     classification: Classification
 
 
 ClientMessage = (
     Hello | Submit | NormalizePlan | ListRuns | GetStatus | GetReport | Cancel | Follow
-    | GetHealth | GetContext | GetLessons | GetStats | Retry | GetDiff
+    | GetHealth | GetContext | GetLessons | GetStats | Retry | GetDiff | Backup
 )
 ServerMessage = (
     Welcome | Error | Submitted | RunStatus | RunList | Report | Ok | EventMsg | LogsEnd
-    | Health | Normalized | ContextReply | Lessons | Stats | Classified | Diff
+    | Health | Normalized | ContextReply | Lessons | Stats | Classified | Diff | BackedUp
 )
 
-__all__ = ['Cancel', 'Classified', 'ClientMessage', 'ContextReply', 'Diff', 'Error', 'EventMsg', 'Follow', 'GetContext', 'GetDiff', 'GetHealth', 'GetLessons', 'GetReport', 'GetStats', 'GetStatus', 'Health', 'Hello', 'Lessons', 'ListRuns', 'LogsEnd', 'NormalizePlan', 'Normalized', 'Ok', 'PROTOCOL_VERSION', 'PhaseState', 'Reply', 'Report', 'Request', 'Retry', 'RunList', 'RunStatus', 'ServerMessage', 'Stats', 'Submit', 'Submitted', 'Welcome']
+__all__ = ['BackedUp', 'Backup', 'Cancel', 'Classified', 'ClientMessage', 'ContextReply', 'Diff', 'Error', 'EventMsg', 'Follow', 'GetContext', 'GetDiff', 'GetHealth', 'GetLessons', 'GetReport', 'GetStats', 'GetStatus', 'Health', 'Hello', 'Lessons', 'ListRuns', 'LogsEnd', 'NormalizePlan', 'Normalized', 'Ok', 'PROTOCOL_VERSION', 'PhaseState', 'Reply', 'Report', 'Request', 'Retry', 'RunList', 'RunStatus', 'ServerMessage', 'Stats', 'Submit', 'Submitted', 'Welcome']

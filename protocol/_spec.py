@@ -8,8 +8,9 @@ so a person fixes a broken plan file in one go.
 
 from __future__ import annotations
 
+import math
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -21,20 +22,54 @@ NetworkPolicy = Literal["none", "install", "all"]
 NETWORK_POLICIES = ("none", "install", "all")
 
 
-class Limits(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=False):
-    """Per-run limits. Every field has a default."""
+# Documented bounds (README "Run spec", docs/operations.md): every number is finite and
+# within [min, max]; ``None`` is allowed only where the field's default is ``None``.
+DAY_S = 86_400.0
+LIMIT_BOUNDS: dict[str, tuple[float, float, bool]] = {  # field -> (min, max, integer)
+    "max_attempts": (1, 100, True),
+    "token_budget": (1, 1_000_000_000, True),
+    "wall_time_s": (0.001, 7 * DAY_S, False),
+    "phase_wall_time_s": (0.001, 7 * DAY_S, False),
+    "max_output_bytes": (1024, 16 * 1024 * 1024, True),
+    "check_output_limit_bytes": (1024, 1024 * 1024 * 1024, True),
+    "doctor_calls_per_phase": (0, 100, True),
+    "doctor_calls_per_run": (0, 1000, True),
+    "usd_budget": (0.0, 1_000_000.0, False),
+    "phase_token_budget": (1, 1_000_000_000, True),
+    "phase_usd_budget": (0.0, 1_000_000.0, False),
+}
+NULLABLE_LIMITS = {"phase_wall_time_s", "usd_budget", "phase_token_budget", "phase_usd_budget"}
+PHASE_TIMEOUT_BOUNDS = (0.001, 7 * DAY_S)
+MAX_PHASES = 10_000
+MAX_LIST_ITEMS = 1_000  # scope, checks, constraints, non_goals, acceptance
+MAX_TEXT_BYTES = 64 * 1024  # goal, each check, each list item
+MAX_SCOPE_PATTERN = 4096
 
-    max_attempts: int = 3  # per phase
-    token_budget: int = 400_000  # per run
-    wall_time_s: float = 7200  # per run
-    phase_wall_time_s: float | None = None  # per phase; None = only the run's limit
-    max_output_bytes: int = 1_000_000  # per check, captured output kept (head and tail)
-    check_output_limit_bytes: int = 64 * 1024 * 1024  # a check printing more is stopped
-    doctor_calls_per_phase: int = 2
-    doctor_calls_per_run: int = 6
-    usd_budget: float | None = None  # optional, priced with the config's price table
-    phase_token_budget: int | None = None  # per phase (all its attempts and Doctor calls)
-    phase_usd_budget: float | None = None  # per phase, priced like usd_budget
+
+def _meta(field: str) -> msgspec.Meta:
+    low, high, _ = LIMIT_BOUNDS[field]
+    return msgspec.Meta(ge=low, le=high)  # NaN fails both: refused
+
+
+class Limits(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=False):
+    """Per-run limits. Every field has a default; bounds in ``LIMIT_BOUNDS``."""
+
+    max_attempts: Annotated[int, _meta("max_attempts")] = 3  # per phase
+    token_budget: Annotated[int, _meta("token_budget")] = 400_000  # per run
+    wall_time_s: Annotated[float, _meta("wall_time_s")] = 7200  # per run
+    phase_wall_time_s: Annotated[float, _meta("phase_wall_time_s")] | None = None  # per phase
+    # per check, captured output kept (head and tail)
+    max_output_bytes: Annotated[int, _meta("max_output_bytes")] = 1_000_000
+    # a check printing more is stopped
+    check_output_limit_bytes: Annotated[int, _meta("check_output_limit_bytes")] = 64 * 1024 * 1024
+    doctor_calls_per_phase: Annotated[int, _meta("doctor_calls_per_phase")] = 2
+    doctor_calls_per_run: Annotated[int, _meta("doctor_calls_per_run")] = 6
+    # optional, priced with the config's price table
+    usd_budget: Annotated[float, _meta("usd_budget")] | None = None
+    # per phase (all its attempts and Doctor calls)
+    phase_token_budget: Annotated[int, _meta("phase_token_budget")] | None = None
+    # per phase, priced like usd_budget
+    phase_usd_budget: Annotated[float, _meta("phase_usd_budget")] | None = None
 
 
 class PhaseSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -45,7 +80,8 @@ class PhaseSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     kind: PhaseKind = "build"
     scope: list[str] = []
     checks: list[str] = []
-    timeout_s: float = 900
+    timeout_s: Annotated[float, msgspec.Meta(ge=PHASE_TIMEOUT_BOUNDS[0],
+                                             le=PHASE_TIMEOUT_BOUNDS[1])] = 900
     # a check whose runner reports zero tests ran fails the phase (no_tests_collected)
     # unless this is true (e.g. a lint-only phase that calls pytest --collect-only)
     allow_no_tests: bool = False
@@ -55,7 +91,7 @@ class RunSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """A run: intention, phases, limits."""
 
     goal: str
-    phases: list[PhaseSpec]
+    phases: Annotated[list[PhaseSpec], msgspec.Meta(max_length=MAX_PHASES)]
     repo: str | None = None
     base: str = "HEAD"
     constraints: list[str] = []
@@ -86,32 +122,31 @@ def _unknown(key: Any, known: set[str]) -> str:
     return f"unknown field (did you mean {close[0]!r}?)" if close else "unknown field"
 
 
-def _check_str_list(value: Any, path: str, problems: list[tuple[str, str]]) -> None:
-    if not isinstance(value, list):
-        problems.append((path, f"must be a list of strings, got {type(value).__name__}"))
-        return
-    for i, item in enumerate(value):
-        if not isinstance(item, str):
-            problems.append((f"{path}[{i}]", f"must be a string, got {type(item).__name__}"))
-
-
 def _check_text(value: Any, path: str, problems: list[tuple[str, str]]) -> None:
     if not isinstance(value, str):
         problems.append((path, f"must be a string, got {type(value).__name__}"))
     elif not value.strip():
         problems.append((path, "must not be empty"))
+    elif len(value) > MAX_TEXT_BYTES // 4 and len(value.encode("utf-8", "replace")) > MAX_TEXT_BYTES:
+        problems.append((path, f"longer than {MAX_TEXT_BYTES} bytes"))
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
 def _check_number(value: Any, path: str, problems: list[tuple[str, str]], *, integer: bool,
-                  allow_none: bool = False, allow_zero: bool = False) -> None:
+                  low: float, high: float, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
     ok = isinstance(value, int) if integer else isinstance(value, int | float)
     if isinstance(value, bool) or not ok:
         kind = "an integer" if integer else "a number"
         problems.append((path, f"must be {kind}, got {type(value).__name__}"))
-    elif value < 0 or (value == 0 and not allow_zero):
-        problems.append((path, "must be >= 0" if allow_zero else "must be > 0"))
+    elif isinstance(value, float) and not math.isfinite(value):
+        problems.append((path, f"must be a finite number, got {value!r}"))
+    elif not low <= value <= high:
+        problems.append((path, f"must be within [{_num(low)}, {_num(high)}], got {value!r}"))
 
 
 def _validate_limits(raw: Any, problems: list[tuple[str, str]]) -> None:
@@ -120,19 +155,63 @@ def _validate_limits(raw: Any, problems: list[tuple[str, str]]) -> None:
         return
     for key in sorted(set(raw) - _LIMIT_KEYS):
         problems.append((f"limits.{key}", _unknown(key, _LIMIT_KEYS)))
-    for key in ("max_attempts", "token_budget", "max_output_bytes", "check_output_limit_bytes",
-                "doctor_calls_per_phase",
-                "doctor_calls_per_run"):
+    for key, (low, high, integer) in LIMIT_BOUNDS.items():
         if key in raw:
-            _check_number(raw[key], f"limits.{key}", problems, integer=True,
-                          allow_zero=key.startswith("doctor_calls"))
-    if "phase_token_budget" in raw:
-        _check_number(raw["phase_token_budget"], "limits.phase_token_budget", problems,
-                      integer=True, allow_none=True)
-    for key in ("wall_time_s", "phase_wall_time_s", "usd_budget", "phase_usd_budget"):
-        if key in raw:
-            _check_number(raw[key], f"limits.{key}", problems, integer=False,
-                          allow_none=key != "wall_time_s")
+            _check_number(raw[key], f"limits.{key}", problems, integer=integer, low=low,
+                          high=high, allow_none=key in NULLABLE_LIMITS)
+
+
+def scope_pattern_problem(glob: str) -> str | None:
+    """Why ``glob`` is not a valid scope pattern (relative, no ``..``, a valid glob), or None.
+
+    The glob syntax is the drift check's (``autopack.actors._drift``): ``*``, ``?``,
+    ``**`` and ``[...]`` sets, whose ranges must be in order."""
+    pattern = glob.strip()
+    if not pattern:
+        return "must not be empty"
+    if len(pattern.encode("utf-8", "replace")) > MAX_SCOPE_PATTERN:
+        return f"longer than {MAX_SCOPE_PATTERN} bytes"
+    if "\x00" in pattern:
+        return "must not contain NUL"
+    if pattern.startswith(("/", "~")) or re.match(r"^[A-Za-z]:[\\/]", pattern):
+        return f"must be relative to the repository, got {glob!r}"
+    if ".." in re.split(r"[/\\]", pattern):
+        return f"must not contain '..', got {glob!r}"
+    i = 0
+    while i < len(pattern):
+        if pattern[i] == "[":
+            close = pattern.find("]", i + 2)
+            if close == -1:
+                return f"unclosed '[' in {glob!r}"
+            body = pattern[i + 1:close]
+            body = "^" + body[1:] if body.startswith("!") else body
+            try:
+                re.compile(f"[{body.replace(chr(92), chr(92) * 2)}]")
+            except re.error as exc:
+                return f"invalid character set [{pattern[i + 1:close]}] in {glob!r}: {exc.msg}"
+            i = close + 1
+        else:
+            i += 1
+    return None
+
+
+def _check_list(value: Any, path: str, problems: list[tuple[str, str]]) -> bool:
+    """A list of at most MAX_LIST_ITEMS strings of at most MAX_TEXT_BYTES; True when it is."""
+    if not isinstance(value, list):
+        problems.append((path, f"must be a list of strings, got {type(value).__name__}"))
+        return False
+    if len(value) > MAX_LIST_ITEMS:
+        problems.append((path, f"at most {MAX_LIST_ITEMS} entries, got {len(value)}"))
+        return False
+    ok = True
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            problems.append((f"{path}[{i}]", f"must be a string, got {type(item).__name__}"))
+            ok = False
+        elif len(item) > MAX_TEXT_BYTES // 4 and len(item.encode("utf-8", "replace")) > MAX_TEXT_BYTES:
+            problems.append((f"{path}[{i}]", f"longer than {MAX_TEXT_BYTES} bytes"))
+            ok = False
+    return ok
 
 
 def _validate_phase(raw: Any, path: str, seen: set[str], problems: list[tuple[str, str]]) -> None:
@@ -157,11 +236,17 @@ def _validate_phase(raw: Any, path: str, seen: set[str], problems: list[tuple[st
     kind = raw.get("kind", "build")
     if kind not in ("build", "command"):
         problems.append((f"{path}.kind", f"must be 'build' or 'command', got {kind!r}"))
-    for key in ("scope", "checks"):
-        if key in raw:
-            _check_str_list(raw[key], f"{path}.{key}", problems)
+    if "checks" in raw:
+        _check_list(raw["checks"], f"{path}.checks", problems)
+    if "scope" in raw and _check_list(raw["scope"], f"{path}.scope", problems):
+        for i, glob in enumerate(raw["scope"]):
+            why = scope_pattern_problem(glob)
+            if why is not None:
+                problems.append((f"{path}.scope[{i}]", why))
     if "timeout_s" in raw:
-        _check_number(raw["timeout_s"], f"{path}.timeout_s", problems, integer=False)
+        low, high = PHASE_TIMEOUT_BOUNDS
+        _check_number(raw["timeout_s"], f"{path}.timeout_s", problems, integer=False,
+                      low=low, high=high)
     if "allow_no_tests" in raw and not isinstance(raw["allow_no_tests"], bool):
         problems.append((f"{path}.allow_no_tests",
                          f"must be true or false, got {type(raw['allow_no_tests']).__name__}"))
@@ -184,6 +269,8 @@ def validate_spec(raw: Any) -> RunSpec:
     for key in ("repo", "base", "workdir"):
         if key in raw and raw[key] is not None and not isinstance(raw[key], str):
             problems.append((key, "must be a string"))
+        elif isinstance(raw.get(key), str) and len(raw[key]) > 4096:
+            problems.append((key, "longer than 4096 characters"))
     workdir = raw.get("workdir")
     if isinstance(workdir, str) and (workdir.startswith("/") or ".." in workdir.split("/")):
         problems.append(("workdir", f"must be a relative path inside the repository, got {workdir!r}"))
@@ -192,9 +279,9 @@ def validate_spec(raw: Any) -> RunSpec:
         problems.append(("network", f"must be one of {', '.join(NETWORK_POLICIES)}, got {network!r}"))
     for key in ("constraints", "non_goals", "acceptance"):
         if key in raw:
-            _check_str_list(raw[key], key, problems)
+            _check_list(raw[key], key, problems)
     if raw.get("setup") is not None:
-        _check_str_list(raw["setup"], "setup", problems)
+        _check_list(raw["setup"], "setup", problems)
     if "limits" in raw:
         _validate_limits(raw["limits"], problems)
     phases = raw.get("phases")
@@ -204,6 +291,8 @@ def validate_spec(raw: Any) -> RunSpec:
         problems.append(("phases", "must be a list of tables"))
     elif not phases:
         problems.append(("phases", "must contain at least one phase"))
+    elif len(phases) > MAX_PHASES:
+        problems.append(("phases", f"at most {MAX_PHASES} phases, got {len(phases)}"))
     else:
         seen: set[str] = set()
         for i, phase in enumerate(phases):

@@ -79,6 +79,16 @@ def test_metric_types() -> None:
         "autopack_actor_restarts": "counter",
         "autopack_control_connections": "counter",
         "autopack_control_connections_active": "gauge",
+        "autopack_part_degraded": "gauge",
+        "autopack_part_down": "gauge",
+        "autopack_request_errors": "counter",
+        "autopack_store_write_failures": "counter",
+        "autopack_run_actor_crashes": "counter",
+        "autopack_control_rejected_busy": "counter",
+        "autopack_control_timeouts": "counter",
+        "autopack_control_buffered_bytes": "gauge",
+        "autopack_control_invalid_requests": "counter",
+        "autopack_control_replies_too_large": "counter",
         "autopack_build_info": "gauge",
     }
 

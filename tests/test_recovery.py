@@ -131,7 +131,10 @@ def test_repeated_kills_lose_nothing(daemon_factory, repo, tmp_path):
     d = daemon_factory(config={"max_concurrent_runs": 4})
     spec = write_spec(tmp_path / "s.json", [
         {"id": f"s{i}", "goal": f"step {i}", "kind": "command",
-         "checks": [f"echo {i} > f{i}.txt; sleep 0.15"]} for i in range(4)])
+         "checks": [f"echo {i} > f{i}.txt; sleep 0.15"]} for i in range(4)],
+        # each kill that lands mid-phase starts a new attempt: on a slow machine all three
+        # can hit the same phase, which must not exhaust its attempts (not what this tests)
+        limits={"max_attempts": 10})
     parsed = parse_spec_text(spec.read_text(), fmt="json")
     with d.client() as c:
         ids = [c.request(Submit(spec=parsed, repo=str(repo))).run_id for _ in range(8)]
@@ -144,7 +147,10 @@ def test_repeated_kills_lose_nothing(daemon_factory, repo, tmp_path):
         assert phase_commits(repo, run_id) == [f"s{i}: step {i}" for i in range(4)]
 
 
-def test_two_daemons_on_one_state_dir_never_run_the_same_run(daemon_factory, repo, tmp_path):
+def test_a_second_daemon_on_the_state_dir_is_refused_and_runs_execute_once(daemon_factory, repo,
+                                                                           tmp_path):
+    """One state dir, one daemon (issue 13): the second daemon, with its own socket, is
+    refused before it touches anything, and every run executes exactly once."""
     a = daemon_factory("shared", config={"max_concurrent_runs": 3, **HOST_REACHING})
     b = daemon_factory("shared-b", start=False, config={"max_concurrent_runs": 3, **HOST_REACHING})
     # same state dir, its own socket
@@ -152,7 +158,9 @@ def test_two_daemons_on_one_state_dir_never_run_the_same_run(daemon_factory, rep
         f'socket = "{a.socket}"', f'socket = "{tmp_path / "b.sock"}"'))
     b.socket = str(tmp_path / "b.sock")
     b.state_dir = a.state_dir
-    b.start()
+    with pytest.raises(RuntimeError, match="in use by another autopackd"):
+        b.start()
+    assert b.proc.returncode == 2
     counter = tmp_path / "executions"
     spec = write_spec(tmp_path / "s.json", [
         {"id": "once", "goal": "count", "kind": "command",

@@ -474,6 +474,14 @@ def test_metrics_snapshot_rendered_and_parsed(db: sqlite3.Connection) -> None:
         ("autopack_actor_restarts_total", (("actor", "memory"),)): 2,
         ("autopack_control_connections_total", ()): 9,
         ("autopack_control_connections_active", ()): 1,
+        # the robustness series (issue 13): zero in a snapshot built from the database alone
+        ("autopack_store_write_failures_total", ()): 0,
+        ("autopack_run_actor_crashes_total", ()): 0,
+        ("autopack_control_rejected_busy_total", ()): 0,
+        ("autopack_control_timeouts_total", ()): 0,
+        ("autopack_control_invalid_requests_total", ()): 0,
+        ("autopack_control_replies_too_large_total", ()): 0,
+        ("autopack_control_buffered_bytes", ()): 0,
         ("autopack_build_info", (("version", "0.1.0"),)): 1,
     }
     assert got == want

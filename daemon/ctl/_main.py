@@ -39,6 +39,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "normalize": ("_normalize", "turn a Markdown/text plan into a run spec (no daemon needed)"),
     "classify": ("_classify", "classify a failure log (no daemon needed)"),
     "patterns": ("_classify", "list the failure patterns"),
+    "backup": ("_backup", "write an online backup of the daemon's database to PATH"),
     "detect": ("_detect", "what a run would install and check on a repository (no daemon)"),
     "completion": ("_completion", "print a shell completion script (bash, zsh, fish)"),
 }
@@ -187,7 +188,7 @@ def main(argv: Iterable[str] | None = None) -> int:
 
 def report(exc: Exception) -> int:
     """Print ``exc`` as one line on stderr and return its exit status (re-raise bugs)."""
-    from autopack.protocol import RemoteError
+    from autopack.protocol import ProtocolError, RemoteError
 
     from ._errors import CtlError
 
@@ -197,6 +198,8 @@ def report(exc: Exception) -> int:
               + f" [{exc.code}]", file=sys.stderr)
     elif isinstance(exc, CtlError):
         print(f"autopackctl: {exc}", file=sys.stderr)
+    elif isinstance(exc, ProtocolError):  # a reply this client cannot read: one line too
+        print(f"autopackctl: unreadable reply from autopackd: {exc} [{exc.code}]", file=sys.stderr)
     else:
         raise exc
     return EXIT_USAGE

@@ -161,7 +161,10 @@ def cmd_health(args: argparse.Namespace) -> int:
             state = "ready (degraded: " + ", ".join(h.degraded) + ")"
         print(f"autopackd {h.version} pid {client.welcome.pid}: {state}")
         for part, st in sorted(h.parts.items()):
-            print(f"  {part:<12} {st}")
+            info = h.details.get(part) if st != "ok" else None
+            extra = (f" (restarts {info.get('restarts', 0)}, errors {info.get('errors', 0)}; "
+                     f"last: {info.get('last_error')})") if info else ""
+            print(f"  {part:<12} {st}{extra}")
         if h.sandbox:
             print(f"  {'sandbox':<12} {h.sandbox} ({h.sandbox_detail})")
         print("  runs: " + (", ".join(f"{k} {v}" for k, v in sorted(h.runs.items())) or "none"))
