@@ -91,15 +91,23 @@ class Probe:
     """``GET path`` over one persistent connection; returns seconds (and checks the status)."""
 
     def __init__(self, port: int, path: str) -> None:
-        self.path = path
+        self.port, self.path = port, path
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         self.times: list[float] = []
         self.size = 0
 
     def get(self) -> None:
-        t0 = time.perf_counter()
-        self.conn.request("GET", self.path)
-        resp = self.conn.getresponse()
+        try:
+            t0 = time.perf_counter()
+            self.conn.request("GET", self.path)
+            resp = self.conn.getresponse()
+        except (http.client.HTTPException, OSError):
+            # the listener ends a connection 30 s after it opened: reconnect, time again
+            self.conn.close()
+            self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+            t0 = time.perf_counter()
+            self.conn.request("GET", self.path)
+            resp = self.conn.getresponse()
         body = resp.read()
         self.times.append(time.perf_counter() - t0)
         if resp.status != 200:

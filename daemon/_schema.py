@@ -131,6 +131,10 @@ MIGRATIONS: list[str] = [
     ALTER TABLE llm_calls ADD COLUMN cost_pusd INTEGER;
     CREATE INDEX llm_calls_by_ts ON llm_calls(ts);
     """,
+    # 5: the dashboard's run list filtered by repository pages on an index
+    """
+    CREATE INDEX runs_by_repo ON runs(repo, seq);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -137,7 +137,8 @@ def add_run_figures(conn: sqlite3.Connection, rows: list[dict[str, Any]]) -> Non
         r["cost_pusd"], r["unpriced_calls"] = int(t[5] or 0), int(t[6] or 0)
     for a in conn.execute(
             "SELECT run_id, SUM(CAST(COALESCE(json_extract(payload, '$.tokens_avoided'), 0)"
-            f" AS INTEGER)) FROM events WHERE run_id IN ({marks}) AND kind = 'doctor_avoided'"
+            # "+kind": look up by run (events_by_run), never scan every run's credits by kind
+            f" AS INTEGER)) FROM events WHERE run_id IN ({marks}) AND +kind = 'doctor_avoided'"
             " GROUP BY run_id", ids):
         by_id[a[0]]["avoided"] = int(a[1] or 0)
     for e in conn.execute(
