@@ -47,7 +47,6 @@ def scene(daemon_factory, wheelhouse, tmp_path: Path) -> dict[str, Any]:  # noqa
     d = hardened_daemon(daemon_factory, wheelhouse)
     repo = make_repo(tmp_path / "shop", {"pyproject.toml": '[project]\nname = "x"\nversion = "0"\n'})
     other = make_repo(tmp_path / "billing")
-    gate = tmp_path / "gate"
     runs = {
         "ok": submit(d, write_spec(tmp_path / "ok.json", [
             {"id": "lint", "goal": "lint", "kind": "command", "checks": ["true"]},
@@ -67,10 +66,13 @@ def scene(daemon_factory, wheelhouse, tmp_path: Path) -> dict[str, Any]:  # noqa
     runs["running"] = submit(d, write_spec(tmp_path / "slow.json", [
         {"id": "prepare", "goal": "prepare", "kind": "command", "checks": ["true"]},
         {"id": "wait-for-gate", "goal": "wait", "kind": "command",
-         "checks": [f"while [ ! -f {gate} ]; do sleep 0.1; done"]},
+         # the gate is a file in the run's worktree (checks run in a sandbox with a private
+         # /tmp, so the test's tmp dir is not visible to them)
+         "checks": ["while [ ! -f .gate ]; do sleep 0.1; done"]},
         {"id": "finish", "goal": "finish", "kind": "command", "checks": ["true"]}],
         goal="A long run that waits for a gate file"), repo)
     wait_state(d, runs["running"], states=("running",))
+    gate = d.state_dir / "worktrees" / runs["running"] / ".gate"
     return {"daemon": d, "runs": runs, "gate": gate, "repo": repo}
 
 
