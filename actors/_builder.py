@@ -15,6 +15,17 @@ said), ``budget_exhausted`` (the run's budget; end the run), ``auth_error``
 (the key is missing or rejected; fail the run at once), ``llm_unavailable``
 (outage: retries exhausted), ``llm_error`` (the API refused the request).
 
+Prompt layout (``lean=True``, the hardened arm): the system prompt holds only
+what is the same for every attempt of the phase (role, rules, phase, scope,
+checks), then the intention context as a second block, each block a cache
+breakpoint, so every call after the first reads that prefix from the prompt
+cache; what differs per attempt (the previous failure's evidence — the
+classifier's matched lines with a few lines of context — and the hint) goes in
+the first user message. Long conversations are pruned (:func:`prune_tool_results`):
+old tool results are cleared in batches, never the pairing of a ``tool_use``
+with its ``tool_result``. ``lean=False`` (the baseline arm) keeps the earlier
+layout: the failure and hint in the system prompt, no pruning.
+
 Scripted-model note: the first user message starts with
 ``Carry out phase <id> (attempt <n>): <goal>`` so a scenario can script each
 attempt separately.
@@ -47,6 +58,11 @@ from ._tools import BUILDER_TOOLS, Tools
 LOGGER = logging.getLogger(__name__)
 
 CONTEXT_BYTES = 2048
+EVIDENCE_BYTES = 1500  # the previous failure's evidence in a retry prompt
+EVIDENCE_CONTEXT_LINES = 2  # lines kept before and after each matched line
+PRUNE_KEEP = 3  # tool results of the last turns kept whole
+PRUNE_TRIGGER_BYTES = 40_000  # prune when the older tool results hold more than this
+CLEARED = "[output cleared to save tokens: {n} bytes; run the tool again if you need it]"
 
 
 class BuilderResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -74,9 +90,94 @@ def clip_utf8(text: str, limit: int) -> str:
     return data[:limit].decode("utf-8", "ignore")
 
 
+def evidence_excerpt(output: str, evidence: list[str], *, context: int = EVIDENCE_CONTEXT_LINES,
+                     limit: int = EVIDENCE_BYTES) -> str:
+    """The classifier's matched lines with ``context`` lines around each, from ``output``.
+
+    Windows that touch are merged; ``...`` marks a gap; the result is cut to
+    ``limit`` UTF-8 bytes. Evidence not found in the output is listed as is.
+    Returns ``""`` when there is no evidence.
+    """
+    lines = output.splitlines()
+    stripped = [ln.strip() for ln in lines]
+    keep: set[int] = set()
+    missing: list[str] = []
+    for ev in evidence:
+        needle = ev.strip()
+        hit = next((i for i, ln in enumerate(stripped) if needle and needle in ln), None)
+        if hit is None:
+            if needle:
+                missing.append(needle)
+            continue
+        keep.update(range(max(0, hit - context), min(len(lines), hit + context + 1)))
+    parts: list[str] = []
+    last = -2
+    for i in sorted(keep):
+        if parts and i != last + 1:
+            parts.append("...")
+        parts.append(lines[i].rstrip())
+        last = i
+    parts += missing
+    return clip_utf8("\n".join(parts), limit)
+
+
+def retry_text(*, previous: Classification | None, evidence: str | None,
+               retry_hint: str | None) -> str:
+    """What a retry tells the Builder about the previous attempt ("" for a first attempt)."""
+    if previous is None and not retry_hint and not evidence:
+        return ""
+    parts = ["The previous attempt at this phase failed"
+             + (f" ({previous.pattern})." if previous is not None and previous.pattern else ".")]
+    if evidence:
+        parts += ["Evidence from the failed check:", "```", evidence, "```"]
+    if retry_hint:
+        parts.append(f"Hint: {retry_hint[:2000]}")
+    return "\n".join(parts)
+
+
+def prune_tool_results(messages: list[dict[str, Any]], *, keep: int = PRUNE_KEEP,
+                       trigger_bytes: int = PRUNE_TRIGGER_BYTES) -> int:
+    """Clear, in place, the content of tool results older than the last ``keep`` tool-result
+    messages, once those older results hold more than ``trigger_bytes``.
+
+    Clearing in one batch (not one message per turn) keeps the cached prefix
+    valid between batches. Every ``tool_result`` block stays, with its
+    ``tool_use_id``, so each ``tool_use`` keeps its answer (the API requires it).
+    Returns the bytes cleared.
+    """
+    holders = [i for i, m in enumerate(messages)
+               if m.get("role") == "user" and isinstance(m.get("content"), list)
+               and any(isinstance(b, dict) and b.get("type") == "tool_result" for b in m["content"])]
+    old = holders[:-keep] if keep > 0 else holders
+    size = sum(_result_bytes(b) for i in old for b in messages[i]["content"] if _clearable(b))
+    if size <= trigger_bytes:
+        return 0
+    for i in old:
+        blocks = []
+        for b in messages[i]["content"]:
+            if _clearable(b):
+                b = {**b, "content": CLEARED.format(n=_result_bytes(b))}
+            blocks.append(b)
+        messages[i] = {**messages[i], "content": blocks}
+    return size
+
+
+def _result_bytes(block: dict[str, Any]) -> int:
+    content = block.get("content")
+    if isinstance(content, str):
+        return len(content.encode())
+    return len(str(content).encode())
+
+
+def _clearable(block: Any) -> bool:
+    return (isinstance(block, dict) and block.get("type") == "tool_result"
+            and not str(block.get("content", "")).startswith("[output cleared"))
+
+
 def builder_system_prompt(*, phase: PhaseSpec, context_text: str, retry_hint: str | None,
                           previous: Classification | None, command_timeout_s: float) -> str:
-    """The Builder's system prompt (stable for the whole attempt, so it is cached)."""
+    """The Builder's system prompt in the baseline layout (stable for one attempt; the
+    failure and hint of a retry in it, so it changes between attempts)."""
     scope = ", ".join(phase.scope) if phase.scope else "any file in the repository"
     checks = "\n".join(f"  - {c}" for c in phase.checks) or "  - (detected from the toolchain)"
     parts = [
@@ -110,25 +211,53 @@ def builder_system_prompt(*, phase: PhaseSpec, context_text: str, retry_hint: st
     return "\n".join(parts)
 
 
+def lean_system_blocks(*, phase: PhaseSpec, context_text: str,
+                       command_timeout_s: float) -> list[dict[str, Any]]:
+    """The lean layout's system prompt: the phase's stable part, then the intention
+    context, each a cache breakpoint (see the module docstring)."""
+    stable = builder_system_prompt(phase=phase, context_text="", retry_hint=None, previous=None,
+                                   command_timeout_s=command_timeout_s)
+    blocks: list[dict[str, Any]] = [{"type": "text", "text": stable,
+                                     "cache_control": {"type": "ephemeral"}}]
+    context = clip_utf8(context_text.strip(), CONTEXT_BYTES)
+    if context:
+        blocks.append({"type": "text", "text": "Intention of the run (keep to it):\n" + context,
+                       "cache_control": {"type": "ephemeral"}})
+    return blocks
+
+
 async def run_builder(llm: LLM, *, worktree: Path, env: Mapping[str, str], run_id: str,
                       phase: PhaseSpec, context_text: str, retry_hint: str | None,
                       max_turns: int, wall_s: float, token_limit: int | None,
                       attempt: int = 1, previous: Classification | None = None,
                       budget: Budget | None = None, command_timeout_s: float = 300.0,
                       on_usage: Callable[[CallUsage], None] | None = None,
-                      box: Any = None, cwd: Path | None = None) -> BuilderResult:
+                      box: Any = None, cwd: Path | None = None,
+                      lean: bool = False, evidence: str | None = None,
+                      prune: bool = True) -> BuilderResult:
     """Run one Builder attempt in ``worktree`` and return what happened.
 
     ``env`` is the environment of bash commands (the run's venv on ``PATH``).
     ``token_limit`` bounds this attempt's tokens, ``budget`` the run's;
     ``on_usage`` is called after every call (so a cancelled attempt's tokens
-    are still recorded). Cancellation propagates (the running command's
-    process group is killed).
+    are still recorded). ``lean`` selects the cache-friendly layout with
+    ``evidence`` (the previous failure's matched lines) in the first message and,
+    with ``prune``, old tool results cleared. Cancellation propagates (the
+    running command's process group is killed).
     """
     tools = Tools(worktree, env, command_timeout_s=command_timeout_s, box=box, cwd=cwd)
-    system = builder_system_prompt(phase=phase, context_text=context_text, retry_hint=retry_hint,
-                                   previous=previous, command_timeout_s=command_timeout_s)
     first = f"Carry out phase {phase.id} (attempt {attempt}): {phase.goal}"
+    system: str | list[dict[str, Any]]
+    if lean:
+        system = lean_system_blocks(phase=phase, context_text=context_text,
+                                    command_timeout_s=command_timeout_s)
+        retry = retry_text(previous=previous, evidence=evidence, retry_hint=retry_hint)
+        if retry:
+            first += "\n\n" + retry
+    else:
+        system = builder_system_prompt(phase=phase, context_text=context_text,
+                                       retry_hint=retry_hint, previous=previous,
+                                       command_timeout_s=command_timeout_s)
     messages: list[dict[str, Any]] = [{"role": "user", "content": first}]
     usage: list[CallUsage] = []
     stop_reason, error, summary = "wall_time", None, ""
@@ -142,6 +271,11 @@ async def run_builder(llm: LLM, *, worktree: Path, env: Mapping[str, str], run_i
             if token_limit is not None and sum(u.total_tokens for u in usage) >= token_limit:
                 stop_reason = "token_limit"
                 break
+            if lean and prune:
+                cleared = prune_tool_results(messages)
+                if cleared:
+                    LOGGER.info("run %s phase %s: cleared %d bytes of old tool results",
+                                run_id, phase.id, cleared)
             try:
                 message, call_usage = await llm.create(
                     system=system, messages=messages, tools=BUILDER_TOOLS, role="builder",

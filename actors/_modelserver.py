@@ -64,8 +64,9 @@ Usage: derived from the request, not scripted
 By default every reply's ``input_tokens``, ``cache_creation_input_tokens`` and
 ``cache_read_input_tokens`` are **derived from the request itself**
 (:class:`TokenModel`): about one token per 4 bytes of text, tool input and tool
-schema, a few tokens of framing per block, and 300 tokens of tool-use system
-prompt when tools are given (the real API adds ~350). Prompt caching is
+schema, a few tokens of framing per block, 300 tokens of tool-use system
+prompt when tools are given (the real API adds ~350), and the documented size
+of Anthropic-defined tools (bash 245, text editor 700). Prompt caching is
 simulated as the API documents it: the prompt is tools, then system, then
 messages; a block with ``cache_control`` is a breakpoint; a prefix is written
 to the cache at a breakpoint if it is at least 1,024 tokens long, and a later
@@ -179,7 +180,11 @@ class TokenModel:
 
         tools = body.get("tools") or []
         for i, tool in enumerate(tools):
-            add(tool, cls.TOOLS_OVERHEAD if i == 0 else 0)
+            kind = str(tool.get("type", "")) if isinstance(tool, dict) else ""
+            # Anthropic-defined tools bring their own schema: the API documents
+            # 245 input tokens for bash and 700 for the text editor
+            builtin = 245 if kind.startswith("bash_") else 700 if kind.startswith("text_editor_") else 0
+            add(tool, (cls.TOOLS_OVERHEAD if i == 0 else 0) + builtin)
         system = body.get("system")
         for block in ([{"type": "text", "text": system}] if isinstance(system, str)
                       else system or []):

@@ -44,6 +44,7 @@ class _PhaseState:
     done_actions: set[str] = field(default_factory=set)
     doctor_calls: int = 0
     fix_note: str | None = None  # what a mitigation or Doctor fix did, for the lesson
+    evidence: str | None = None  # the previous failure's matched lines, for a lean retry
     # Doctor calls a pattern made unnecessary, credited only if the phase then passes
     # without the Doctor: (pattern, tokens of the call not made)
     pending_avoided: list[tuple[str, int]] = field(default_factory=list)
@@ -110,11 +111,26 @@ class PhaseRunner:
                 await self._remember_failure(actor, ws, phase, attempt, c, failed, worked=False)
                 if step is Next.FAIL:
                     return "failed", f"{reason} (`{failed.command}` exit {failed.exit_code})", None
-                st.hint = st.hint or (c.mitigation.hint if c.mitigation else None) \
-                    or _excerpt_hint(failed)
+                self._retry_notes(st, c, failed, lean=self.hardening(arm))
                 break  # next attempt
 
     # ------------------------------------------------------------------ pieces
+    @staticmethod
+    def _retry_notes(st: _PhaseState, c: Classification, failed: CommandResult, *,
+                     lean: bool) -> None:
+        """What the next attempt is told: in the lean (hardened) layout the classifier's
+        evidence with a few lines of context and the hint, never the raw output's tail;
+        in the baseline layout the hint or, without one, the output's tail."""
+        from ._builder import evidence_excerpt
+
+        hint = st.hint or (c.mitigation.hint if c.mitigation else None)
+        if not lean:
+            st.evidence, st.hint = None, hint or _excerpt_hint(failed)
+            return
+        lines = c.evidence if c.pattern is not None else _last_lines(failed.output, 6)
+        st.evidence = evidence_excerpt(failed.output, lines) or None
+        st.hint = hint
+
     async def _judge(self, actor: RunActor, ws: RunWorkspace, phase: PhaseSpec, attempt: int,
                      failed: CommandResult, st: _PhaseState,
                      arm: str) -> tuple[Next, str, Classification]:
@@ -289,7 +305,9 @@ class PhaseRunner:
             wall_s=float(self.settings.builder_attempt_wall_s),
             token_limit=self.settings.builder_attempt_tokens,
             attempt=attempt, budget=budget, on_usage=usages.append,
-            command_timeout_s=min(phase.timeout_s, 600), box=ws.box, cwd=ws.cwd)
+            command_timeout_s=min(phase.timeout_s, 600), box=ws.box, cwd=ws.cwd,
+            lean=self.hardening(ws.arm), evidence=st.evidence,
+            prune=getattr(self.settings, "builder_prune", True))
         for usage in usages:
             await actor.record_usage(phase, attempt, usage)
         await actor.rec.event(actor.run_id, phase.id, attempt, "builder_finished",

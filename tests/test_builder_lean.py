@@ -1,0 +1,227 @@
+"""Fewer tokens per attempt: evidence instead of the raw log in retry prompts, old tool
+results pruned without breaking the conversation, a prefix that the prompt cache hits.
+
+Pure helpers are tested with tables; the Builder itself runs through the real SDK
+against the scripted server, whose token figures derive from each request."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from autopack.actors._builder import (
+    CLEARED,
+    evidence_excerpt,
+    prune_tool_results,
+    retry_text,
+    run_builder,
+)
+from autopack.actors._llm import LLM
+from autopack.actors._modelserver import serve_scripted
+from autopack.actors.classifier import classify
+from autopack.protocol import Classification, ClassifyContext, PhaseSpec
+
+from tests.conftest import make_repo
+
+FAILURES = Path(__file__).parent / "fixtures" / "failures"
+ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
+PHASE = PhaseSpec(id="lean", goal="Make the tests pass", scope=["src/**"], checks=["pytest -q"])
+
+
+# ---------------------------------------------------------------- evidence
+def captured(name: str) -> tuple[str, Classification]:
+    """A log captured from the real tool (command in manifest.toml) and its classification."""
+    text = (FAILURES / f"{name}.log").read_text()
+    return text, classify(text, 1, ClassifyContext(command="pytest -q"))
+
+
+@pytest.mark.parametrize("name", ["tf_pytest_assert", "pmd_pytest_collect_sklearn",
+                                  "ce_gcc_types", "pse_pytest_collect"])
+def test_evidence_keeps_matched_lines_with_bounded_context(name: str) -> None:
+    text, c = captured(name)
+    assert c.pattern is not None
+    assert c.evidence
+    noise = "".join(f"collected line {i} of noise that says nothing\n" for i in range(2000))
+    long_log = noise + text + noise  # the same failure buried in a long output
+    excerpt = evidence_excerpt(long_log, c.evidence)
+    for line in c.evidence:
+        assert line.strip() in excerpt
+    assert len(excerpt.encode()) <= 1500
+    assert excerpt.count("of noise") <= 2 * 2 * len(c.evidence)  # two lines either side at most
+
+
+@pytest.mark.parametrize(
+    ("output", "evidence", "expected"),
+    [
+        pytest.param("a\nb\nc\nd\ne\nf\ng\nh\ni", ["e"], "c\nd\ne\nf\ng", id="two-either-side"),
+        pytest.param("a\nb\nc\nd\ne\nf\ng\nh\ni", ["b", "c"], "a\nb\nc\nd\ne", id="windows-merge"),
+        pytest.param("a\nb\nc\nd\ne\nf\ng\nh\ni", ["a", "i"], "a\nb\nc\n...\ng\nh\ni", id="gap"),
+        pytest.param("a\nb", ["not there"], "not there", id="evidence-not-in-output"),
+        pytest.param("a\nb", [], "", id="no-evidence"),
+    ],
+)
+def test_evidence_windows(output: str, evidence: list[str], expected: str) -> None:
+    assert evidence_excerpt(output, evidence) == expected
+
+
+def test_retry_text_has_pattern_evidence_and_hint() -> None:
+    text = retry_text(previous=Classification(pattern="test_failure"), evidence="E   assert 3 == 2",
+                      retry_hint="fix inc()")
+    assert text.splitlines()[0] == "The previous attempt at this phase failed (test_failure)."
+    assert "E   assert 3 == 2" in text
+    assert text.endswith("Hint: fix inc()")
+    assert retry_text(previous=None, evidence=None, retry_hint=None) == ""
+
+
+# ---------------------------------------------------------------- pruning (pure)
+def conversation(turns: int, size: int) -> list[dict[str, Any]]:
+    msgs: list[dict[str, Any]] = [{"role": "user", "content": "Carry out phase x (attempt 1): go"}]
+    for t in range(turns):
+        msgs.append({"role": "assistant", "content": [
+            {"type": "text", "text": f"turn {t}"},
+            {"type": "tool_use", "id": f"tu{t}a", "name": "bash", "input": {"command": "ls"}},
+            {"type": "tool_use", "id": f"tu{t}b", "name": "bash", "input": {"command": "ls"}}]})
+        msgs.append({"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": f"tu{t}a", "content": "x" * size},
+            {"type": "tool_result", "tool_use_id": f"tu{t}b", "content": "y" * size,
+             "is_error": True}]})
+    return msgs
+
+
+def assert_valid(messages: list[dict[str, Any]]) -> None:
+    """Every tool_use is answered by a tool_result with its id in the next message."""
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant" or not isinstance(m["content"], list):
+            continue
+        uses = [b["id"] for b in m["content"] if b.get("type") == "tool_use"]
+        if not uses:
+            continue
+        answer = messages[i + 1]
+        assert answer["role"] == "user"
+        results = [b["tool_use_id"] for b in answer["content"] if b.get("type") == "tool_result"]
+        assert results == uses
+
+
+@pytest.mark.parametrize(
+    ("turns", "size", "keep", "trigger", "cleared_turns"),
+    [
+        pytest.param(3, 1000, 3, 100, 0, id="nothing-older-than-keep"),
+        pytest.param(6, 1000, 3, 10_000, 0, id="under-trigger"),
+        pytest.param(6, 5000, 3, 10_000, 3, id="over-trigger-batch"),
+        pytest.param(6, 5000, 0, 10_000, 6, id="keep-none"),
+    ],
+)
+def test_prune_clears_old_results_and_keeps_pairs(turns: int, size: int, keep: int,
+                                                  trigger: int, cleared_turns: int) -> None:
+    msgs = conversation(turns, size)
+    before = [dict(m) for m in msgs]
+    cleared = prune_tool_results(msgs, keep=keep, trigger_bytes=trigger)
+    assert cleared == cleared_turns * 2 * size
+    assert_valid(msgs)
+    results = [b for m in msgs[2::2] for b in m["content"]]
+    gone = [b for b in results if b["content"].startswith("[output cleared")]
+    assert len(gone) == cleared_turns * 2
+    assert all(b["content"] == CLEARED.format(n=size) for b in gone)
+    assert [b.get("is_error") for b in results] == [None, True] * turns  # flags kept
+    assert [m["role"] for m in msgs] == [m["role"] for m in before]
+    # a second pass right after clears nothing more: batches, not one message per turn
+    assert prune_tool_results(msgs, keep=keep, trigger_bytes=trigger) == 0
+
+
+# ---------------------------------------------------------------- the Builder, scripted
+def llm_for(url: str) -> LLM:
+    return LLM(base_url=url, api_key="test-key", timeout_s=10, retry_base_s=0.02)
+
+
+def chatty(match: str, turns: int) -> dict[str, Any]:
+    """Each turn prints ~39 KB (seq 1 7000 twice, so one turn is more than the trigger)."""
+    step = {"content": [{"type": "tool_use", "name": "bash", "input": {"command": "seq 1 7000"}},
+                        {"type": "tool_use", "name": "bash", "input": {"command": "seq 2 7000"}}],
+            "usage": {"output_tokens": 60}}
+    return {"match": match, "steps": [step] * turns + [
+        {"content": [{"type": "text", "text": "Done."}], "usage": {"output_tokens": 20}}]}
+
+
+async def attempt(url: str, wt: Path, **kw: Any) -> Any:
+    async with llm_for(url) as llm:
+        return await run_builder(llm, worktree=wt, env=ENV, run_id=kw.pop("run_id"), phase=PHASE,
+                                 context_text="Goal: keep the tests green.", max_turns=20,
+                                 wall_s=60, token_limit=None, **kw)
+
+
+@pytest.mark.parametrize("prune", [pytest.param(True, id="pruned"), pytest.param(False, id="whole")])
+async def test_long_conversation_stays_valid_and_pruning_saves_tokens(tmp_path: Path,
+                                                                      prune: bool) -> None:
+    wt = make_repo(tmp_path / "wt")
+    async with serve_scripted([chatty("Carry out phase lean", 8)]) as server:
+        result = await attempt(server.url, wt, run_id="r-prune", retry_hint=None, lean=True,
+                               prune=prune)
+        bodies = server.requests
+        served = server.stats()["usage_totals"]
+    assert result.stop_reason == "end_turn"
+    assert result.turns == 9
+    for body in bodies:
+        assert_valid(body["messages"])
+    cleared = sum("[output cleared" in str(b["messages"]) for b in bodies)
+    assert (cleared > 0) == prune
+    prompt = sum(served.values()) - served["output_tokens"]
+    # figures of the two variants, for the record (and the assertion below)
+    FIGURES[prune] = prompt
+    if len(FIGURES) == 2:
+        assert FIGURES[True] < FIGURES[False] * 0.8
+
+
+FIGURES: dict[bool, int] = {}
+
+
+async def test_retry_carries_evidence_not_the_raw_tail_and_reads_the_cache(tmp_path: Path) -> None:
+    wt = make_repo(tmp_path / "wt")
+    text, c = captured("tf_pytest_assert")
+    raw = "".join(f"noise {i}\n" for i in range(300)) + text  # the tail the baseline would send
+    evidence = evidence_excerpt(raw, c.evidence)
+    scripts = [{"match": f"Carry out phase lean (attempt {n})", "steps": [
+        {"content": [{"type": "tool_use", "name": "bash", "input": {"command": "true"}}],
+         "usage": {"output_tokens": 40}},
+        {"content": [{"type": "text", "text": "Done."}], "usage": {"output_tokens": 10}}]}
+        for n in (1, 2)]
+    async with serve_scripted(scripts) as server:
+        await attempt(server.url, wt, run_id="r-retry", retry_hint=None, lean=True)
+        first_bodies = len(server.requests)
+        await attempt(server.url, wt, run_id="r-retry", retry_hint="fix inc()", lean=True,
+                      previous=c, evidence=evidence, attempt=2)
+        bodies = server.requests
+    one, two = bodies[0], bodies[first_bodies]
+    assert one["system"] == two["system"]  # the cached prefix is the same for every attempt
+    user = two["messages"][0]["content"][-1]["text"]
+    assert user.startswith("Carry out phase lean (attempt 2): Make the tests pass")
+    assert "(test_failure)" in user
+    assert "Hint: fix inc()" in user
+    for line in c.evidence:
+        assert line in user
+    assert "noise 1\n" not in user
+    assert "noise 150" not in user
+    assert "failed" not in str(two["system"])  # nothing of the retry in the system prompt
+
+
+async def test_every_call_after_the_first_reads_the_prefix_from_the_cache(tmp_path: Path) -> None:
+    wt = make_repo(tmp_path / "wt")
+    scripts = [{"match": f"Carry out phase lean (attempt {n})", "steps": [
+        {"content": [{"type": "tool_use", "name": "bash", "input": {"command": "echo hi"}}],
+         "usage": {"output_tokens": 40}},
+        {"content": [{"type": "tool_use", "name": "bash", "input": {"command": "echo ho"}}],
+         "usage": {"output_tokens": 40}},
+        {"content": [{"type": "text", "text": "Done."}], "usage": {"output_tokens": 10}}]}
+        for n in (1, 2)]
+    async with serve_scripted(scripts) as server:
+        one = await attempt(server.url, wt, run_id="r-cache", retry_hint=None, lean=True)
+        two = await attempt(server.url, wt, run_id="r-cache", retry_hint="again", lean=True,
+                            previous=Classification(pattern="test_failure"), attempt=2)
+    calls = [*one.usage, *two.usage]
+    assert calls[0].cache_read_input_tokens == 0
+    assert calls[0].cache_creation_input_tokens > 0
+    assert all(u.cache_read_input_tokens > 0 for u in calls[1:])
+    # the retry's first call reads the tools + system prefix written by attempt 1 (all of
+    # the first call's write but its first user message, which differs per attempt)
+    assert 1024 <= two.usage[0].cache_read_input_tokens < calls[0].cache_creation_input_tokens
