@@ -60,8 +60,17 @@ LOGGER = logging.getLogger(__name__)
 CONTEXT_BYTES = 2048
 EVIDENCE_BYTES = 1500  # the previous failure's evidence in a retry prompt
 EVIDENCE_CONTEXT_LINES = 2  # lines kept before and after each matched line
-PRUNE_KEEP = 3  # tool results of the last turns kept whole
-PRUNE_TRIGGER_BYTES = 40_000  # prune when the older tool results hold more than this
+PRUNE_KEEP = 2  # tool results of the last turns kept whole
+PRUNE_TRIGGER_BYTES = 120_000  # prune once all tool results together hold more than this
+#: The API's own clearing of old tool results (beta), comparable to our pruning's defaults.
+API_CONTEXT_EDITING: dict[str, Any] = {
+    "extra_headers": {"anthropic-beta": "context-management-2025-06-27"},
+    "extra_body": {"context_management": {"edits": [{
+        "type": "clear_tool_uses_20250919",
+        "trigger": {"type": "input_tokens", "value": PRUNE_TRIGGER_BYTES // 4},
+        "keep": {"type": "tool_uses", "value": 3},  # the API's default
+        "clear_at_least": {"type": "input_tokens", "value": PRUNE_TRIGGER_BYTES // 8}}]}},
+}
 CLEARED = "[output cleared to save tokens: {n} bytes; run the tool again if you need it]"
 
 
@@ -138,28 +147,35 @@ def retry_text(*, previous: Classification | None, evidence: str | None,
 def prune_tool_results(messages: list[dict[str, Any]], *, keep: int = PRUNE_KEEP,
                        trigger_bytes: int = PRUNE_TRIGGER_BYTES) -> int:
     """Clear, in place, the content of tool results older than the last ``keep`` tool-result
-    messages, once those older results hold more than ``trigger_bytes``.
+    messages, once all tool results together hold more than ``trigger_bytes``.
 
-    Clearing in one batch (not one message per turn) keeps the cached prefix
-    valid between batches. Every ``tool_result`` block stays, with its
-    ``tool_use_id``, so each ``tool_use`` keeps its answer (the API requires it).
-    Returns the bytes cleared.
+    Every ``tool_result`` block stays, with its ``tool_use_id`` and flags, so each
+    ``tool_use`` keeps its answer (the API requires it). The newest cleared
+    message carries a cache breakpoint, so the next turn, which clears one message
+    more, reads everything up to it from the prompt cache instead of writing the
+    whole conversation again. Returns the bytes cleared by this call.
     """
     holders = [i for i, m in enumerate(messages)
                if m.get("role") == "user" and isinstance(m.get("content"), list)
                and any(isinstance(b, dict) and b.get("type") == "tool_result" for b in m["content"])]
     old = holders[:-keep] if keep > 0 else holders
-    size = sum(_result_bytes(b) for i in old for b in messages[i]["content"] if _clearable(b))
-    if size <= trigger_bytes:
+    total = sum(_result_bytes(b) for i in holders for b in messages[i]["content"] if _clearable(b))
+    if not old or total <= trigger_bytes:
         return 0
+    cleared = 0
     for i in old:
         blocks = []
         for b in messages[i]["content"]:
+            if isinstance(b, dict):
+                b = {k: v for k, v in b.items() if k != "cache_control"}
             if _clearable(b):
+                cleared += _result_bytes(b)
                 b = {**b, "content": CLEARED.format(n=_result_bytes(b))}
             blocks.append(b)
         messages[i] = {**messages[i], "content": blocks}
-    return size
+    last = messages[old[-1]]
+    last["content"][-1] = {**last["content"][-1], "cache_control": {"type": "ephemeral"}}
+    return cleared
 
 
 def _result_bytes(block: dict[str, Any]) -> int:
@@ -234,7 +250,7 @@ async def run_builder(llm: LLM, *, worktree: Path, env: Mapping[str, str], run_i
                       on_usage: Callable[[CallUsage], None] | None = None,
                       box: Any = None, cwd: Path | None = None,
                       lean: bool = False, evidence: str | None = None,
-                      prune: bool = True) -> BuilderResult:
+                      prune: bool | str = True) -> BuilderResult:
     """Run one Builder attempt in ``worktree`` and return what happened.
 
     ``env`` is the environment of bash commands (the run's venv on ``PATH``).
@@ -242,7 +258,9 @@ async def run_builder(llm: LLM, *, worktree: Path, env: Mapping[str, str], run_i
     ``on_usage`` is called after every call (so a cancelled attempt's tokens
     are still recorded). ``lean`` selects the cache-friendly layout with
     ``evidence`` (the previous failure's matched lines) in the first message and,
-    with ``prune``, old tool results cleared. Cancellation propagates (the
+    with ``prune``, old tool results cleared (``True`` or ``"ours"``: by us, see
+    :func:`prune_tool_results`; ``"api"``: by the API's context editing,
+    :data:`API_CONTEXT_EDITING`; ``False``: never). Cancellation propagates (the
     running command's process group is killed).
     """
     tools = Tools(worktree, env, command_timeout_s=command_timeout_s, box=box, cwd=cwd)
@@ -271,7 +289,7 @@ async def run_builder(llm: LLM, *, worktree: Path, env: Mapping[str, str], run_i
             if token_limit is not None and sum(u.total_tokens for u in usage) >= token_limit:
                 stop_reason = "token_limit"
                 break
-            if lean and prune:
+            if lean and prune in (True, "ours"):
                 cleared = prune_tool_results(messages)
                 if cleared:
                     LOGGER.info("run %s phase %s: cleared %d bytes of old tool results",
@@ -279,7 +297,8 @@ async def run_builder(llm: LLM, *, worktree: Path, env: Mapping[str, str], run_i
             try:
                 message, call_usage = await llm.create(
                     system=system, messages=messages, tools=BUILDER_TOOLS, role="builder",
-                    run_id=run_id, budget=budget, cache_messages=True)
+                    run_id=run_id, budget=budget, cache_messages=True,
+                    extra=API_CONTEXT_EDITING if lean and prune == "api" else None)
             except LLMAuthError as exc:
                 stop_reason, error = "auth_error", str(exc)
                 break

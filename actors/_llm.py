@@ -494,7 +494,10 @@ class LLM:
             "messages": _cached_messages(messages) if cache_messages else list(messages),
         }
         if tools:
-            params["tools"] = _cached_tools(tools)
+            # at most 4 breakpoints per request: the tools get one only if the system
+            # prompt and messages leave room (a system breakpoint covers the tools too)
+            params["tools"] = (_cached_tools(tools) if _breakpoints(params) < 4
+                               else [dict(t) for t in tools])
         if tool_choice is not None:
             params["tool_choice"] = dict(tool_choice)
         if extra:
@@ -695,6 +698,16 @@ def _cached_system(system: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
     if blocks:
         blocks[-1]["cache_control"] = _EPHEMERAL
     return blocks
+
+
+def _breakpoints(params: Mapping[str, Any]) -> int:
+    """Cache breakpoints already in a request's system prompt and messages."""
+    blocks = list(params.get("system") or [])
+    for m in params.get("messages") or []:
+        content = m.get("content") if isinstance(m, dict) else None
+        if isinstance(content, list):
+            blocks += content
+    return sum(1 for b in blocks if isinstance(b, dict) and "cache_control" in b)
 
 
 def _cached_tools(tools: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

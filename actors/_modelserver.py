@@ -76,7 +76,11 @@ not expire here: runs are shorter than the 5-minute TTL). The rest of the
 prompt is ``input_tokens``. ``output_tokens`` is the scripted figure when the
 step gives one (what the model chose to write), else derived from the reply's
 content; it is capped at the request's ``max_tokens`` (``stop_reason``
-``max_tokens`` then). ``POST /v1/messages/count_tokens`` answers the same
+``max_tokens`` then). A request's ``context_management`` edit
+``clear_tool_uses_20250919`` is applied as the API documents it before the
+prompt is billed (:meth:`TokenModel.apply_context_edits`), so the API's
+context editing and our own pruning can be measured the same way.
+``POST /v1/messages/count_tokens`` answers the same
 total a ``/v1/messages`` call of that prompt is billed for.
 
 A scenario with ``"count_tokens": false`` answers that endpoint 404 (a proxy
@@ -197,6 +201,44 @@ class TokenModel:
             for block in blocks or []:
                 add({"role": message.get("role"), **block} if isinstance(block, dict) else block)
         return out
+
+    def apply_context_edits(self, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """The API's context editing (``clear_tool_uses_20250919``): when the prompt is
+        over ``trigger`` input tokens, the results of all tool uses but the last ``keep``
+        are replaced by a placeholder before the prompt is billed (if that clears at
+        least ``clear_at_least`` tokens). Returns the body billed and the
+        ``context_management`` field of the reply (``None`` when nothing applies)."""
+        edits = ((body.get("context_management") or {}).get("edits") or [])
+        edit = next((e for e in edits if isinstance(e, dict)
+                     and e.get("type") == "clear_tool_uses_20250919"), None)
+        if edit is None:
+            return body, None
+        trigger = int((edit.get("trigger") or {}).get("value", 100_000))
+        keep = int((edit.get("keep") or {}).get("value", 3))
+        least = int((edit.get("clear_at_least") or {}).get("value", 0))
+        applied = {"applied_edits": []}  # type: dict[str, Any]
+        if self.count(body) <= trigger:
+            return body, applied
+        ids = [b.get("tool_use_id") for m in body.get("messages") or [] if isinstance(m, dict)
+               and isinstance(m.get("content"), list) for b in m["content"]
+               if isinstance(b, dict) and b.get("type") == "tool_result"]
+        clear = set(ids[:-keep] if keep else ids)
+        messages = []
+        for m in body.get("messages") or []:
+            if isinstance(m, dict) and isinstance(m.get("content"), list):
+                m = {**m, "content": [
+                    {**b, "content": "[tool result cleared by context management]"}
+                    if isinstance(b, dict) and b.get("type") == "tool_result"
+                    and b.get("tool_use_id") in clear else b for b in m["content"]]}
+            messages.append(m)
+        edited = {**body, "messages": messages}
+        cleared = self.count(body) - self.count(edited)
+        if cleared < least or not clear:
+            return body, applied
+        applied["applied_edits"].append({"type": "clear_tool_uses_20250919",
+                                         "cleared_tool_uses": len(clear),
+                                         "cleared_input_tokens": cleared})
+        return edited, applied
 
     def count(self, body: dict[str, Any]) -> int:
         """Total input tokens of a request (what ``count_tokens`` answers)."""
@@ -434,8 +476,9 @@ class ScriptedServer:
         has_tool = any(b.get("type") == "tool_use" for b in content)
         usage = {**_DEFAULT_USAGE, **spec.get("usage", {})}
         stop_reason = spec.get("stop_reason") or ("tool_use" if has_tool else "end_turn")
+        billed, managed = self.tokens.apply_context_edits(request)
         if self.derived:
-            usage.update(self.tokens.bill(request))
+            usage.update(self.tokens.bill(billed))
             if "output_tokens" not in spec.get("usage", {}):
                 usage["output_tokens"] = max(1, self.tokens.tokens_of_text(json.dumps(content)))
         limit = request.get("max_tokens")
@@ -452,6 +495,8 @@ class ScriptedServer:
             "stop_sequence": None,
             "usage": usage,
         }
+        if managed is not None:
+            body["context_management"] = managed
         return _Reply(200, body, {"request-id": f"req_scr_{n}"})
 
     def count_tokens(self, body: dict[str, Any]) -> dict[str, int]:

@@ -307,7 +307,7 @@ class PhaseRunner:
             attempt=attempt, budget=budget, on_usage=usages.append,
             command_timeout_s=min(phase.timeout_s, 600), box=ws.box, cwd=ws.cwd,
             lean=self.hardening(ws.arm), evidence=st.evidence,
-            prune=getattr(self.settings, "builder_prune", True))
+            prune=_context_editing(self.settings))
         for usage in usages:
             await actor.record_usage(phase, attempt, usage)
         await actor.rec.event(actor.run_id, phase.id, attempt, "builder_finished",
@@ -392,6 +392,12 @@ async def _budget_ended(actor: RunActor, phase: PhaseSpec, attempt: int, role: s
     await actor.rec.event(actor.run_id, phase.id, attempt, "budget_exhausted", role=role,
                           message=message, **figures)
     raise RunEnded("failed", f"budget_exhausted: {message}")
+
+
+def _context_editing(settings: Any) -> bool | str:
+    """The ``builder_context_editing`` setting as ``run_builder``'s ``prune``."""
+    value = str(getattr(settings, "builder_context_editing", "ours"))
+    return False if value == "off" else value
 
 
 def _doctor_would_be_asked(f: FailureFacts) -> bool:

@@ -59,7 +59,8 @@ from autopack.protocol import (
 )
 
 HERE = Path(__file__).parent
-SCENARIO_DIR = HERE / "ab" / "scenarios"
+SETS = {"corpus": HERE / "ab" / "corpus", "handmade": HERE / "ab" / "scenarios"}
+BOOTSTRAP = 2000  # resamples of the scenarios for the 95% intervals
 ARMS = ("hardened", "baseline")
 TOKEN_KINDS = ("input", "output", "cache_creation", "cache_read")
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -67,18 +68,21 @@ FAKE_KEY = "sk-ant-bench-scripted-not-a-real-key"
 
 
 # ------------------------------------------------------------------ inputs
-def load_scenarios(only: str | None) -> list[dict[str, Any]]:
-    out = [json.loads(p.read_text()) for p in sorted(SCENARIO_DIR.glob("*.json"))]
+def load_scenarios(only: str | None, which: str = "corpus") -> list[dict[str, Any]]:
+    out = [json.loads(p.read_text()) for p in sorted(SETS[which].glob("*.json"))]
     return [s for s in out if not only or only in s["id"]]
 
 
-def write_wheel(dest: Path, module: str, source: str, version: str = "1.0") -> Path:
+def write_wheel(dest: Path, module: str, source: str, version: str = "1.0",
+                dist: str | None = None) -> Path:
     """A pure-Python wheel of one module package, written directly (no build backend,
-    no network): ``<module>/__init__.py`` with ``source``, METADATA, WHEEL, RECORD."""
-    dist_info = f"{module}-{version}.dist-info"
+    no network): ``<module>/__init__.py`` with ``source``, METADATA, WHEEL, RECORD.
+    ``dist`` names the distribution when it differs from the module (PyYAML: yaml)."""
+    wheel_name = (dist or module).replace("-", "_")
+    dist_info = f"{wheel_name}-{version}.dist-info"
     files = {
         f"{module}/__init__.py": source.encode(),
-        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {module}\nVersion: {version}\n".encode(),
+        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {dist or module}\nVersion: {version}\n".encode(),
         f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: autopack-bench\n"
                               b"Root-Is-Purelib: true\nTag: py3-none-any\n",
     }
@@ -88,7 +92,7 @@ def write_wheel(dest: Path, module: str, source: str, version: str = "1.0") -> P
         record.append(f"{name},sha256={digest},{len(data)}")
     record.append(f"{dist_info}/RECORD,,")
     files[f"{dist_info}/RECORD"] = ("\n".join(record) + "\n").encode()
-    path = dest / f"{module}-{version}-py3-none-any.whl"
+    path = dest / f"{wheel_name}-{version}-py3-none-any.whl"
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, data in files.items():
             zf.writestr(name, data)
@@ -171,7 +175,6 @@ def run_facts(client: Any, run_id: str) -> dict[str, Any]:
             context_bytes.append(int(pl.get("context_bytes", 0) or 0))
         elif ev.kind == "classified":
             patterns.append(pl.get("pattern") or "none")
-            credited += int(pl.get("tokens_avoided", 0) or 0) > 0
             detail.append({"phase": ev.phase_id, "attempt": ev.attempt, "pattern": pl.get("pattern"),
                            "decision": pl.get("decision"), "reason": pl.get("reason"),
                            "evidence": list(pl.get("evidence") or [])[:3]})
@@ -184,10 +187,16 @@ def run_facts(client: Any, run_id: str) -> dict[str, Any]:
                 handled["hint"] += 1
             else:
                 handled["classified_" + decision] += 1
+        elif ev.kind == "doctor_avoided":
+            credited += 1
         elif ev.kind == "mitigation" and not (pl.get("ok") and pl.get("acted")):
             handled["action_failed"] += 1
     tokens = {k: int(rep["tokens"].get(k, 0)) for k in TOKEN_KINDS}
+    cost = rep.get("cost") or {}
     return {
+        "cost_usd": float(cost.get("total_usd", 0.0)),
+        "cost_by_role": dict(cost.get("by_role_usd", {})),
+        "cache_hit_rate": rep.get("cache_hit_rate"),
         "run_id": run_id, "state": rep["state"], "reason": rep["reason"], "arm": rep["arm"],
         "tokens": {**tokens, "total": sum(tokens.values())},
         "tokens_avoided": int(rep["tokens_avoided"]), "avoided_credited": credited,
@@ -207,6 +216,11 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "runs": len(runs), "succeeded": sum(r["state"] == "succeeded" for r in runs),
         "tokens": tokens, "tokens_per_run": round(tokens["total"] / len(runs)) if runs else 0,
+        "cost_usd": round(sum(r["cost_usd"] for r in runs), 6),
+        "cost_usd_builder": round(sum(r["cost_by_role"].get("builder", 0.0) for r in runs), 6),
+        "cost_usd_doctor": round(sum(r["cost_by_role"].get("doctor", 0.0) for r in runs), 6),
+        "cache_hit_rate": round(tokens["cache_read"] / max(1, tokens["input"] + tokens["cache_creation"]
+                                                          + tokens["cache_read"]), 4),
         "doctor_calls": sum(r["doctor_calls"] for r in runs),
         "attempts": sum(r["attempts"] for r in runs),
         "builder_attempts": sum(r["builder_attempts"] for r in runs),
@@ -226,10 +240,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
     ap.add_argument("--only", help="run only scenarios whose id contains this")
+    ap.add_argument("--set", choices=sorted(SETS), default="corpus",
+                    help="corpus: replays of failures captured from real tools (default); "
+                         "handmade: the 25 scenarios of issue 5")
     ap.add_argument("--save", type=Path, help="also write the JSON result to this file")
     ap.add_argument("--timeout", type=float, default=170.0, help="seconds to wait for all runs")
     args = ap.parse_args()
-    scenarios = load_scenarios(args.only)
+    scenarios = load_scenarios(args.only, args.set)
     if not scenarios:
         print("no scenarios", file=sys.stderr)
         return 2
@@ -239,8 +256,9 @@ def main() -> int:
         wheels.mkdir()
         for s in scenarios:
             for module, source in s["wheels"].items():
-                if not (wheels / f"{module}-1.0-py3-none-any.whl").exists():
-                    write_wheel(wheels, module, source)
+                dist = s.get("dists", {}).get(module)
+                if not (wheels / f"{(dist or module).replace('-', '_')}-1.0-py3-none-any.whl").exists():
+                    write_wheel(wheels, module, source, dist=dist)
         model_file = root / "model.json"
         model_file.write_text(json.dumps({"scripts": check_matches(scenarios)}))
         server = ModelServer(model_file, root / "model.log")
@@ -328,6 +346,7 @@ def drive(d: BenchDaemon, server: ModelServer, root: Path, scenarios: list[dict[
     for cat in by_category.values():
         cat["saved_per_failure"] = round(cat["saved"] / cat["deterministic"]) if cat["deterministic"] else 0
     return {
+        "intervals": intervals(pairs),
         "machine": machine(), "scenarios": len(scenarios), "runs": len(per_run),
         "complete": complete and all(r["state"] in TERMINAL for r in per_run),
         "wall_s": round(wall, 1), "arms": arms,
@@ -355,13 +374,77 @@ def drive(d: BenchDaemon, server: ModelServer, root: Path, scenarios: list[dict[
     }
 
 
+METRICS = {  # per-run figure -> how to read it from one run's facts
+    "dollars": lambda r: r["cost_usd"],
+    "tokens": lambda r: r["tokens"]["total"],
+    "success": lambda r: 1.0 if r["state"] == "succeeded" else 0.0,
+    "doctor_calls": lambda r: r["doctor_calls"],
+    "attempts": lambda r: r["attempts"],
+}
+
+
+def _quantiles(values: list[float]) -> tuple[float, float]:
+    ordered = sorted(values)
+    return ordered[int(0.025 * (len(ordered) - 1))], ordered[int(0.975 * (len(ordered) - 1))]
+
+
+def intervals(pairs: list[dict[str, Any]], reps: int = BOOTSTRAP, seed: int = 20261202) -> dict[str, Any]:
+    """Per-run means of each metric per arm with 95% percentile bootstrap intervals, and the
+    hardened/baseline ratio of total dollars and tokens (paired: both arms of a resampled
+    scenario go together). Resamples scenarios with replacement, seeded (reproducible)."""
+    import random
+
+    rng = random.Random(seed)
+    n = len(pairs)
+    out: dict[str, Any] = {"reps": reps, "seed": seed}
+    if not n:
+        return out
+    draws = [[rng.randrange(n) for _ in range(n)] for _ in range(reps)]
+    for name, get in METRICS.items():
+        entry: dict[str, Any] = {}
+        for arm in ARMS:
+            vals = [float(get(p[arm])) for p in pairs]
+            means = [sum(vals[i] for i in d) / n for d in draws]
+            lo, hi = _quantiles(means)
+            entry[arm] = {"mean": sum(vals) / n, "lo": lo, "hi": hi}
+        out[name] = entry
+    for name in ("dollars", "tokens"):
+        get = METRICS[name]
+        h = [float(get(p["hardened"])) for p in pairs]
+        b = [float(get(p["baseline"])) for p in pairs]
+        ratios = [sum(h[i] for i in d) / max(1e-12, sum(b[i] for i in d)) for d in draws]
+        lo, hi = _quantiles(ratios)
+        out[f"{name}_ratio"] = {"ratio": sum(h) / max(1e-12, sum(b)), "lo": lo, "hi": hi}
+    return out
+
+
+def render_intervals(iv: dict[str, Any]) -> list[str]:
+    if "dollars" not in iv:
+        return []
+    fmt = {"dollars": "${:.4f}", "tokens": "{:,.0f}", "success": "{:.1%}",
+           "doctor_calls": "{:.2f}", "attempts": "{:.2f}"}
+    out = ["", f"Per run, mean [95% bootstrap interval, {iv['reps']} resamples of the scenarios]:", "",
+           "| per run | hardened | baseline |", "|---|---|---|"]
+    for name, f in fmt.items():
+        cells = [f"{f.format(iv[name][a]['mean'])} [{f.format(iv[name][a]['lo'])}, "
+                 f"{f.format(iv[name][a]['hi'])}]" for a in ARMS]
+        out.append(f"| {name} | {cells[0]} | {cells[1]} |")
+    for name in ("dollars", "tokens"):
+        r = iv[f"{name}_ratio"]
+        out.append(f"\nhardened / baseline, {name}: {r['ratio']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}] "
+                   f"= {1 - r['ratio']:.1%} cheaper [{1 - r['hi']:.1%}, {1 - r['lo']:.1%}]")
+    return out
+
+
 def render(r: dict[str, Any]) -> list[str]:
     a = r["arms"]
     rows = [
         ("runs", "runs"), ("succeeded", "succeeded"), ("tokens: input", ("tokens", "input")),
         ("tokens: output", ("tokens", "output")), ("tokens: cache write", ("tokens", "cache_creation")),
         ("tokens: cache read", ("tokens", "cache_read")), ("tokens: total", ("tokens", "total")),
-        ("tokens per run", "tokens_per_run"), ("tokens: Builder calls", "tokens_builder"),
+        ("tokens per run", "tokens_per_run"), ("dollars, total", "cost_usd"),
+        ("dollars: Builder calls", "cost_usd_builder"), ("dollars: Doctor calls", "cost_usd_doctor"),
+        ("cache hit rate", "cache_hit_rate"), ("tokens: Builder calls", "tokens_builder"),
         ("tokens: Doctor calls", "tokens_doctor"), ("Doctor calls", "doctor_calls"),
         ("attempts", "attempts"), ("Builder attempts", "builder_attempts"),
         ("failed checks (classified events)", "failures"),
@@ -383,6 +466,7 @@ def render(r: dict[str, Any]) -> list[str]:
            f"| {'figure':<50} | {'hardened':>10} | {'baseline':>10} |", f"|{'-' * 52}|{'-' * 12}|{'-' * 12}|"]
     for label, key in rows:
         out.append(f"| {label:<50} | {get(a['hardened'], key):>10} | {get(a['baseline'], key):>10} |")
+    out += render_intervals(r.get("intervals", {}))
     s = r["saving"]
     out += ["",
             f"tokens saved by the hardened arm: {s['tokens_saved']} over {s['deterministic_failures']} "
@@ -404,13 +488,14 @@ def render(r: dict[str, Any]) -> list[str]:
     for cat, c in sorted(r["by_category"].items()):
         out.append(f"| {cat} | {c['scenarios']} | {c['deterministic']} | {c['doctor_calls_avoided']} "
                    f"| {c['saved']} | {c['saved_per_failure']} |")
-    out += ["", "| scenario | hardened: state, attempts, Doctor, tokens, patterns | "
-                "baseline: state, attempts, Doctor, tokens | saved |", "|---|---|---|---|"]
+    out += ["", "| scenario | hardened: state, attempts, Doctor, tokens, $, patterns | "
+                "baseline: state, attempts, Doctor, tokens, $ | saved tokens |", "|---|---|---|---|"]
     for p in r["pairs"]:
         h, b = p["hardened"], p["baseline"]
         out.append(f"| {p['scenario']} | {h['state']}, {h['attempts']}, {h['doctor_calls']}, "
-                   f"{h['tokens']['total']}, {'/'.join(h['patterns']) or '-'} | {b['state']}, "
-                   f"{b['attempts']}, {b['doctor_calls']}, {b['tokens']['total']} | {p['saved']} |")
+                   f"{h['tokens']['total']}, {h['cost_usd']:.4f}, {'/'.join(h['patterns']) or '-'} | "
+                   f"{b['state']}, {b['attempts']}, {b['doctor_calls']}, {b['tokens']['total']}, "
+                   f"{b['cost_usd']:.4f} | {p['saved']} |")
     return out
 
 

@@ -70,6 +70,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     daily_token_budget: int | None = None  # all runs, per UTC day
     min_output_tokens: int = 256  # a call whose max_tokens would shrink below this is refused
     count_tokens: bool = True  # count each call's input with the API before sending it
+    builder_context_editing: str = "ours"  # ours | api | off: clearing old tool results
     watchdog: bool = True
     log_format: str = "text"  # text | json
     log_level: str = "INFO"
@@ -136,6 +137,7 @@ SETTING_DOCS: dict[str, str] = {
     "daily_usd_budget": "USD all runs together may spend per UTC day (unset: no daily limit); a call that could pass it is not made",
     "daily_token_budget": "tokens all runs together may spend per UTC day (unset: no daily limit)",
     "min_output_tokens": "smallest max_tokens a call may shrink to in order to fit a budget; below it the call is refused and the run ends",
+    "builder_context_editing": "clear old tool results from long Builder conversations (hardened arm): 'ours' (autopack clears them, keeping each tool_use/tool_result pair), 'api' (the API's context editing, beta) or 'off'; see bench/prune.py",
     "count_tokens": "count each call's input tokens with the API's count_tokens endpoint before sending it (off: a conservative local estimate)",
     "watchdog": "send WATCHDOG=1 to systemd when WatchdogSec is set",
     "log_format": "text or json (journald prefixes are added under systemd)",
@@ -262,6 +264,8 @@ def load_settings(
         value = getattr(settings, name)
         if value is not None and value <= 0:
             raise ConfigError(f"{name} must be > 0 (leave it unset for no daily limit)")
+    if settings.builder_context_editing not in ("ours", "api", "off"):
+        raise ConfigError("builder_context_editing must be 'ours', 'api' or 'off'")
     if settings.min_output_tokens < 1:
         raise ConfigError("min_output_tokens must be >= 1")
     if settings.sandbox not in ("auto", "bwrap", "off"):
