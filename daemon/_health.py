@@ -128,7 +128,12 @@ class HealthServer:
         assert self.fallback is not None
         body = b""
         while True:  # the request body (a login form at most): bounded
-            nxt = conn.next_event()
+            try:
+                nxt = conn.next_event()
+            except h11.RemoteProtocolError as exc:  # a malformed body (chunking, length)
+                await self._send(stream, conn, exc.error_status_hint, "text/plain",
+                                 b"bad request\n")
+                return False
             if nxt is h11.NEED_DATA:
                 data = await stream.receive_some(65536)
                 if not data:

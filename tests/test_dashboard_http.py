@@ -285,3 +285,16 @@ def test_wheel_ships_the_static_assets(tmp_path):
     for asset in ("dashboard.css", "dashboard.js", "favicon.svg"):
         assert f"autopack/daemon/web/static/{asset}" in names
     assert "autopack/daemon/web/_server.py" in names
+
+
+def test_malformed_body_to_a_dashboard_path_is_a_400_and_the_daemon_serves_on(daemon_factory):
+    d = daemon_factory()
+    sock = socket.create_connection(("127.0.0.1", port_of(d)), timeout=10)
+    try:
+        sock.sendall(b"POST /login HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b"zz-not-hex\r\n\r\n")
+        assert read_stream_until(sock, b"\r\n", 10).startswith(b"HTTP/1.1 400")
+    finally:
+        sock.close()
+    assert request(d, "/healthz")[0] == 200
+    assert request(d, "/")[0] == 200
