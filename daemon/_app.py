@@ -490,6 +490,10 @@ class Daemon:
             env = self.state_dir / "envs" / run_id
             shutil.rmtree(env, ignore_errors=True)
             LOGGER.info("swept orphan worktree %s", path)
+        scratch_root = self.state_dir / "tmp"  # runs' private /tmp (actors._sandbox.scratch_dir)
+        for path in sorted(scratch_root.iterdir()) if scratch_root.exists() else []:
+            if path.name not in live and not wt.lock_is_held(lock_dir, path.name):
+                shutil.rmtree(path, ignore_errors=True)
 
     async def _signals(self, scope: Any) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:

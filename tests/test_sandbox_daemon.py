@@ -246,3 +246,19 @@ def test_hooks_never_run_during_the_daemons_own_git(daemon, tmp_path):
     assert st.phases[0].commit  # the daemon committed (and checked out, and moved refs) ...
     assert git(repo, "show", f"autopack/{run_id}:made.txt") == "made"
     assert not ran.exists()  # ... and no hook of the repository ran
+
+
+def test_private_tmp_lives_with_the_run(daemon, tmp_path):
+    repo = make_repo(tmp_path / "repo")
+    spec = write_spec(tmp_path / "s.json", [{
+        "id": "c", "goal": "c", "kind": "command",
+        "checks": ["echo kept > /tmp/note", "grep -qx kept /tmp/note"]}])  # across commands
+    run_id = submit(daemon, spec, repo)
+    assert wait_state(daemon, run_id).state == "succeeded"
+    assert not (daemon.state_dir / "tmp" / run_id).exists()  # removed with the run
+    daemon.stop()
+    stray = daemon.state_dir / "tmp" / "20200101-000000-deadbeef"
+    stray.mkdir(parents=True)
+    (stray / "left.txt").write_text("x")
+    daemon.start()
+    assert not stray.exists()  # a dead run's private /tmp is swept at start-up
