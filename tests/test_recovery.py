@@ -143,7 +143,8 @@ def test_repeated_kills_lose_nothing(daemon_factory, repo, tmp_path):
         d.kill9()
         d.start()
     for run_id in ids:
-        assert wait_state(d, run_id, timeout=90).state == "succeeded"
+        st = wait_state(d, run_id, timeout=90)
+        assert st.state == "succeeded", st
         assert phase_commits(repo, run_id) == [f"s{i}: step {i}" for i in range(4)]
 
 

@@ -255,7 +255,10 @@ def test_private_tmp_lives_with_the_run(daemon, tmp_path):
         "checks": ["echo kept > /tmp/note", "grep -qx kept /tmp/note"]}])  # across commands
     run_id = submit(daemon, spec, repo)
     assert wait_state(daemon, run_id).state == "succeeded"
-    assert not (daemon.state_dir / "tmp" / run_id).exists()  # removed with the run
+    deadline = time.monotonic() + 30  # removed with the run, just after its end state
+    while (daemon.state_dir / "tmp" / run_id).exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     daemon.stop()
     stray = daemon.state_dir / "tmp" / "20200101-000000-deadbeef"
     stray.mkdir(parents=True)
