@@ -22,7 +22,8 @@ def test_uncommitted_changes_are_refused_naming_them(daemon, tmp_path):
     assert "a.txt" in res.stderr
     assert "--include-uncommitted" in res.stderr
     assert "b.txt" not in res.stderr
-    assert daemon.ctl("list", "--json").stdout.strip() == ""  # nothing was submitted
+    listed = json.loads(daemon.ctl("list", "--json").stdout)
+    assert listed["runs"] == []  # nothing was submitted
 
 
 def test_include_uncommitted_makes_them_the_base_and_leaves_the_checkout(daemon, tmp_path):
