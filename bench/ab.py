@@ -267,8 +267,9 @@ def main() -> int:
         os.environ.update({"ANTHROPIC_BASE_URL": server.url, "ANTHROPIC_API_KEY": FAKE_KEY,
                            "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheels)})
         try:
+            # the local wheelhouse must be readable inside the runs' sandbox
             with BenchDaemon(root, max_concurrent_runs=4, builder_attempt_wall_s=60,
-                             log_level="WARNING") as d:
+                             log_level="WARNING", sandbox_read_only=[str(wheels)]) as d:
                 d.start()
                 result = drive(d, server, root, scenarios, args.timeout)
         finally:
