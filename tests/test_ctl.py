@@ -349,3 +349,79 @@ def test_build_phase_without_key_or_endpoint_is_refused_at_submit(daemon_factory
     cmd_only = write_spec(tmp_path / "c.json", [
         {"id": "prep", "goal": "p", "kind": "command", "checks": ["true"]}])
     assert d.ctl("submit", str(cmd_only), "--repo", str(repo)).returncode == 0
+
+
+# ------------------------------------------------------------------ a terminal; what is imported
+def run_on_terminal(argv: list[str], env: dict[str, str], timeout: float = 60) -> tuple[int, str]:
+    """Run ``argv`` with its stdout on a pseudo-terminal; return (exit status, all output)."""
+    import pty
+    import select
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(argv, stdout=follower, stderr=follower, env=env)
+    os.close(follower)
+    out = b""
+    try:
+        while True:
+            ready, _, _ = select.select([leader], [], [], timeout)
+            if not ready:
+                raise AssertionError(f"no output for {timeout} s: {out!r}")
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the process closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        os.close(leader)
+    return proc.wait(timeout), out.decode("utf-8", "replace")
+
+
+def test_wait_and_logs_on_a_terminal_show_a_live_line(daemon: Any, repo: Path,
+                                                      tmp_path: Path) -> None:
+    spec = write_spec(tmp_path / "live.json", [
+        {"id": "first", "goal": "f", "kind": "command", "checks": ["sleep 1.5"]},
+        {"id": "second", "goal": "s", "kind": "command", "checks": ["sleep 1.5"]}])
+    run_id = submit(daemon, spec, repo)
+    env = {**daemon.env, "AUTOPACK_SOCKET": daemon.socket}
+    code, out = run_on_terminal([CTL, "wait", run_id], env)
+    assert code == 0, out
+    assert "\r\x1b[K" in out  # redrawn in place
+    assert f"{run_id}  running" in out
+    assert "phase 1/2 first  attempt 1" in out or "phase 2/2 second  attempt 1" in out
+    assert " tok" in out
+    assert f"run {run_id}: succeeded" in out  # the summary replaces the live line at the end
+    run2 = submit(daemon, spec, repo)
+    code, out = run_on_terminal([CTL, "logs", "-f", run2], env)
+    assert code == 0, out
+    assert "phase_running" in out
+    assert "\r\x1b[K" in out
+    assert "phase 2/2 second" in out
+    assert f"run {run2}: succeeded" in out
+
+
+@pytest.mark.parametrize(("argv", "forbidden"), [
+    pytest.param(["--help"], {"argparse", "msgspec", "autopack.protocol"}, id="help"),
+    pytest.param(["status", "latest"], {"autopack.actors", "autopack.daemon._app", "trio",
+                                        "anthropic", "sqlite3", "tomllib"}, id="status"),
+    pytest.param(["list"], {"autopack.actors", "autopack.daemon._app", "trio", "anthropic",
+                            "sqlite3", "shutil"}, id="list"),
+])
+def test_each_command_imports_only_what_it_uses(argv: list[str], forbidden: set[str],
+                                                tmp_path: Path) -> None:
+    """The client imports only autopack.protocol and its own sub-package; --help not even that."""
+    import sys
+
+    code = ("import sys\nfrom autopack.daemon.ctl._main import main\nmain(sys.argv[1:])\n"
+            "mods = sorted(sys.modules)\n"
+            "print(' '.join(m for m in mods if m.startswith('autopack')))\n"
+            f"print(' '.join(m for m in mods if m.split('.')[0] in {sorted(forbidden)!r}\n"
+            f"               or m in {sorted(forbidden)!r}))\n")
+    res = subprocess.run([sys.executable, "-c", code, "--socket", str(tmp_path / "no.sock"),
+                          *argv], capture_output=True, text=True, timeout=60)
+    ours, bad = res.stdout.splitlines()[-2:]
+    assert bad == "", bad
+    for module in ours.split():
+        assert module.startswith(("autopack.daemon.ctl", "autopack.protocol")) \
+            or module in ("autopack", "autopack.daemon"), module

@@ -26,7 +26,10 @@ class CtlParser(argparse.ArgumentParser):
             width = os.get_terminal_size(2).columns - 2
         except OSError:
             width = 78
-        return self.formatter_class(prog=self.prog, width=max(width, 40))
+        cls = self.formatter_class
+        if isinstance(cls, type) and issubclass(cls, argparse.HelpFormatter):
+            return cls(prog=self.prog, width=max(width, 40))
+        return super()._get_formatter()
 
     def error(self, message: str) -> NoReturn:
         raise CtlError(f"{self.prog.removeprefix('autopackctl ')}: {message}{self._hint(message)}"

@@ -42,6 +42,7 @@ class Cmd:
         self.name, self.help = name, COMMANDS[name][1]
         self.options: list[tuple[list[str], str, list[str] | None, bool]] = []
         self.files = self.runs = False
+        self.positional_choices: list[str] = []
         for action in parser._actions:
             if action.option_strings:
                 takes_value = action.nargs != 0
@@ -54,8 +55,6 @@ class Cmd:
                 self.runs = True
             elif action.choices:
                 self.positional_choices = [str(c) for c in action.choices]
-        if not hasattr(self, "positional_choices"):
-            self.positional_choices: list[str] = []
 
 
 def commands() -> list[Cmd]:
