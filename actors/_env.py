@@ -55,30 +55,44 @@ def system_python() -> str:
     return base if os.path.exists(base) else (shutil.which("python3") or sys.executable)
 
 
+def run_env_dir(state_dir: Path, run_id: str) -> Path:
+    """Where run ``run_id``'s own environment (its Python virtualenv) lives.
+
+    Writable by the run's commands (install, checks, the Builder's bash, fixes); removed
+    with the run's worktree. Ready copies are kept apart in :func:`env_cache_dir`, tool
+    caches (uv, pip) in :func:`tool_cache_dir`.
+    """
+    return state_dir / "envs" / run_id
+
+
+def env_cache_dir(state_dir: Path) -> Path:
+    """Ready environments, keyed by install inputs; only the daemon reads and writes them."""
+    return state_dir / "envcache"
+
+
+def tool_cache_dir(state_dir: Path) -> Path:
+    """uv's and pip's download caches, written by install steps (``UV_CACHE_DIR`` …)."""
+    return state_dir / "cache"
+
+
 async def ensure_venv(venv: Path) -> Path:
     """Create the run's virtualenv if missing; returns its ``python``.
 
-    ``--system-site-packages`` lets checks use the tools the machine already has
-    (pytest, …) while everything the run installs goes into the venv only.
+    No system site-packages: the run sees only what its install step put there (the
+    machine's packages once made a check import another copy of the project). Seeded
+    with pip, which fixes install with. uv makes it when available (tens of
+    milliseconds), else ``python -m venv``.
     """
+    from ._install import uv_binary, venv_command
+
     python = venv / "bin" / "python"
     if not await anyio.Path(python).exists():
         await anyio.Path(venv.parent).mkdir(parents=True, exist_ok=True)
-        args = [system_python(), "-m", "venv", "--system-site-packages"]
-        if await _base_has_pip():
-            # the base pip, seen through system site-packages, installs into the venv;
-            # skipping ensurepip makes a venv in ~0.3 s instead of several seconds
-            args.append("--without-pip")
-        await anyio.run_process([*args, str(venv)], check=True)
+        uv = uv_binary()
+        done = await anyio.run_process(venv_command(venv, system_python(), uv), check=False)
+        if done.returncode != 0 and uv:  # offline without pip in uv's cache: the stdlib way
+            await anyio.run_process(venv_command(venv, system_python(), None), check=True)
+        elif done.returncode != 0:
+            raise OSError(f"cannot create a virtualenv at {venv}: "
+                          f"{done.stderr.decode(errors='replace').strip()[-300:]}")
     return python
-
-
-_PIP_PROBE: dict[str, bool] = {}
-
-
-async def _base_has_pip() -> bool:
-    base = system_python()
-    if base not in _PIP_PROBE:
-        proc = await anyio.run_process([base, "-c", "import pip"], check=False)
-        _PIP_PROBE[base] = proc.returncode == 0
-    return _PIP_PROBE[base]

@@ -33,12 +33,14 @@ import anyio
 from autopack.protocol import PhaseSpec, RunSpec, SpecError, StorageError, validate_spec
 
 from . import _worktree as wt
-from ._env import base_env, ensure_venv, with_venv
+from ._env import base_env, ensure_venv, run_env_dir, with_venv
 from ._failpoints import hit
 from ._proc import CommandResult, run_command
 
 LOGGER = logging.getLogger(__name__)
 EXCERPT_BYTES = 4000
+INSTALL_TIMEOUT_S = 1800  # one install step (a cold install of a large project downloads a lot)
+READY_MARK = ".autopack-ready"  # in the run's venv once its install step succeeded
 
 
 class RecordsPort(Protocol):
@@ -209,7 +211,7 @@ class RunActor:
         ws = RunWorkspace(
             run_id=self.run_id, spec=spec, repo=Path(run["repo"]),
             worktree=self.s.state_dir / "worktrees" / self.run_id,
-            venv=self.s.state_dir / "envs" / self.run_id,
+            venv=run_env_dir(self.s.state_dir, self.run_id),
             base_sha=run.get("base_commit") or "", arm=run.get("arm") or "hardened",
         )
         if run.get("started_at"):
@@ -265,8 +267,8 @@ class RunActor:
         self._refill_pool(ws)
         ws.env = base_env()
         await self._confine(ws)
-        if ws.venv.exists():
-            await ws.activate_venv()
+        if any(p["state"] not in ("succeeded", "skipped") for p in run["phases"]):
+            await self._prepare_env(ws)
         for idx, phase in enumerate(ws.spec.phases):
             prow = run["phases"][idx]
             if prow["state"] in ("succeeded", "skipped"):
@@ -322,6 +324,101 @@ class RunActor:
                              detail=sandbox.probe.detail, network=ws.box.network,
                              confined=mode == "bwrap")
 
+    # -------------------------------------------------------------- the environment
+    async def _prepare_env(self, ws: RunWorkspace) -> None:
+        """The install step, once per run before the first check (see :mod:`._install`).
+
+        A ready copy of the environment is reused when the install inputs did not change;
+        a failed step ends the run with its output classified like a check's.
+        """
+        from ._env import env_cache_dir
+        from ._install import EnvCache, cache_key, plan_install, uv_binary
+        from ._toolchain import detect
+
+        ready = ws.venv / READY_MARK
+        if await anyio.Path(ready).exists():  # a resumed run: its environment is ready
+            ws.env = with_venv(ws.env, ws.venv)
+            return
+        started = time.monotonic()
+        detection = await anyio.to_thread.run_sync(detect, ws.cwd)
+        plan = plan_install(detection, ws.spec.setup, uv=uv_binary())
+        if not plan.venv and not plan.steps:
+            if await anyio.Path(ws.venv).exists():  # made lazily by an earlier attempt
+                await ws.activate_venv()
+            return  # nothing to install (no Python, no Node): the system's tools
+        cache = EnvCache(env_cache_dir(self.s.state_dir))
+        key, reused = None, False
+        if plan.venv:
+            from ._env import system_python
+
+            key = await anyio.to_thread.run_sync(cache_key, ws.cwd, plan, system_python())
+            if await anyio.to_thread.run_sync(cache.has, key):
+                reused = await anyio.to_thread.run_sync(cache.clone, key, ws.venv, ws.worktree)
+            if not reused:
+                await anyio.to_thread.run_sync(shutil.rmtree, ws.venv, True)
+                await ws.activate_venv()
+        ws.env = with_venv(ws.env, ws.venv) if plan.venv else ws.env
+        await self.rec.event(self.run_id, None, None, "install_started", source=plan.source,
+                             installer=plan.installer, reused=reused, key=key,
+                             steps=([] if reused else plan.venv_steps) + plan.steps,
+                             inputs=plan.inputs, env=str(ws.venv) if plan.venv else None)
+        for step in ([] if reused else plan.venv_steps) + plan.steps:
+            await self._install_step(ws, step)
+        if plan.venv:
+            await _drop_build_leftovers(ws.worktree)
+            await anyio.Path(ready).write_text(key or "")
+            if key and not reused:
+                await anyio.to_thread.run_sync(cache.store, key, ws.venv, ws.worktree)
+        await self.rec.event(self.run_id, None, None, "env_ready", reused=reused,
+                             seconds=round(time.monotonic() - started, 3))
+
+    async def _install_step(self, ws: RunWorkspace, command: str) -> None:
+        from ._install import install_env
+
+        async def on_start(pgid: int) -> None:
+            await self.rec.add_process(pgid, self.run_id, command)
+
+        async def on_end(pgid: int) -> None:
+            await self.rec.remove_process(pgid)
+
+        limits = ws.spec.limits
+        result = await run_command(
+            command, cwd=ws.cwd, env=install_env(ws.env, ws.venv, self.s.state_dir),
+            timeout_s=min(INSTALL_TIMEOUT_S, self._run_time_left(ws)),
+            max_output=limits.max_output_bytes, output_limit=limits.check_output_limit_bytes,
+            on_start=on_start, on_end=on_end, box=ws.box, step="install")
+        await self.rec.event(self.run_id, None, None, "install_finished", command=command,
+                             exit_code=result.exit_code, duration_s=result.duration_s,
+                             timed_out=result.timed_out, excerpt=excerpt(result.output))
+        if result.ok:
+            return
+        pattern, evidence = await self._classify_install(ws, result)
+        raise RunEnded("failed", f"install step failed: {pattern or 'unclassified'} "
+                                 f"(`{command}` exit {result.exit_code}): {evidence}")
+
+    async def _classify_install(self, ws: RunWorkspace, result: CommandResult) -> tuple[
+            str | None, str]:
+        from autopack.protocol import ClassifyContext
+
+        classify = getattr(self.s.phase_runner, "classify", None)
+        last = [ln.strip() for ln in result.output.strip().splitlines() if ln.strip()][-1:]
+        if classify is None:
+            return None, last[0][:200] if last else ""
+        await ws.describe()
+        c = await classify(result.output, result.exit_code, ClassifyContext(
+            command=result.command, repo_root=str(ws.worktree), toolchain=ws.toolchain,
+            repo_modules=ws.repo_modules, lockfile_manager=ws.node_manager))
+        import msgspec
+
+        await self.rec.event(self.run_id, None, None, "classified", pattern=c.pattern,
+                             evidence=c.evidence, details=c.details, command=result.command,
+                             exit_code=result.exit_code, stage="install",
+                             mitigation=msgspec.to_builtins(c.mitigation) if c.mitigation
+                             else None, tokens_avoided=0, decision="fail",
+                             reason="install step failed")
+        evidence = "; ".join(c.evidence) if c.evidence else (last[0] if last else "")
+        return c.pattern, evidence[:300]
+
     # -------------------------------------------------------------- one phase
     async def _limited_phase(self, ws: RunWorkspace, idx: int,
                              phase: PhaseSpec) -> tuple[str, str | None, str | None]:
@@ -357,9 +454,7 @@ class RunActor:
             checks, reasons = default_checks(ws.cwd)
             return checks, reasons, any(tc.env == "venv" for tc in detect_toolchains(ws.cwd))
 
-        checks, reasons, wants_venv = await anyio.to_thread.run_sync(read)
-        if wants_venv and not ws.venv_active:
-            await ws.activate_venv()
+        checks, reasons, _wants_venv = await anyio.to_thread.run_sync(read)
         await self.rec.event(self.run_id, phase.id, attempt, "checks_detected", checks=checks,
                              reasons=reasons)
         if not checks:
@@ -504,6 +599,18 @@ class RunActor:
         """Ready the next run's worktree in the background (a no-op when one is ready)."""
         if self.s.pool is not None and self.s.spawn is not None and ws.base_sha:
             self.s.spawn(self.s.pool.refill, ws.repo, ws.base_sha, self.s.repo_lock(str(ws.repo)))
+
+
+async def _drop_build_leftovers(worktree: Path) -> None:
+    """Remove the ``*.egg-info`` directories an editable install leaves in the worktree
+    (untracked, not ignored): they are build output, not the run's change."""
+    done = await anyio.run_process(
+        ["git", "status", "--porcelain=v1", "-z", "--untracked-files=normal"],
+        cwd=str(worktree), check=False)
+    for entry in done.stdout.decode("utf-8", "surrogateescape").split("\0"):
+        path = entry[3:].rstrip("/")
+        if entry.startswith("?? ") and path.endswith(".egg-info"):
+            await anyio.to_thread.run_sync(shutil.rmtree, worktree / path, True)
 
 
 def judge_test_count(result: CommandResult, *,

@@ -18,7 +18,8 @@ import zipfile
 from pathlib import Path
 
 # what a run needs offline: pytest and its dependencies, and a PEP 517 backend
-OFFLINE_DISTS = ("pytest", "iniconfig", "packaging", "pluggy", "pygments", "setuptools", "wheel")
+OFFLINE_DISTS = ("pytest", "iniconfig", "packaging", "pluggy", "pygments", "setuptools", "wheel",
+                 "pip")
 _SKIP_META = {"RECORD", "INSTALLER", "REQUESTED", "direct_url.json"}
 
 

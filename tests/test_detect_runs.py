@@ -139,3 +139,95 @@ def test_spec_validates_new_fields(tmp_path: Path) -> None:
             {"id": "a", "goal": "g", "allow_no_tests": "yes"}]})
     paths = [p for p, _ in err.value.problems]
     assert paths == ["setup", "phases[0].allow_no_tests"]
+
+
+SRC_LAYOUT = {  # only importable once installed: src/ is not on sys.path by itself
+    "pyproject.toml": "[build-system]\nrequires = ['setuptools>=61']\n"
+                      "build-backend = 'setuptools.build_meta'\n"
+                      "[project]\nname = 'srccalc'\nversion = '1.0'\n"
+                      "[project.optional-dependencies]\ntest = ['pytest']\n"
+                      "[tool.setuptools.packages.find]\nwhere = ['src']\n",
+    "src/srccalc/__init__.py": "VALUE = 1\n",
+    "tests/test_value.py": "import srccalc\n\n\ndef test_value():\n    assert srccalc.VALUE == 1\n",
+}
+
+
+def test_src_layout_installed_once_then_reused(offline_daemon: Any, tmp_path: Path) -> None:
+    from tests.conftest import git
+
+    d = offline_daemon
+    repo = make_repo(tmp_path / "src", SRC_LAYOUT)
+    phase = {"checks": ["python -m pytest -q",
+                        "python -c 'import os, sys; assert sys.prefix == os.environ[\"VIRTUAL_ENV\"]"
+                        " != sys.base_prefix, sys.prefix'"]}
+    first = submit(d, tmp_path, repo, phase, name="1.json")
+    st = wait_state(d, first, timeout=240)
+    assert st.state == "succeeded", (st, events(d, first, "install_finished"))
+    (started,) = events(d, first, "install_started")
+    assert started["source"] == "detected" and started["reused"] is False
+    assert any("install -e '.[test]'" in s for s in started["steps"]), started
+    assert all(e["exit_code"] == 0 for e in events(d, first, "install_finished"))
+    assert events(d, first, "check_finished")[0]["tests"]["ran"] == 1
+    # the install left no build output to be committed
+    assert not list(repo.glob("src/*.egg-info"))
+    # same install inputs, new code: the ready environment is reused and points at the
+    # new run's worktree (the first one is gone)
+    (repo / "src/srccalc/__init__.py").write_text("VALUE = 2\n")
+    (repo / "tests/test_value.py").write_text(
+        "import srccalc\n\n\ndef test_value():\n    assert srccalc.VALUE == 2\n")
+    git(repo, "commit", "-qam", "two")
+    second = submit(d, tmp_path, repo, phase, name="2.json")
+    st = wait_state(d, second, timeout=240)
+    assert st.state == "succeeded", (st, events(d, second, "check_finished"))
+    (started,) = events(d, second, "install_started")
+    assert started["reused"] is True and started["steps"] == []
+    assert events(d, second, "install_finished") == []
+    assert events(d, second, "check_finished")[0]["tests"]["ran"] == 1
+    # changed install inputs: installed again
+    (repo / "pyproject.toml").write_text(SRC_LAYOUT["pyproject.toml"].replace("1.0", "1.1"))
+    git(repo, "commit", "-qam", "three")
+    third = submit(d, tmp_path, repo, phase, name="3.json")
+    assert wait_state(d, third, timeout=240).state == "succeeded"
+    assert events(d, third, "install_started")[0]["reused"] is False
+
+
+def test_failing_install_step_is_classified(offline_daemon: Any, tmp_path: Path) -> None:
+    d = offline_daemon
+    repo = make_repo(tmp_path / "req", {**PYTEST_STYLE,
+                                        "requirements.txt": "no-such-dist-autopack-xyz\n"})
+    detected = submit(d, tmp_path, repo, name="a.json")
+    spec_setup = submit(d, tmp_path, repo, name="b.json",
+                        setup=["python -m pip install no-such-dist-autopack-xyz"])
+    for run_id in (detected, spec_setup):
+        st = wait_state(d, run_id, timeout=240)
+        assert st.state == "failed"
+        assert "install step failed: package_not_found" in (st.reason or ""), st.reason
+        (c,) = events(d, run_id, "classified")
+        assert c["pattern"] == "package_not_found" and c["stage"] == "install"
+        assert events(d, run_id, "check_started") == []  # no check ran
+    (started,) = events(d, spec_setup, "install_started")
+    assert started["source"] == "spec"
+    assert started["steps"] == ["python -m pip install no-such-dist-autopack-xyz"]
+
+
+def test_node_package_runs_its_real_npm_test(offline_daemon: Any, tmp_path: Path) -> None:
+    import shutil
+
+    if not shutil.which("node") or not shutil.which("npm"):
+        pytest.skip("node/npm not installed here (a Node project's test needs them)")
+    d = offline_daemon
+    pkg = '{"name": "n", "version": "1.0.0", "scripts": {"test": "node --test"}}'
+    lock = '{"name": "n", "version": "1.0.0", "lockfileVersion": 3, "requires": true, ' \
+           '"packages": {"": {"name": "n", "version": "1.0.0"}}}'
+    test = "const test = require('node:test');\nconst assert = require('node:assert');\n" \
+           "test('adds', () => { assert.strictEqual(1 + 1, 2); });\n"
+    ok = make_repo(tmp_path / "node", {"package.json": pkg, "package-lock.json": lock,
+                                        "test/add.test.js": test})
+    bad = make_repo(tmp_path / "nodebad", {"package.json": pkg, "package-lock.json": lock,
+                                           "test/add.test.js": test.replace("2)", "3)")})
+    run_ok, run_bad = submit(d, tmp_path, ok, name="a.json"), submit(d, tmp_path, bad, name="b.json")
+    st = wait_state(d, run_ok, timeout=240)
+    assert st.state == "succeeded", (st, events(d, run_ok, "check_finished"))
+    assert events(d, run_ok, "checks_detected")[0]["checks"] == ["npm test"]
+    assert [e["command"] for e in events(d, run_ok, "install_finished")] == ["npm ci"]
+    assert wait_state(d, run_bad, timeout=240).state == "failed"

@@ -286,6 +286,19 @@ def _retry_after(sc: Scan, start: int, end: int) -> Details:
     return {}
 
 
+_UV_MISSING = re.compile(r"Because (?P<package>[A-Za-z0-9][\w.\[\]-]*) was not found in the "
+                         r"(?:package registry|cache|provided package locations)")
+
+
+def _no_solution(m: re.Match[str], line: str, sc: Scan, start: int, end: int) -> Verdict:
+    """uv's "No solution found" whose cause is a name nobody has is not a conflict."""
+    for nxt in sc.lines_after(end, 3):
+        um = _UV_MISSING.search(nxt)
+        if um:
+            return "package_not_found", {"manager": "uv", "package": um.group("package")}
+    return "dependency_conflict", {}
+
+
 def _rate(m: re.Match[str], line: str, sc: Scan, start: int, end: int) -> Verdict:
     d: Details = {k: v for k, v in m.groupdict().items() if v}
     status = re.search(r"\b(429|529)\b", line)
@@ -597,7 +610,7 @@ RULES: tuple[Rule, ...] = (
        lambda m, line, sc, s, e: None if _index_said_nothing(sc, line, s) else ("package_not_found", dict(m.groupdict()))),
     _r("package_not_found", ("rror",), r"^error: no matching package (?:named|found) `?(?P<package>[^`\s]+)`?"),
     _r("package_not_found", ("rror", "RROR"), r"(?:PackageNotFoundError|HTTP error 404 while getting|Because \S+ depends on \S+ which doesn't exist)"),
-    _r("dependency_conflict", ("RROR", "rror"), r"(?:ResolutionImpossible|because these package versions have conflicting dependencies|SolverProblemError|version solving failed|No solution found when resolving dependencies)"),
+    _r("dependency_conflict", ("RROR", "rror"), r"(?:ResolutionImpossible|because these package versions have conflicting dependencies|SolverProblemError|version solving failed|No solution found when resolving dependencies)", _no_solution),
     _r("dependency_conflict", ("rror",), r"^error: failed to select a version for"),
     # Compilers and type checkers.
     _r("compile_error", ("rror",), r"^error(?:\[(?P<code>E\d{4})\])?: (?P<msg>.+)$", _rust_error),
