@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -180,9 +181,15 @@ def test_rejected_key_fails_at_once(llm_daemon, model, repo, tmp_path):
     assert model.stats()["by_status"].get("401") == 1  # no retries
     log = llm_daemon.log.read_text()
     assert "sk-ant-test-not-a-real-key" not in log
-    for path in llm_daemon.state_dir.rglob("*"):  # database, WAL, reports, locks
-        if path.is_file():
-            assert b"sk-ant-test-not-a-real-key" not in path.read_bytes(), path
+    # database, WAL, reports, locks (os.walk: the run's environment may be going away meanwhile)
+    for root, _dirs, files in os.walk(llm_daemon.state_dir):
+        for name in files:
+            path = Path(root) / name
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                continue
+            assert b"sk-ant-test-not-a-real-key" not in data, path
 
 
 def test_missing_key_fails_run_with_clear_reason(daemon_factory, repo, tmp_path):

@@ -164,7 +164,8 @@ def test_src_layout_installed_once_then_reused(offline_daemon: Any, tmp_path: Pa
     st = wait_state(d, first, timeout=240)
     assert st.state == "succeeded", (st, events(d, first, "install_finished"))
     (started,) = events(d, first, "install_started")
-    assert started["source"] == "detected" and started["reused"] is False
+    assert started["source"] == "detected"
+    assert started["reused"] is False
     assert any("install -e '.[test]'" in s for s in started["steps"]), started
     assert all(e["exit_code"] == 0 for e in events(d, first, "install_finished"))
     assert events(d, first, "check_finished")[0]["tests"]["ran"] == 1
@@ -180,7 +181,8 @@ def test_src_layout_installed_once_then_reused(offline_daemon: Any, tmp_path: Pa
     st = wait_state(d, second, timeout=240)
     assert st.state == "succeeded", (st, events(d, second, "check_finished"))
     (started,) = events(d, second, "install_started")
-    assert started["reused"] is True and started["steps"] == []
+    assert started["reused"] is True
+    assert started["steps"] == []
     assert events(d, second, "install_finished") == []
     assert events(d, second, "check_finished")[0]["tests"]["ran"] == 1
     # changed install inputs: installed again
@@ -203,7 +205,8 @@ def test_failing_install_step_is_classified(offline_daemon: Any, tmp_path: Path)
         assert st.state == "failed"
         assert "install step failed: package_not_found" in (st.reason or ""), st.reason
         (c,) = events(d, run_id, "classified")
-        assert c["pattern"] == "package_not_found" and c["stage"] == "install"
+        assert c["pattern"] == "package_not_found"
+        assert c["stage"] == "install"
         assert events(d, run_id, "check_started") == []  # no check ran
     (started,) = events(d, spec_setup, "install_started")
     assert started["source"] == "spec"
