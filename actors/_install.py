@@ -17,12 +17,20 @@ machine's site-packages:
 * Ready environments are kept under ``<state>/envcache/<key>``, keyed by the
   install inputs (pyproject.toml, setup.py/cfg, requirement files, lockfiles),
   the install commands, the interpreter and the installer. A run whose key is
-  ready gets a *copy* (``cp --reflink=auto``: copy-on-write where the file
-  system can, a plain copy otherwise — never hardlinks, which a run writing a
-  file in place would turn into a corrupted cache), with the absolute paths
-  of the run that built it (venv, worktree: scripts' shebangs, editable
-  ``.pth`` files) rewritten. Python projects installed editable keep pointing
-  at the new run's worktree, so the project's own code is never stale.
+  ready gets a clone: fresh directories whose files are hardlinks to the
+  entry's (``cp -al``; tens of milliseconds where a copy takes seconds), with
+  the absolute paths of the run that built it (venv, worktree: scripts'
+  shebangs, editable ``.pth`` files) rewritten into new private files. Python
+  projects installed editable keep pointing at the new run's worktree, so the
+  project's own code is never stale.
+* A hardlinked file written *in place* would change the entry for every later
+  run. Installers replace files (new inode, the run's own directory), so they
+  are safe; against the rest, the entry's files are read-only (an unprivileged
+  daemon's runs get EACCES on an in-place write) and every file's size and
+  mtime are recorded when the entry is stored: an entry that changed since is
+  dropped at the next clone and the run installs from scratch. (A run that
+  writes in place while a sibling runs from the same entry can still affect
+  that sibling: that is the price of the speed.)
 
 Installer: ``uv`` when it is available (the ``uv`` package's binary, else one
 on PATH), else ``python -m venv`` and pip: measured by
@@ -161,7 +169,9 @@ class EnvCache:
         tmp = self.root / f".{key}.{os.getpid()}.{time.monotonic_ns()}"
         try:
             _copy_tree(venv, tmp)
-            meta = {"venv": str(venv), "worktree": str(worktree), "created": time.time()}
+            manifest = _seal(tmp)
+            meta = {"venv": str(venv), "worktree": str(worktree), "created": time.time(),
+                    "files": manifest}
             (tmp / _META).write_text(json.dumps(meta))
             os.rename(tmp, self.root / key)
         except OSError as exc:
@@ -176,10 +186,16 @@ class EnvCache:
         src = self.root / key
         try:
             meta = json.loads((src / _META).read_text())
+            changed = _changed(src, meta["files"])
+            if changed:
+                LOGGER.warning("ready environment %s was written in place (%s): dropped",
+                               key, changed)
+                shutil.rmtree(src, ignore_errors=True)
+                return False
             shutil.rmtree(venv, ignore_errors=True)
             venv.parent.mkdir(parents=True, exist_ok=True)
-            _copy_tree(src, venv)
-            (venv / _META).unlink(missing_ok=True)
+            _copy_tree(src, venv, link=True)
+            (venv / _META).unlink()  # only the link: the entry keeps its own
             _rewrite_paths(venv, {meta["venv"]: str(venv), meta["worktree"]: str(worktree)})
             os.utime(src)  # most recently used
         except (OSError, ValueError, KeyError) as exc:
@@ -198,12 +214,40 @@ class EnvCache:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def _copy_tree(src: Path, dst: Path) -> None:
-    """``cp -a --reflink=auto``: copy-on-write clones where supported, else a real copy."""
-    done = subprocess.run(["cp", "-a", "--reflink=auto", str(src), str(dst)],
+def _copy_tree(src: Path, dst: Path, *, link: bool = False) -> None:
+    """``cp -a``: hardlinked files in new directories with ``link``, else a copy
+    (copy-on-write where the file system can)."""
+    how = "-l" if link else "--reflink=auto"
+    done = subprocess.run(["cp", "-a", how, str(src), str(dst)],
                           capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise OSError(done.stderr.strip() or f"cp exited {done.returncode}")
+
+
+def _seal(root: Path) -> dict[str, list[int]]:
+    """Make every regular file under ``root`` read-only; return {path: [size, mtime_ns]}."""
+    manifest: dict[str, list[int]] = {}
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            if not os.path.isfile(path) or os.path.islink(path):
+                continue
+            os.chmod(path, st.st_mode & ~0o222)
+            manifest[os.path.relpath(path, root)] = [st.st_size, st.st_mtime_ns]
+    return manifest
+
+
+def _changed(root: Path, manifest: dict[str, list[int]]) -> str | None:
+    """The first file of ``manifest`` whose size or mtime differ now (or that is gone)."""
+    for rel, (size, mtime) in manifest.items():
+        try:
+            st = os.lstat(root / rel)
+        except OSError:
+            return rel
+        if st.st_size != size or st.st_mtime_ns != mtime:
+            return rel
+    return None
 
 
 def _rewrite_paths(venv: Path, mapping: dict[str, str]) -> None:

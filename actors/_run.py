@@ -366,6 +366,7 @@ class RunActor:
             await self._install_step(ws, step)
         if plan.venv:
             await _drop_build_leftovers(ws.worktree)
+            await anyio.Path(ready).unlink(missing_ok=True)  # a clone's is the entry's file
             await anyio.Path(ready).write_text(key or "")
             if key and not reused:
                 await anyio.to_thread.run_sync(cache.store, key, ws.venv, ws.worktree)
