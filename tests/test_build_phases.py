@@ -185,6 +185,8 @@ def test_rejected_key_fails_at_once(llm_daemon, model, repo, tmp_path):
     for root, _dirs, files in os.walk(llm_daemon.state_dir):
         for name in files:
             path = Path(root) / name
+            if not path.is_file():  # the control socket
+                continue
             try:
                 data = path.read_bytes()
             except FileNotFoundError:
