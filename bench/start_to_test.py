@@ -103,7 +103,9 @@ def bench_daemon(root: Path, wheels: Path, cold: int, ready: int) -> dict[str, A
     cold_s: list[float] = []
     ready_s: list[float] = []
     env = offline_env(wheels)
-    with BenchDaemon(root, "start", max_concurrent_runs=1) as d:
+    # the wheelhouse sits in the host's /tmp: the operator lets sandboxes read it
+    with BenchDaemon(root, "start", max_concurrent_runs=1,
+                     sandbox_read_only=[str(wheels)]) as d:
         _spawn_with_env(d, env)
         for i in range(cold):
             (repo / "pyproject.toml").write_text(PYPROJECT.format(version=f"1.{i + 1}"))

@@ -33,7 +33,9 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def offline_daemon(daemon_factory: Any, wheelhouse: Path) -> Any:
-    return daemon_factory(env={**offline_env(wheelhouse), "ANTHROPIC_API_KEY": ""})
+    # the wheelhouse sits in the host's /tmp: the operator lets sandboxes read it
+    return daemon_factory(env={**offline_env(wheelhouse), "ANTHROPIC_API_KEY": ""},
+                          config={"sandbox_read_only": [str(wheelhouse)]})
 
 
 def submit(d: Any, tmp_path: Path, repo: Path, phase: dict[str, Any] | None = None,

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from autopack.protocol import Submit, parse_spec_text
+
+from tests._wheels import build_wheelhouse, offline_env
 
 from .conftest import make_repo, wait_state, write_spec
 
@@ -28,13 +31,12 @@ def wheelhouse(tmp_path_factory) -> Path:
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
                     "-q", "-w", str(out), str(src)], check=True, capture_output=True)
     assert list(out.glob("*.whl"))
-    return out
+    return build_wheelhouse(out)  # and what the run's install step needs (setuptools, …)
 
 
 def hardened_daemon(daemon_factory, wheelhouse: Path, **config):
     # the wheelhouse sits in the host's /tmp: the operator lets sandboxes read it
-    return daemon_factory(env={"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheelhouse),
-                               "ANTHROPIC_API_KEY": ""},
+    return daemon_factory(env={**offline_env(wheelhouse), "ANTHROPIC_API_KEY": ""},
                           config={"sandbox_read_only": [str(wheelhouse)], **config})
 
 
@@ -75,7 +77,10 @@ def test_missing_module_installed_into_run_venv_and_recheck_passes(daemon_factor
     # nothing leaked into the daemon's or the machine's interpreter
     probe = subprocess.run([sys.executable, "-c", f"import {MODULE}"], capture_output=True)
     assert probe.returncode != 0
-    # the run's venv is removed with its worktree
+    # the run's venv is removed with its worktree (just after the run's end is recorded)
+    deadline = time.monotonic() + 30
+    while (d.state_dir / "envs" / run_id).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert not (d.state_dir / "envs" / run_id).exists()
     stats = json.loads(d.ctl("stats", "--json").stdout)
     assert stats["failures_classified"] == 1
