@@ -179,6 +179,7 @@ def test_rejected_key_fails_at_once(llm_daemon, model, repo, tmp_path):
     assert st.state == "failed"
     assert "authentication" in st.reason.lower()
     assert model.stats()["by_status"].get("401") == 1  # no retries
+    llm_daemon.stop()  # the run's clean-up (worktree, env, private /tmp) ends before the scan
     log = llm_daemon.log.read_text()
     assert "sk-ant-test-not-a-real-key" not in log
     # database, WAL, reports, locks (os.walk: the run's environment may be going away meanwhile)
