@@ -1,142 +1,238 @@
-"""Benchmark: submit→ack latency, sequential submits per second, /healthz under load.
+"""Benchmark: durable submit against Huey's in-process ``SqliteHuey`` enqueue, in one
+process run, interleaved, over repetitions; then submit latency while runs execute.
 
 Usage::
 
-    .venv/bin/python bench/submit.py [--submits 2000] [--active 100] [--probes 1000] [--json]
+    .venv/bin/python bench/submit.py [--submits 2000] [--reps 3] [--clients 8]
+                                     [--load-runs 50] [--json]
 
-Part 1 — submit. A real ``autopackd`` with ``max_concurrent_runs = 1``; a first
-run whose check sleeps holds the only slot, so the N runs submitted next stay
-queued and the daemon does not execute thousands of runs while we measure.
-N ``Submit`` requests go one after the other on one control connection; the
-latency is the client's send→``Submitted`` time. Durability is on: the store
-acknowledges only after the run's transaction is committed (WAL,
-``synchronous = NORMAL`` — the store's setting: a committed run survives
-``kill -9`` of the daemon; a power cut may lose the last commits).
-Targets: p50 ≤ 1 ms, ≥ 1,000 submits/s.
+(``pip install -e '.[bench]'`` installs the peer, ``huey``.)
 
-Part 2 — health under load. A second daemon with ``max_concurrent_runs =
-100`` and 100 runs whose check sleeps, all running; then ``GET /healthz``
-latency on a new TCP connection per request and over one keep-alive
-connection. Target: p99 ≤ 10 ms.
+Part 1 — submit vs Huey. Each repetition, on the same disk (the system temp
+dir; the bench prints ``df -T`` of it), one after the other:
+
+* **autopack, sequential**: a real ``autopackd`` (``max_concurrent_runs = 1``,
+  its slot held by a sleeping run so the submitted runs stay queued); N
+  ``Submit`` requests one after the other on one control connection; latency =
+  the client's send → ``Submitted``. Each is acknowledged only after its run is
+  committed (group commit: a run survives ``kill -9`` once acknowledged).
+* **Huey, sequential**: ``SqliteHuey`` (WAL; ``synchronous = FULL``, its default)
+  in this process, N ``task()`` enqueues; latency = the call.
+* **autopack, K connections**: K client *processes* (default 8), each its own
+  connection, N submits in all; rate = N / (last ack − first send).
+
+Targets (issue 16): sequential p50 ≤ 2× Huey's; K connections ≥ 1× Huey's
+single-process rate. Figures are min / median / max over repetitions.
+
+Part 2 — submit under load. A daemon with ``max_concurrent_runs = 50``: 50 runs
+execute (each of 3 command phases of ``sleep 0.3``, so they keep writing
+events), and while they do, submits are timed one after the other on one
+connection (those runs queue). The same number of submits to the same daemon
+when idle, just before, is the peer. Target: p50 ≤ 1 ms under load.
 """
 
 from __future__ import annotations
 
 import argparse
-import inspect
-import sqlite3
+import multiprocessing
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from _common import (
     BenchDaemon,
-    KeepAliveProbe,
     command_spec,
+    disk_of,
     emit,
-    healthz_new_connection,
     machine,
     make_repo,
-    server_closes_after_connection_close,
+    percentile,
+    spread,
     summary_ms,
     wait_until,
     workspace,
 )
-from autopack.daemon._store import Store
+from autopack.daemon._client import Client
 from autopack.protocol import GetHealth, Submit, Submitted
 
 
-def bench_submit(root: Path, repo: Path, n: int) -> dict[str, Any]:
-    with BenchDaemon(root, "submit", max_concurrent_runs=1) as d:
+def _submit_many(c: Client, spec: Any, repo: Path, n: int) -> list[float]:
+    lat = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        reply = c.request(Submit(spec=spec, repo=str(repo)))
+        lat.append(time.perf_counter() - t0)
+        assert isinstance(reply, Submitted)
+    return lat
+
+
+def autopack_sequential(d: BenchDaemon, repo: Path, n: int) -> dict[str, float]:
+    spec = command_spec([["true"]], goal="queued submit")
+    with d.client() as c:
+        _submit_many(c, spec, repo, 50)  # warm-up
+        t0 = time.perf_counter()
+        lat = _submit_many(c, spec, repo, n)
+        total = time.perf_counter() - t0
+    return {"p50_ms": percentile(lat, 50) * 1000, "p99_ms": percentile(lat, 99) * 1000,
+            "per_s": n / total}
+
+
+def huey_sequential(db: Path, n: int) -> dict[str, float]:
+    from huey import SqliteHuey
+
+    huey = SqliteHuey(filename=str(db))
+
+    @huey.task()
+    def work(i: int) -> int:
+        return i
+
+    for i in range(50):  # warm-up
+        work(i)
+    lat = []
+    t0 = time.perf_counter()
+    for i in range(n):
+        t1 = time.perf_counter()
+        work(i)
+        lat.append(time.perf_counter() - t1)
+    total = time.perf_counter() - t0
+    sync = huey.storage.conn.execute("PRAGMA synchronous").fetchone()[0]
+    journal = huey.storage.conn.execute("PRAGMA journal_mode").fetchone()[0]
+    huey.storage.close()
+    return {"p50_ms": percentile(lat, 50) * 1000, "p99_ms": percentile(lat, 99) * 1000,
+            "per_s": n / total, "synchronous": sync, "journal_mode": journal}
+
+
+def _client_proc(sock: str, repo: str, n: int, go: Any, out: Any) -> None:
+    spec = command_spec([["true"]], goal="concurrent submit")
+    with Client(sock, timeout=120) as c:
+        c.request(GetHealth())
+        go.wait()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            c.request(Submit(spec=spec, repo=repo))
+        out.put((t0, time.perf_counter()))
+
+
+def autopack_concurrent(d: BenchDaemon, repo: Path, n: int, clients: int) -> dict[str, float]:
+    ctx = multiprocessing.get_context("fork")
+    go, out = ctx.Event(), ctx.Queue()
+    per = n // clients
+    procs = [ctx.Process(target=_client_proc, args=(d.socket, str(repo), per, go, out))
+             for _ in range(clients)]
+    for p in procs:
+        p.start()
+    time.sleep(0.3)  # every client connected and waiting
+    go.set()
+    spans = [out.get(timeout=300) for _ in procs]
+    for p in procs:
+        p.join(30)
+    total = max(e for _, e in spans) - min(s for s, _ in spans)
+    return {"per_s": per * clients / total}
+
+
+def part1(root: Path, repo: Path, n: int, reps: int, clients: int) -> dict[str, Any]:
+    rows = []
+    for rep in range(reps):
+        with BenchDaemon(root, f"submit{rep}", max_concurrent_runs=1) as d:
+            d.start()
+            with d.client() as c:
+                c.request(Submit(spec=command_spec([["sleep 600"]], goal="holds the slot"),
+                                 repo=str(repo)))
+            ours = autopack_sequential(d, repo, n)
+            huey = huey_sequential(root / f"huey{rep}.db", n)
+            conc = autopack_concurrent(d, repo, n, clients)
+            d.stop()
+        rows.append({"autopack_seq": ours, "huey_seq": huey, "autopack_conc": conc,
+                     "p50_ratio": ours["p50_ms"] / huey["p50_ms"],
+                     "conc_rate_ratio": conc["per_s"] / huey["per_s"]})
+    return {
+        "repetitions": rows,
+        "autopack_seq_p50_ms": spread([r["autopack_seq"]["p50_ms"] for r in rows]),
+        "autopack_seq_p99_ms": spread([r["autopack_seq"]["p99_ms"] for r in rows]),
+        "autopack_seq_per_s": spread([r["autopack_seq"]["per_s"] for r in rows]),
+        "huey_seq_p50_ms": spread([r["huey_seq"]["p50_ms"] for r in rows]),
+        "huey_seq_per_s": spread([r["huey_seq"]["per_s"] for r in rows]),
+        "autopack_conc_per_s": spread([r["autopack_conc"]["per_s"] for r in rows]),
+        "p50_ratio": spread([r["p50_ratio"] for r in rows]),
+        "conc_rate_ratio": spread([r["conc_rate_ratio"] for r in rows]),
+        "huey_pragmas": {k: rows[0]["huey_seq"][k] for k in ("synchronous", "journal_mode")},
+    }
+
+
+def part2(root: Path, repo: Path, load_runs: int, n: int) -> dict[str, Any]:
+    quick = command_spec([["true"]], goal="submitted under load")
+    busy = command_spec([["sleep 0.3"], ["sleep 0.3"], ["sleep 0.3"]], goal="keeps running")
+    with BenchDaemon(root, "load", max_concurrent_runs=load_runs) as d:
         d.start()
-        hold = command_spec([["sleep 300"]], goal="holds the only slot")
-        spec = command_spec([["true"]], goal="queued submit")
-        latencies: list[float] = []
         with d.client() as c:
-            first = c.request(Submit(spec=hold, repo=str(repo)))
-            assert isinstance(first, Submitted)
-            for _ in range(50):  # warm-up (not counted)
-                c.request(Submit(spec=spec, repo=str(repo)))
-            t_start = time.perf_counter()
+            idle = _submit_many(c, quick, repo, n)  # peer: the same daemon, idle
+            wait_until(lambda: c.request(GetHealth()).runs.get("queued", 0) == 0, 120, 0.05,
+                       "idle submits drained")
+            wait_until(lambda: c.request(GetHealth()).runs.get("running", 0) == 0, 120, 0.05,
+                       "idle submits ended")
+            for _ in range(load_runs * 4):
+                c.request(Submit(spec=busy, repo=str(repo)))
+            wait_until(lambda: c.request(GetHealth()).runs.get("running", 0) >= load_runs, 120,
+                       0.01, f"{load_runs} runs running")
+            loaded = []
+            running_seen = []
             for _ in range(n):
                 t0 = time.perf_counter()
-                reply = c.request(Submit(spec=spec, repo=str(repo)))
-                latencies.append(time.perf_counter() - t0)
-                assert isinstance(reply, Submitted)
-            total = time.perf_counter() - t_start
-            counts = c.request(GetHealth()).runs
+                c.request(Submit(spec=quick, repo=str(repo)))
+                loaded.append(time.perf_counter() - t0)
+                if len(loaded) % 20 == 0:
+                    running_seen.append(c.request(GetHealth()).runs.get("running", 0))
         d.stop()
-        journal = sqlite3.connect(d.state_dir / "autopack.db").execute(
-            "PRAGMA journal_mode").fetchone()[0]
-    sync = inspect.signature(Store.__init__).parameters["synchronous"].default
-    return {"submits": n, "latency": summary_ms(latencies), "total_s": round(total, 3),
-            "submits_per_s": round(n / total, 1), "runs_in_store": counts,
-            "journal_mode": journal, "synchronous": sync}
-
-
-def bench_health(root: Path, repo: Path, active: int, probes: int) -> dict[str, Any]:
-    with BenchDaemon(root, "health", max_concurrent_runs=active) as d:
-        d.start()
-        marks = root / "health-marks"
-        marks.mkdir()
-        spec = command_spec([[f'touch {marks}/"$(basename "$PWD")" && sleep 120']],
-                            goal="keeps a slot busy")
-        with d.client() as c:
-            ids = [c.request(Submit(spec=spec, repo=str(repo))).run_id for _ in range(active)]
-
-            def all_running() -> bool:
-                states = d.states(c)
-                return sum(states[i] == "running" for i in ids) == active
-
-            wait_until(all_running, 120, 0.1, f"{active} runs running")
-            # 'running' is recorded before the worktree exists: wait for the checks themselves
-            ramp = wait_until(lambda: len(list(marks.iterdir())) >= active, 120, 0.05,
-                              f"{active} checks started")
-            new_conn = [healthz_new_connection(d.health_port) for _ in range(probes)]
-            probe = KeepAliveProbe(d.health_port)
-            try:
-                keep_alive = [probe.get() for _ in range(probes)]
-            finally:
-                probe.close()
-            closes = server_closes_after_connection_close(d.health_port)
-            still = sum(v == "running" for v in d.states(c).values())
-        d.stop()
-    return {"active_runs": active, "ramp_s": round(ramp, 2), "running_at_end": still,
-            "server_closes_on_connection_close": closes,
-            "new_connection": summary_ms(new_conn), "keep_alive": summary_ms(keep_alive)}
+    return {"idle": summary_ms(idle), "loaded": summary_ms(loaded),
+            "running_during": {"min": min(running_seen), "max": max(running_seen)}}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--submits", type=int, default=2000)
-    ap.add_argument("--active", type=int, default=100)
-    ap.add_argument("--probes", type=int, default=1000)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--load-runs", type=int, default=50)
+    ap.add_argument("--load-submits", type=int, default=300)
+    ap.add_argument("--tmpdir", default=tempfile.gettempdir())
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    with workspace("submit") as root:
+    with workspace("submit", args.tmpdir) as root:
+        disk = disk_of(root)
         repo = make_repo(root / "repo", 10)
-        sub = bench_submit(root, repo, args.submits)
-        health = bench_health(root, repo, args.active, args.probes)
-    lat, nc, ka = sub["latency"], health["new_connection"], health["keep_alive"]
-    result = {"bench": "submit", "machine": machine(), "submit": sub, "health": health,
-              "targets": {"submit_p50_ms": 1.0, "submits_per_s": 1000, "healthz_p99_ms": 10.0},
-              "met": {"submit_p50": lat["p50_ms"] <= 1.0, "submits_per_s": sub["submits_per_s"] >= 1000,
-                      "healthz_p99": max(nc["p99_ms"], ka["p99_ms"]) <= 10.0}}
+        p1 = part1(root, repo, args.submits, args.reps, args.clients)
+        p2 = part2(root, repo, args.load_runs, args.load_submits)
+    result = {"bench": "submit", "machine": machine(), "disk": disk, "submits": args.submits,
+              "reps": args.reps, "clients": args.clients, "vs_huey": p1, "under_load": p2,
+              "targets": {"seq_p50_ratio_max": 2.0, "conc_rate_ratio_min": 1.0,
+                          "loaded_p50_ms": 1.0},
+              "met": {"seq_p50": p1["p50_ratio"]["max"] <= 2.0,
+                      "conc_rate": p1["conc_rate_ratio"]["min"] >= 1.0,
+                      "loaded_p50": p2["loaded"]["p50_ms"] <= 1.0}}
+
+    def mmm(s: dict[str, float], fmt: str = "{:.3f}") -> str:
+        return " / ".join(fmt.format(s[k]) for k in ("min", "median", "max"))
+
     lines = [
-        f"submit→ack over {sub['submits']} sequential submits on one connection "
-        f"(store: WAL journal_mode={sub['journal_mode']}, synchronous={sub['synchronous']}: "
-        "committed before ack, survives kill -9 of the daemon):",
-        f"  p50 {lat['p50_ms']:.3f} ms  p90 {lat['p90_ms']:.3f} ms  p99 {lat['p99_ms']:.3f} ms  "
-        f"max {lat['max_ms']:.3f} ms   (target p50 ≤ 1 ms)",
-        f"  {sub['submits_per_s']:.0f} submits/s sequential   (target ≥ 1,000/s)",
-        f"/healthz with {health['active_runs']} runs active ({health['running_at_end']} still running "
-        f"at the end; ramp-up {health['ramp_s']} s):",
-        f"  new connection each: p50 {nc['p50_ms']:.3f} ms  p99 {nc['p99_ms']:.3f} ms  max {nc['max_ms']:.3f} ms",
-        f"  keep-alive:          p50 {ka['p50_ms']:.3f} ms  p99 {ka['p99_ms']:.3f} ms  max {ka['max_ms']:.3f} ms"
-        "   (target p99 ≤ 10 ms)",
-        "  server closes the connection after a 'Connection: close' request: "
-        + ("yes" if health["server_closes_on_connection_close"] else "NO (kept open; bug)"),
+        f"disk: {disk['df_T'] or disk['type']}   (pid {os.getpid()}, {args.reps} repetitions, "
+        f"min / median / max)",
+        f"submit, {args.submits} sequential on one connection (acknowledged after commit):",
+        f"  autopack p50 ms     {mmm(p1['autopack_seq_p50_ms'])}   p99 {mmm(p1['autopack_seq_p99_ms'])}",
+        f"  Huey enqueue p50 ms {mmm(p1['huey_seq_p50_ms'])}   (in-process SqliteHuey, journal "
+        f"{p1['huey_pragmas']['journal_mode']}, synchronous={p1['huey_pragmas']['synchronous']})",
+        f"  ratio autopack/Huey {mmm(p1['p50_ratio'], '{:.2f}')}   (target ≤ 2)",
+        f"  rate /s: autopack {mmm(p1['autopack_seq_per_s'], '{:.0f}')}, "
+        f"Huey {mmm(p1['huey_seq_per_s'], '{:.0f}')}",
+        f"submit, {args.clients} connections (client processes): "
+        f"{mmm(p1['autopack_conc_per_s'], '{:.0f}')} /s = "
+        f"{mmm(p1['conc_rate_ratio'], '{:.2f}')}× Huey's single-process rate (target ≥ 1)",
+        f"submit while {args.load_runs} runs execute ({p2['running_during']['min']}-"
+        f"{p2['running_during']['max']} running): p50 {p2['loaded']['p50_ms']:.3f} ms  "
+        f"p99 {p2['loaded']['p99_ms']:.3f} ms   (target p50 ≤ 1 ms); same daemon idle: "
+        f"p50 {p2['idle']['p50_ms']:.3f} ms",
     ]
     emit(result, args.json, lines)
     return 0
