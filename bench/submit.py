@@ -12,6 +12,8 @@ Part 1 — submit vs Huey. Each repetition, on the same disk (the system temp
 dir; the bench prints ``df -T`` of it), one after the other:
 
 * **autopack, sequential**: a real ``autopackd`` (``max_concurrent_runs = 1``,
+  ``store_synchronous = full`` unless ``--synchronous normal``: an fsync per
+  group commit, as Huey does per enqueue,
   its slot held by a sleeping run so the submitted runs stay queued); N
   ``Submit`` requests one after the other on one control connection; latency =
   the client's send → ``Submitted``. Each is acknowledged only after its run is
@@ -25,10 +27,10 @@ Targets (issue 16): sequential p50 ≤ 2× Huey's; K connections ≥ 1× Huey's
 single-process rate. Figures are min / median / max over repetitions.
 
 Part 2 — submit under load. A daemon with ``max_concurrent_runs = 50``: 50 runs
-execute (each of 3 command phases of ``sleep 0.3``, so they keep writing
+execute (each of 3 command phases of ``sleep 1``, so they keep writing
 events), and while they do, submits are timed one after the other on one
-connection (those runs queue). The same number of submits to the same daemon
-when idle, just before, is the peer. Target: p50 ≤ 1 ms under load.
+connection (those runs queue). The same number of submits to a daemon with no
+run executing, just before, on the same disk, is the peer. Target: p50 ≤ 1 ms under load.
 """
 
 from __future__ import annotations
@@ -133,10 +135,12 @@ def autopack_concurrent(d: BenchDaemon, repo: Path, n: int, clients: int) -> dic
     return {"per_s": per * clients / total}
 
 
-def part1(root: Path, repo: Path, n: int, reps: int, clients: int) -> dict[str, Any]:
+def part1(root: Path, repo: Path, n: int, reps: int, clients: int,
+          synchronous: str) -> dict[str, Any]:
     rows = []
     for rep in range(reps):
-        with BenchDaemon(root, f"submit{rep}", max_concurrent_runs=1) as d:
+        with BenchDaemon(root, f"submit{rep}", max_concurrent_runs=1,
+                         store_synchronous=synchronous) as d:
             d.start()
             with d.client() as c:
                 c.request(Submit(spec=command_spec([["sleep 600"]], goal="holds the slot"),
@@ -164,19 +168,24 @@ def part1(root: Path, repo: Path, n: int, reps: int, clients: int) -> dict[str, 
 
 def part2(root: Path, repo: Path, load_runs: int, n: int) -> dict[str, Any]:
     quick = command_spec([["true"]], goal="submitted under load")
-    busy = command_spec([["sleep 0.3"], ["sleep 0.3"], ["sleep 0.3"]], goal="keeps running")
+    busy = command_spec([["sleep 1"], ["sleep 1"], ["sleep 1"]], goal="keeps running")
+    with BenchDaemon(root, "idle", max_concurrent_runs=1) as d:  # peer: no run executing
+        d.start()
+        with d.client() as c:
+            c.request(Submit(spec=command_spec([["sleep 600"]], goal="holds the slot"),
+                             repo=str(repo)))
+            idle = _submit_many(c, quick, repo, n)
+        d.stop()
     with BenchDaemon(root, "load", max_concurrent_runs=load_runs) as d:
         d.start()
         with d.client() as c:
-            idle = _submit_many(c, quick, repo, n)  # peer: the same daemon, idle
-            wait_until(lambda: c.request(GetHealth()).runs.get("queued", 0) == 0, 120, 0.05,
-                       "idle submits drained")
-            wait_until(lambda: c.request(GetHealth()).runs.get("running", 0) == 0, 120, 0.05,
-                       "idle submits ended")
             for _ in range(load_runs * 4):
                 c.request(Submit(spec=busy, repo=str(repo)))
-            wait_until(lambda: c.request(GetHealth()).runs.get("running", 0) >= load_runs, 120,
-                       0.01, f"{load_runs} runs running")
+            try:  # a loaded machine may never show all of them running at one instant
+                wait_until(lambda: c.request(GetHealth()).runs.get("running", 0) >= load_runs,
+                           60, 0.01, f"{load_runs} runs running")
+            except TimeoutError:
+                pass
             loaded = []
             running_seen = []
             for _ in range(n):
@@ -197,16 +206,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--load-runs", type=int, default=50)
     ap.add_argument("--load-submits", type=int, default=300)
+    ap.add_argument("--synchronous", choices=("full", "normal"), default="full",
+                    help="the daemon's store_synchronous in part 1 (default full: an fsync per "
+                         "commit, like Huey's default)")
     ap.add_argument("--tmpdir", default=tempfile.gettempdir())
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     with workspace("submit", args.tmpdir) as root:
         disk = disk_of(root)
         repo = make_repo(root / "repo", 10)
-        p1 = part1(root, repo, args.submits, args.reps, args.clients)
+        p1 = part1(root, repo, args.submits, args.reps, args.clients, args.synchronous)
         p2 = part2(root, repo, args.load_runs, args.load_submits)
     result = {"bench": "submit", "machine": machine(), "disk": disk, "submits": args.submits,
-              "reps": args.reps, "clients": args.clients, "vs_huey": p1, "under_load": p2,
+              "reps": args.reps, "clients": args.clients, "store_synchronous": args.synchronous, "vs_huey": p1, "under_load": p2,
               "targets": {"seq_p50_ratio_max": 2.0, "conc_rate_ratio_min": 1.0,
                           "loaded_p50_ms": 1.0},
               "met": {"seq_p50": p1["p50_ratio"]["max"] <= 2.0,
@@ -219,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"disk: {disk['df_T'] or disk['type']}   (pid {os.getpid()}, {args.reps} repetitions, "
         f"min / median / max)",
-        f"submit, {args.submits} sequential on one connection (acknowledged after commit):",
+        f"submit, {args.submits} sequential on one connection (acknowledged after commit; "
+        f"store_synchronous = {args.synchronous}):",
         f"  autopack p50 ms     {mmm(p1['autopack_seq_p50_ms'])}   p99 {mmm(p1['autopack_seq_p99_ms'])}",
         f"  Huey enqueue p50 ms {mmm(p1['huey_seq_p50_ms'])}   (in-process SqliteHuey, journal "
         f"{p1['huey_pragmas']['journal_mode']}, synchronous={p1['huey_pragmas']['synchronous']})",
@@ -231,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{mmm(p1['conc_rate_ratio'], '{:.2f}')}× Huey's single-process rate (target ≥ 1)",
         f"submit while {args.load_runs} runs execute ({p2['running_during']['min']}-"
         f"{p2['running_during']['max']} running): p50 {p2['loaded']['p50_ms']:.3f} ms  "
-        f"p99 {p2['loaded']['p99_ms']:.3f} ms   (target p50 ≤ 1 ms); same daemon idle: "
+        f"p99 {p2['loaded']['p99_ms']:.3f} ms   (target p50 ≤ 1 ms); no run executing: "
         f"p50 {p2['idle']['p50_ms']:.3f} ms",
     ]
     emit(result, args.json, lines)

@@ -114,7 +114,8 @@ class Daemon:
         self.redactor = redactor
         self.heartbeat = Heartbeat(max_age_s=10.0)
         self.state_dir = Path(settings.state_dir).resolve()
-        self.store = Store(str(self.state_dir / "autopack.db"))
+        self.store = Store(str(self.state_dir / "autopack.db"),
+                           synchronous=settings.store_synchronous.upper())
         self.records = Records(self.store)
         self.supervisor = Supervisor(limit=settings.restart_limit, window_s=settings.restart_window_s)
         self.memory = MemoryActor(

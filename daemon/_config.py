@@ -48,6 +48,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     restart_limit: int = 5  # R restarts ...
     restart_window_s: float = 60.0  # ... in T seconds, then exit non-zero
     min_free_disk_mb: int = 500
+    store_synchronous: str = "normal"  # normal: survives kill -9 | full: also power loss (fsync per commit)
     worktree_pool: bool = True
     worktree_pool_size: int = 4  # ready worktrees kept per busy repository
     worktree_pool_budget_mb: int = 2048  # disk the ready worktrees may use, all repositories
@@ -115,6 +116,8 @@ SETTING_DOCS: dict[str, str] = {
     "restart_limit": "crashed-child restarts allowed within restart_window_s before exiting non-zero",
     "restart_window_s": "window for restart_limit",
     "min_free_disk_mb": "free disk required before a run and each phase starts",
+    "store_synchronous": "'normal': an acknowledged submit survives kill -9 of the daemon; 'full': it also "
+                         "survives a power cut (one fsync per group commit, shared by the writes of a batch)",
     "worktree_pool": "keep ready worktrees per repository so a run starts without a checkout",
     "worktree_pool_size": "ready worktrees kept per busy repository (ended runs' worktrees are recycled, "
                           "fresh ones checked out in parallel)",
@@ -241,6 +244,8 @@ def load_settings(
         raise ConfigError("drift_policy must be 'revert' or 'fail'")
     if settings.max_concurrent_runs < 1:
         raise ConfigError("max_concurrent_runs must be >= 1")
+    if settings.store_synchronous not in ("normal", "full"):
+        raise ConfigError("store_synchronous must be 'normal' or 'full'")
     if settings.worktree_pool_size < 0 or settings.worktree_pool_budget_mb < 0:
         raise ConfigError("worktree_pool_size and worktree_pool_budget_mb must be >= 0")
     if not 0.0 <= settings.ab_fraction <= 1.0:
