@@ -71,11 +71,11 @@ class Records:
         return n
 
     async def event(self, run_id: str, phase_id: str | None, attempt: int | None, kind: str,
-                    **payload: Any) -> int:
-        eid = await self.store.call(q.add_event, run_id, phase_id, attempt, kind, time.time(),
-                                    payload)
-        self.store.notify_changed()
-        return eid
+                    **payload: Any) -> None:
+        """Record a progress event. Not waited for: it commits with the writer's next batch
+        (with other runs' events, one transaction), in order with this run's other writes
+        (a state change awaited after it commits it too). ``logs -f`` wakes after it."""
+        self.store.post(q.add_event, run_id, phase_id, attempt, kind, time.time(), payload)
 
     async def events_after(self, run_id: str, after: int, limit: int = 1000) -> list[dict[str, Any]]:
         return await self.store.read(q.events_after, run_id, after, limit)

@@ -68,11 +68,12 @@ class StoreStats(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class _Job:
-    __slots__ = ("fn", "args", "kwargs", "result", "error", "done", "token")
+    __slots__ = ("fn", "args", "kwargs", "result", "error", "done", "token", "posted")
 
     def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-                 token: Any) -> None:
+                 token: Any, posted: bool = False) -> None:
         self.fn, self.args, self.kwargs, self.token = fn, args, kwargs, token
+        self.posted = posted  # nobody waits: errors are logged, followers woken after commit
         self.result: Any = None
         self.error: BaseException | None = None
         self.done = trio.Event()
@@ -251,6 +252,18 @@ class Store:
             raise StoreUnavailable("the store is not running")
         return await self._submit(self._q, fn, args, kwargs)
 
+    def post(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Queue ``fn(conn, *args)`` on the writer without waiting for it (call on the trio side).
+
+        For records nobody is told about (a run's progress events): it commits with the
+        batch it lands in, after every job queued before it and before every job queued
+        after it, so a later :meth:`call` returning means it is committed too. An error
+        is logged, not raised. :meth:`changed_event` fires once the batch committed.
+        """
+        if not self._alive:
+            raise StoreUnavailable("the store is not running")
+        self._q.put(_Job(fn, args, kwargs, trio.lowlevel.current_trio_token(), posted=True))
+
     async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn(conn, *args)`` on the read-only connection; returns its result.
 
@@ -376,22 +389,26 @@ class Store:
             return False
         return True
 
-    @staticmethod
-    def _wake(batch: list[_Job]) -> None:
+    def _wake(self, batch: list[_Job]) -> None:
         # one hop back per trio run (normally one), not one per job
         by_token: dict[Any, list[_Job]] = {}
         for job in batch:
+            if job.posted and job.error is not None:
+                LOGGER.error("store: a posted write failed: %s", job.error)
             by_token.setdefault(job.token, []).append(job)
         for token, jobs in by_token.items():
+            notify = self.notify_changed if any(j.posted for j in jobs) else None
             try:
-                token.run_sync_soon(_set_all, jobs)
+                token.run_sync_soon(_set_all, jobs, notify)
             except trio.RunFinishedError:
                 pass
 
 
-def _set_all(jobs: list[_Job]) -> None:
+def _set_all(jobs: list[_Job], notify: Callable[[], None] | None) -> None:
     for job in jobs:
         job.done.set()
+    if notify is not None:
+        notify()
 
 
 # SQLite primary result codes that mean "the storage failed", not "this job is wrong"

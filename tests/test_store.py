@@ -193,3 +193,24 @@ def test_acknowledged_submits_survive_kill9_mid_batch(daemon_factory: Any, repo:
     assert lost == []
     assert counted(db) == recount(db)
     db.close()
+
+
+async def test_posted_writes_commit_in_order_with_the_next_call(tmp_path: Path,
+                                                                caplog: Any) -> None:
+    store = Store(str(tmp_path / "autopack.db"))
+    await store.open()
+    run_id = await store.call(q.insert_run, new_run_id, SPEC, "/repo", "hardened", time.time())
+    changed = store.changed_event()
+    for i in range(50):  # a run's progress events: nobody waits for each
+        store.post(q.add_event, run_id, None, None, f"progress{i}", time.time(), {"i": i})
+    store.post(q.add_event, "no-such-run", None, None, "orphan", time.time(), {})  # fails (FK)
+    q_state = await store.call(q.set_run_state, run_id, "running", None, time.time())
+    assert q_state == "queued"
+    kinds = [e["kind"] for e in await store.read(q.events_after, run_id, 0, 1000)]
+    assert kinds == ["submitted", *[f"progress{i}" for i in range(50)], "run_running"]
+    with trio.fail_after(10):
+        await changed.wait()  # logs -f followers are woken by the commit
+    assert "a posted write failed" in caplog.text
+    await store.close()
+    with sqlite3.connect(tmp_path / "autopack.db") as db:  # and it is on disk
+        assert db.execute("SELECT COUNT(*) FROM events WHERE kind LIKE 'progress%'").fetchone() == (50,)
