@@ -24,6 +24,8 @@ from pathlib import Path
 
 import anyio
 
+from ._worktree import SAFE_GIT
+
 
 class GitError(Exception):
     """Raised by :func:`changed_files` / :func:`revert_paths` when git fails (message has stderr)."""
@@ -179,8 +181,8 @@ async def edits_since(worktree: Path, since_tree: str | None,
                "GIT_INDEX_FILE": os.path.join(tmp, "index")}
 
         async def git(*args: str) -> bytes:
-            res = await anyio.run_process(["git", "-C", str(worktree), *args], check=False,
-                                          env=env)
+            res = await anyio.run_process(["git", *SAFE_GIT, "-C", str(worktree), *args],
+                                          check=False, env=env)
             if res.returncode != 0:
                 raise GitError(f"git {args[0]} failed: "
                                f"{res.stderr.decode(errors='replace').strip()[:300]}")

@@ -605,9 +605,8 @@ class RunActor:
 async def _drop_build_leftovers(worktree: Path) -> None:
     """Remove the ``*.egg-info`` directories an editable install leaves in the worktree
     (untracked, not ignored): they are build output, not the run's change."""
-    done = await anyio.run_process(
-        ["git", "status", "--porcelain=v1", "-z", "--untracked-files=normal"],
-        cwd=str(worktree), check=False)
+    done = await wt.git_process(worktree, "status", "--porcelain=v1", "-z",
+                                "--untracked-files=normal")
     for entry in done.stdout.decode("utf-8", "surrogateescape").split("\0"):
         path = entry[3:].rstrip("/")
         if entry.startswith("?? ") and path.endswith(".egg-info"):
