@@ -117,8 +117,11 @@ def one_repetition(root: Path, repo: Path, runs: int, rep: int) -> dict[str, dic
     marks = root / f"marks-{rep}"
     marks.mkdir()
     times: dict[str, list[float]] = {"pooled": [], "cold": [], "clone": [], "worktree_add": []}
-    with BenchDaemon(root, f"pooled{rep}", max_concurrent_runs=1) as pooled, \
-            BenchDaemon(root, f"cold{rep}", max_concurrent_runs=1, worktree_pool=False) as cold:
+    # checks run in a sandbox with a private /tmp: the marks directory is shared explicitly
+    shared = {"sandbox_writable": [str(marks)]}
+    with BenchDaemon(root, f"pooled{rep}", max_concurrent_runs=1, **shared) as pooled, \
+            BenchDaemon(root, f"cold{rep}", max_concurrent_runs=1, worktree_pool=False,
+                        **shared) as cold:
         pooled.start()
         cold.start()
         with pooled.client() as cp, cold.client() as cc:
