@@ -295,6 +295,7 @@ class Daemon:
         """Probe bubblewrap once (health shows the outcome); ``sandbox = "bwrap"`` makes a
         missing sandbox fatal, ``auto`` refuses build phases without it, ``off`` is said
         everywhere."""
+        from autopack.actors._install import uv_binary
         from autopack.actors._sandbox import Sandbox, SandboxLimits, probe
 
         found = await trio.to_thread.run_sync(probe, self.settings.sandbox)
@@ -306,11 +307,15 @@ class Daemon:
             LOGGER.warning("sandbox: %s (%s)", found.mode, found.detail)
         s = self.settings
         hide = [Path(p) for p in (s.api_key_file, self.config_file, self.socket_path) if p]
+        # tools the daemon hands to runs (uv for the install step) must be visible inside,
+        # even when the daemon is installed under /tmp, which the sandbox makes private
+        tools = [Path(p) for p in (uv_binary(),) if p]
         self.sandbox = Sandbox(
             probe=found, state_dir=self.state_dir, default_network=s.sandbox_network,
             limits=SandboxLimits(memory_mb=s.sandbox_memory_mb, processes=s.sandbox_processes,
                                  file_size_mb=s.sandbox_file_size_mb, cpu_s=s.sandbox_cpu_s),
-            hide=tuple(hide), read_only=tuple(Path(p) for p in s.sandbox_read_only),
+            hide=tuple(hide),
+            read_only=(*tools, *(Path(p) for p in s.sandbox_read_only)),
             writable=tuple(Path(p) for p in s.sandbox_writable))
         self.services.sandbox = self.sandbox
 
