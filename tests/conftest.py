@@ -186,3 +186,32 @@ def require_system(command: str, package: str) -> str:
             pytest.fail(f"CI: {reason}")
         pytest.skip(reason)
     return path
+
+
+def raw_connect(d: DaemonProc, timeout: float = 30.0) -> Any:
+    """A bare unix-socket connection to ``d`` (no hello sent): for tests of the framing."""
+    import socket
+
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.connect(d.socket)
+    return s
+
+
+def read_reply(s: Any) -> Any:
+    """One framed reply from a raw connection, decoded; ``None`` when the daemon closed it."""
+    import struct
+
+    from autopack.protocol import decode_reply
+
+    header = b""
+    while len(header) < 4:
+        chunk = s.recv(4 - len(header))
+        if not chunk:
+            return None
+        header += chunk
+    (size,) = struct.unpack(">I", header)
+    body = b""
+    while len(body) < size:
+        body += s.recv(size - len(body))
+    return decode_reply(body)

@@ -13,36 +13,15 @@ import socket
 import struct
 import time
 
-from autopack.protocol import ErrorCode, GetHealth, Hello, decode_reply, encode_frame
+from autopack.protocol import ErrorCode, GetHealth, Hello, encode_frame
 
-from .conftest import wait_state, write_spec
-
-
-def _connect(d) -> socket.socket:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(30)
-    s.connect(d.socket)
-    return s
-
-
-def _reply(s: socket.socket):
-    header = b""
-    while len(header) < 4:
-        chunk = s.recv(4 - len(header))
-        if not chunk:
-            return None
-        header += chunk
-    (size,) = struct.unpack(">I", header)
-    body = b""
-    while len(body) < size:
-        body += s.recv(size - len(body))
-    return decode_reply(body)
+from .conftest import raw_connect, read_reply, wait_state, write_spec
 
 
 def _greeted(d) -> socket.socket:
-    s = _connect(d)
+    s = raw_connect(d)
     s.sendall(encode_frame(Hello()))
-    assert _reply(s).version == 1
+    assert read_reply(s).version == 1
     return s
 
 
@@ -52,11 +31,11 @@ def test_a_partial_frame_and_an_idle_connection_are_closed_at_their_deadlines(da
     slow.sendall(struct.pack(">I", 1000) + b"x" * 10)  # begun, never finished
     idle = _greeted(d)
     t0 = time.monotonic()
-    reply = _reply(slow)
+    reply = read_reply(slow)
     assert reply.code == ErrorCode.TIMEOUT
     assert "did not arrive whole" in reply.message
     assert slow.recv(1) == b""  # closed
-    reply = _reply(idle)
+    reply = read_reply(idle)
     assert reply.code == ErrorCode.TIMEOUT
     assert "idle" in reply.message
     assert time.monotonic() - t0 >= 1.5
@@ -70,8 +49,8 @@ def test_a_partial_frame_and_an_idle_connection_are_closed_at_their_deadlines(da
 def test_connection_cap(daemon_factory):
     d = daemon_factory(config={"max_connections": 3})
     held = [_greeted(d) for _ in range(3)]
-    extra = _connect(d)
-    reply = _reply(extra)
+    extra = raw_connect(d)
+    reply = read_reply(extra)
     assert reply.code == ErrorCode.BUSY
     assert "max_connections" in reply.message
     extra.close()
@@ -89,7 +68,7 @@ def test_buffered_bytes_cap_across_connections(daemon_factory):
     time.sleep(0.5)
     second = _greeted(d)
     second.sendall(struct.pack(">I", 150_000) + b"x" * 149_000)
-    reply = _reply(second)
+    reply = read_reply(second)
     assert reply.code == ErrorCode.BUSY
     assert "unfinished requests" in reply.message
     status, metrics = d.http("/metrics")

@@ -21,12 +21,11 @@ from autopack.protocol import (
     Hello,
     RemoteError,
     Submit,
-    decode_reply,
     encode_frame,
     parse_spec_text,
 )
 
-from .conftest import git, wait_state, write_spec
+from .conftest import git, raw_connect, read_reply, wait_state, write_spec
 
 
 def submit(d, spec_path: Path, repo: Path, *extra: str) -> str:
@@ -211,25 +210,8 @@ def test_sigterm_exits_zero_and_marks_running_runs_interrupted(daemon_factory, r
 
 
 # ---------------------------------------------------------------- bad input
-def _raw_connect(d) -> socket.socket:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(10)
-    s.connect(d.socket)
-    return s
 
 
-def _read_reply(s: socket.socket):
-    header = b""
-    while len(header) < 4:
-        chunk = s.recv(4 - len(header))
-        if not chunk:
-            return None
-        header += chunk
-    (size,) = struct.unpack(">I", header)
-    body = b""
-    while len(body) < size:
-        body += s.recv(size - len(body))
-    return decode_reply(body)
 
 
 def _closed(s: socket.socket) -> bool:
@@ -249,9 +231,9 @@ def _closed(s: socket.socket) -> bool:
 ])
 def test_bad_frames_get_error_and_close_others_unaffected(daemon, payload, code):
     with daemon.client() as healthy:
-        s = _raw_connect(daemon)
+        s = raw_connect(daemon, 10)
         s.sendall(payload)
-        reply = _read_reply(s)
+        reply = read_reply(s)
         assert reply is not None
         assert reply.code == code
         assert reply.message
@@ -262,11 +244,11 @@ def test_bad_frames_get_error_and_close_others_unaffected(daemon, payload, code)
 
 
 def test_oversized_frame_after_hello(daemon):
-    s = _raw_connect(daemon)
+    s = raw_connect(daemon, 10)
     s.sendall(encode_frame(Hello()))
-    assert _read_reply(s).version == 1
+    assert read_reply(s).version == 1
     s.sendall(struct.pack(">I", 2 * 1024 * 1024) + b"x" * 1000)
-    reply = _read_reply(s)
+    reply = read_reply(s)
     assert reply.code == ErrorCode.FRAME_TOO_LARGE
     assert "exceeds" in reply.message
     s.close()
