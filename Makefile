@@ -14,7 +14,10 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 ## The demo: a real run on the bundled example repository, start to report.
+## (As root it first installs bubblewrap, the run sandbox, when missing; without it the demo
+## says so and runs unconfined.)
 demo: $(STAMP)
+	@$(MAKE) --no-print-directory system-deps SYSTEM_DEPS=bwrap:bubblewrap
 	$(VENV)/bin/python examples/demo.py
 
 ## System packages some tests need (Debian): installs the missing ones when run as root

@@ -74,6 +74,10 @@ def main() -> int:
         repo = make_repo(work / "calc")
         say(f"example repository: {repo}")
         model = start_model_server(work, env)
+        if shutil.which("bwrap") is None:
+            say("bubblewrap (bwrap) is not installed: this demo runs UNCONFINED (sandbox = off);"
+                " `sudo make system-deps` installs the run sandbox")
+            env["AUTOPACK_SANDBOX"] = "off"
         say(f"starting autopackd (state dir {state})")
         daemon = subprocess.Popen(
             [str(BIN / "autopackd"), "--state-dir", str(state), "--socket", sock,
