@@ -59,11 +59,21 @@ from ._toolchain import Detection
 
 LOGGER = logging.getLogger(__name__)
 
-__all__ = ["EnvCache", "InstallPlan", "install_env", "plan_install", "uv_binary"]
+__all__ = ["EnvCache", "InstallPlan", "NodeInstall", "install_env", "node_cache_key",
+           "plan_install", "uv_binary"]
 
 _META = "autopack-env.json"
 _KEEP = 12  # ready environments kept; the least recently used go first
 _PIP_INSTALL = "python -m pip install "
+
+
+class NodeInstall(msgspec.Struct, frozen=True, kw_only=True):
+    """The detected Node install: one command filling one ``node_modules`` (cacheable)."""
+
+    step: str  # the shell command (also in :attr:`InstallPlan.steps`)
+    manager: str  # npm | yarn | pnpm
+    modules: str  # the node_modules it fills, relative to the run's working directory
+    inputs: list[str]  # package.json and the lockfile, relative to the working directory
 
 
 class InstallPlan(msgspec.Struct, frozen=True, kw_only=True):
@@ -80,6 +90,7 @@ class InstallPlan(msgspec.Struct, frozen=True, kw_only=True):
     venv: bool  # the run needs its own Python virtualenv
     inputs: list[str]  # repo-relative files that decide the install (the cache key)
     installer: str  # "uv" | "pip"
+    node: NodeInstall | None = None  # the detected Node install, kept ready like a venv
 
 
 @cache
@@ -110,7 +121,12 @@ def plan_install(detection: Detection, setup: list[str] | None, *,
                            inputs=detection.install_inputs, installer=installer)
     venv_steps: list[str] = []
     steps: list[str] = []
+    node: NodeInstall | None = None
     for tc in detection.toolchains:
+        if tc.name == "node" and node is None and len(tc.install) == 1:
+            root = "" if tc.root in ("", ".") else tc.root.rstrip("/") + "/"
+            node = NodeInstall(step=tc.install[0], manager=tc.manager,
+                               modules=f"{root}node_modules", inputs=list(tc.install_inputs))
         for step in tc.install if tc.name in ("python", "node") else []:
             if uv and _PIP_INSTALL in step:
                 step = step.replace(_PIP_INSTALL, f"{_quote(uv)} pip install ")
@@ -123,7 +139,7 @@ def plan_install(detection: Detection, setup: list[str] | None, *,
     return InstallPlan(venv_steps=venv_steps, steps=steps,
                        source="detected" if venv_steps or steps else "none",
                        venv=detection.env == "venv", inputs=detection.install_inputs,
-                       installer=installer)
+                       installer=installer, node=node)
 
 
 def _quote(path: str) -> str:
@@ -142,6 +158,28 @@ def cache_key(worktree: Path, plan: InstallPlan, python: str) -> str:
     for rel in sorted(plan.inputs):
         try:
             data = (worktree / rel).read_bytes()
+        except OSError:
+            data = b"<missing>"
+        h.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
+    return h.hexdigest()[:32]
+
+
+def node_cache_key(cwd: Path, node: NodeInstall, env: dict[str, str]) -> str | None:
+    """sha256 of what decides a ready ``node_modules``: node's and the manager's versions,
+    the command, package.json and the lockfile; None when a version cannot be read."""
+    h = hashlib.sha256(b"node\0" + node.step.encode() + b"\0")
+    for tool in ("node", node.manager):
+        try:
+            done = subprocess.run([tool, "--version"], capture_output=True, text=True,
+                                  timeout=60, check=False, env=env, cwd=cwd)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        if done.returncode != 0:
+            return None
+        h.update(f"{tool}={done.stdout.strip()}\0".encode())
+    for rel in sorted(node.inputs):
+        try:
+            data = (cwd / rel).read_bytes()
         except OSError:
             data = b"<missing>"
         h.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
@@ -181,8 +219,9 @@ class EnvCache:
         self._prune()
         return True
 
-    def clone(self, key: str, venv: Path, worktree: Path) -> bool:
-        """Make ``venv`` a copy of the ready environment ``key`` for ``worktree``."""
+    def clone(self, key: str, venv: Path, worktree: Path, *, rewrite: bool = True) -> bool:
+        """Make ``venv`` a copy of the ready environment ``key`` for ``worktree``
+        (a ``node_modules`` too: ``rewrite=False``, it holds no absolute paths)."""
         src = self.root / key
         try:
             meta = json.loads((src / _META).read_text())
@@ -196,7 +235,9 @@ class EnvCache:
             venv.parent.mkdir(parents=True, exist_ok=True)
             _copy_tree(src, venv, link=True)
             (venv / _META).unlink()  # only the link: the entry keeps its own
-            _rewrite_paths(venv, {meta["venv"]: str(venv), meta["worktree"]: str(worktree)})
+            if rewrite:
+                _rewrite_paths(venv, {meta["venv"]: str(venv),
+                                      meta["worktree"]: str(worktree)})
             os.utime(src)  # most recently used
         except (OSError, ValueError, KeyError) as exc:
             LOGGER.warning("cannot reuse ready environment %s: %s", key, exc)

@@ -21,6 +21,7 @@ give up) are taken by :mod:`._policy` (pure); this module only does the I/O.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import shutil
 import time
@@ -358,11 +359,16 @@ class RunActor:
                 await anyio.to_thread.run_sync(shutil.rmtree, ws.venv, True)
                 await ws.activate_venv()
         ws.env = with_venv(ws.env, ws.venv) if plan.venv else ws.env
+        node_key, node_reused = await self._node_from_cache(ws, plan, cache)
+        steps = ([] if reused else plan.venv_steps) + [
+            s for s in plan.steps if not (node_reused and plan.node and s == plan.node.step)]
+        all_reused = (reused or not plan.venv) and (node_reused or plan.node is None) \
+            and not steps
         await self.rec.event(self.run_id, None, None, "install_started", source=plan.source,
-                             installer=plan.installer, reused=reused, key=key,
-                             steps=([] if reused else plan.venv_steps) + plan.steps,
+                             installer=plan.installer, reused=all_reused, key=key or node_key,
+                             node_key=node_key, node_reused=node_reused, steps=steps,
                              inputs=plan.inputs, env=str(ws.venv) if plan.venv else None)
-        for step in ([] if reused else plan.venv_steps) + plan.steps:
+        for step in steps:
             await self._install_step(ws, step)
         if plan.venv:
             await _drop_build_leftovers(ws.worktree)
@@ -370,8 +376,27 @@ class RunActor:
             await anyio.Path(ready).write_text(key or "")
             if key and not reused:
                 await anyio.to_thread.run_sync(cache.store, key, ws.venv, ws.worktree)
-        await self.rec.event(self.run_id, None, None, "env_ready", reused=reused,
+        if node_key and not node_reused and plan.node is not None:
+            modules = ws.cwd / plan.node.modules
+            modules.mkdir(parents=True, exist_ok=True)  # a package without dependencies
+            await anyio.to_thread.run_sync(cache.store, node_key, modules, ws.worktree)
+        await self.rec.event(self.run_id, None, None, "env_ready", reused=all_reused,
                              seconds=round(time.monotonic() - started, 3))
+
+    async def _node_from_cache(self, ws: RunWorkspace, plan: Any, cache: Any) -> tuple[
+            str | None, bool]:
+        """The ready ``node_modules`` for the detected Node install, cloned into the
+        worktree when its key (package.json, lockfile, command, versions) is kept."""
+        from ._install import node_cache_key
+
+        if plan.node is None or ws.spec.setup is not None:
+            return None, False
+        key = await anyio.to_thread.run_sync(node_cache_key, ws.cwd, plan.node, ws.env)
+        if key is None or not await anyio.to_thread.run_sync(cache.has, key):
+            return key, False
+        clone = functools.partial(cache.clone, key, ws.cwd / plan.node.modules, ws.worktree,
+                                  rewrite=False)
+        return key, await anyio.to_thread.run_sync(clone)
 
     async def _install_step(self, ws: RunWorkspace, command: str) -> None:
         from ._install import install_env

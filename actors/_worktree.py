@@ -195,13 +195,17 @@ async def remove_worktree(repo: Path, path: Path) -> None:
         pass
 
 
+NO_NODE_MODULES = ":(exclude,glob)**/node_modules/**"  # pathspec: installed, not the change
+
+
 async def commit_phase(worktree: Path, run_id: str, phase_id: str, goal: str) -> str | None:
     """Commit everything in the worktree for a finished phase; ``None`` when nothing changed.
 
     The commit carries an ``Autopack-Phase: <run>/<phase>`` trailer so that a
-    restarted daemon can tell that the phase was already committed.
+    restarted daemon can tell that the phase was already committed. ``node_modules``
+    directories (the install step's, gitignored or not) are never committed.
     """
-    await git(worktree, "add", "--all")
+    await git(worktree, "add", "--all", "--", ".", NO_NODE_MODULES)
     proc = await git_process(worktree, "diff", "--cached", "--quiet")
     if proc.returncode == 0:
         return None

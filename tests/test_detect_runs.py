@@ -236,3 +236,88 @@ def test_node_package_runs_its_real_npm_test(offline_daemon: Any, tmp_path: Path
     assert events(d, run_ok, "checks_detected")[0]["checks"] == ["npm test"]
     assert [e["command"] for e in events(d, run_ok, "install_finished")] == ["npm ci"]
     assert wait_state(d, run_bad, timeout=240).state == "failed"
+
+
+def _node_dep_repo(path: Path) -> Path:
+    """A Node package depending on a local tarball (installs offline: real ``npm ci``
+    unpacks it into node_modules); node_modules is NOT gitignored."""
+    import base64
+    import gzip
+    import hashlib
+    import io
+    import tarfile
+
+    from tests.conftest import git
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for name, text in (("package/package.json",
+                            '{"name": "dep", "version": "1.0.0", "main": "index.js"}'),
+                           ("package/index.js", "module.exports = (a, b) => a + b;\n")):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(text.encode()), 0o644
+            tar.addfile(info, io.BytesIO(text.encode()))
+    tgz = gzip.compress(raw.getvalue(), mtime=0)
+    integrity = "sha512-" + base64.b64encode(hashlib.sha512(tgz).digest()).decode()
+    pkg = {"name": "n", "version": "1.0.0", "scripts": {"test": "node --test"},
+           "dependencies": {"dep": "file:dep-1.0.0.tgz"}}
+    lock = {"name": "n", "version": "1.0.0", "lockfileVersion": 3, "requires": True,
+            "packages": {"": {"name": "n", "version": "1.0.0",
+                              "dependencies": {"dep": "file:dep-1.0.0.tgz"}},
+                         "node_modules/dep": {"version": "1.0.0", "resolved": "file:dep-1.0.0.tgz",
+                                              "integrity": integrity}}}
+    test = "const test = require('node:test');\nconst assert = require('node:assert');\n" \
+           "const add = require('dep');\ntest('adds', () => { assert.strictEqual(add(1, 1), 2); });\n"
+    repo = make_repo(path, {"package.json": json.dumps(pkg), "package-lock.json": json.dumps(lock),
+                            "test/add.test.js": test})
+    (repo / "dep-1.0.0.tgz").write_bytes(tgz)
+    git(repo, "add", "dep-1.0.0.tgz")
+    git(repo, "commit", "-qm", "the dependency")
+    return repo
+
+
+def test_node_modules_kept_ready_and_reused_never_committed(offline_daemon: Any,
+                                                             tmp_path: Path) -> None:
+    import shutil
+
+    from tests.conftest import git
+
+    if not shutil.which("node") or not shutil.which("npm"):
+        pytest.skip("node/npm not installed here (a Node project's test needs them)")
+    d = offline_daemon
+    repo = _node_dep_repo(tmp_path / "nodedep")
+    # the phase changes a file, so the run commits: node_modules must stay out of it
+    phase = {"checks": ["echo more >> notes.txt", "test -f node_modules/dep/index.js",
+                        "npm test"]}
+
+    def run(name: str) -> str:
+        run_id = submit(d, tmp_path, repo, phase, name=name)
+        st = wait_state(d, run_id, timeout=240)
+        assert st.state == "succeeded", (st, events(d, run_id, "install_finished"),
+                                         events(d, run_id, "check_finished"))
+        files = git(repo, "ls-tree", "-r", "--name-only", f"autopack/{run_id}").splitlines()
+        assert "notes.txt" in files
+        assert not [f for f in files if "node_modules" in f], files
+        return run_id
+
+    first = run("1.json")
+    (started,) = events(d, first, "install_started")
+    assert (started["reused"], started["node_reused"]) == (False, False)
+    assert [e["command"] for e in events(d, first, "install_finished")] == ["npm ci"]
+    assert events(d, first, "env_ready")[0]["reused"] is False
+    # same package.json and lockfile: the ready node_modules is cloned, npm ci is not run
+    second = run("2.json")
+    (started,) = events(d, second, "install_started")
+    assert (started["reused"], started["node_reused"], started["steps"]) == (True, True, [])
+    assert started["node_key"] == events(d, first, "install_started")[0]["node_key"]
+    assert events(d, second, "install_finished") == []
+    assert events(d, second, "env_ready")[0]["reused"] is True
+    # a changed package.json (and lockfile): installed again
+    for name in ("package.json", "package-lock.json"):
+        (repo / name).write_text((repo / name).read_text().replace('"1.0.0", "lock',
+                                                                  '"1.0.1", "lock')
+                                 .replace('"n", "version": "1.0.0"', '"n", "version": "1.0.1"'))
+    git(repo, "commit", "-qam", "1.0.1")
+    third = run("3.json")
+    assert events(d, third, "install_started")[0]["node_reused"] is False
+    assert [e["command"] for e in events(d, third, "install_finished")] == ["npm ci"]
