@@ -11,7 +11,9 @@ machine's site-packages:
   detected steps (``pip install -e '.[test]'``, requirement files, pytest
   when the project does not declare it; see ``autopackctl detect``) or the
   spec's ``setup`` commands, which replace them. Node installs with the
-  lockfile's manager into the worktree (``node_modules``).
+  lockfile's manager into the worktree (``node_modules``); a ready
+  ``node_modules`` is kept and cloned like a virtualenv (:func:`node_cache_key`:
+  package.json, lockfile, command, node's and the manager's versions).
 * The install step runs once per run, before the first check. A failed step
   ends the run with its output classified like a check's.
 * Ready environments are kept under ``<state>/envcache/<key>``, keyed by the

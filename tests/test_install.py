@@ -98,3 +98,45 @@ def test_prune_keeps_the_most_recent(tmp_path: Path, n: int) -> None:
     cache.store("last", src, tmp_path)
     assert cache.has("last")
     assert len([p for p in cache.root.iterdir()]) == n
+
+
+def test_node_install_keyed_by_package_json_lockfile_and_cloned_as_is(tmp_path: Path) -> None:
+    import shutil
+
+    from autopack.actors._install import node_cache_key
+
+    if not shutil.which("node") or not shutil.which("npm"):
+        pytest.skip("node/npm not installed here")
+    repo = make_repo(tmp_path / "r", {"web/package.json": '{"name": "w"}',
+                                      "web/package-lock.json": "{}", "web/app.js": "1\n"})
+    node = plan_install(detect(repo), None, uv=None).node
+    assert node is not None
+    assert (node.step, node.manager, node.modules) == ("cd web && npm ci", "npm",
+                                                       "web/node_modules")
+    assert sorted(node.inputs) == ["web/package-lock.json", "web/package.json"]
+    env = dict(os.environ)
+    k1 = node_cache_key(repo, node, env)
+    assert k1 is not None
+    (repo / "web/app.js").write_text("2\n")  # the code: same key
+    assert node_cache_key(repo, node, env) == k1
+    (repo / "web/package-lock.json").write_text('{"v": 2}')
+    assert node_cache_key(repo, node, env) != k1
+    assert plan_install(detect(repo), ["make deps"], uv=None).node is None  # spec's setup
+    # a node_modules (relative symlinks in .bin) is cloned as is, the tamper check holds
+    mods = repo / "web/node_modules"
+    (mods / "dep").mkdir(parents=True)
+    (mods / "dep/index.js").write_text("module.exports = 1;\n")
+    (mods / ".bin").mkdir()
+    (mods / ".bin/dep").symlink_to("../dep/index.js")
+    cache = EnvCache(tmp_path / "envcache")
+    assert cache.store("n", mods, repo)
+    other = tmp_path / "w2/web/node_modules"
+    assert cache.clone("n", other, tmp_path / "w2", rewrite=False)
+    assert (other / ".bin/dep").read_text() == "module.exports = 1;\n"
+    assert os.stat(other / "dep/index.js").st_nlink > 1
+    assert not (other / "autopack-env.json").exists()
+    os.chmod(other / "dep/index.js", 0o644)
+    with open(other / "dep/index.js", "a") as fh:
+        fh.write("// tampered\n")
+    assert not cache.clone("n", tmp_path / "w3/node_modules", tmp_path / "w3", rewrite=False)
+    assert not cache.has("n")
