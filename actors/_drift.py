@@ -24,7 +24,7 @@ from pathlib import Path
 
 import anyio
 
-from ._worktree import SAFE_GIT
+from ._worktree import NO_NODE_MODULES, SAFE_GIT
 
 
 class GitError(Exception):
@@ -100,7 +100,9 @@ async def _git(worktree: Path, *args: str, check: bool = True) -> subprocess.Com
 async def changed_files(worktree: Path) -> list[str]:
     """Files changed in the worktree against HEAD (modified, added, deleted, renamed — both
     names — and untracked, each file listed, ignored files excluded), sorted."""
-    result = await _git(worktree, "status", "--porcelain=v1", "-z", "--untracked-files=all")
+    # an installed node_modules (cloned in by the install step) is never part of the change
+    result = await _git(worktree, "status", "--porcelain=v1", "-z", "--untracked-files=all",
+                        "--", ".", NO_NODE_MODULES)
     fields = result.stdout.decode("utf-8", "surrogateescape").split("\0")
     files: set[str] = set()
     i = 0
@@ -189,7 +191,7 @@ async def edits_since(worktree: Path, since_tree: str | None,
             return bytes(res.stdout)
 
         await git("read-tree", "HEAD")
-        await git("add", "--all")
+        await git("add", "--all", "--", ".", NO_NODE_MODULES)
         tree = (await git("write-tree")).decode().strip()
         base = since_tree or "HEAD"
         numstat = (await git("diff", "--numstat", base, tree)).decode("utf-8", "replace")

@@ -93,6 +93,17 @@ async def test_changed_files_and_revert(repo: Path) -> None:
     assert (repo / "src" / "api.py").read_text() == "api = 2\n"
 
 
+async def test_installed_node_modules_is_not_drift(repo: Path) -> None:
+    """A node_modules the install step put in the worktree (not gitignored here) is neither a
+    change nor drift: reverting it would delete what the checks need."""
+    for where in ("node_modules/left-pad", "web/node_modules/.bin"):
+        (repo / where).mkdir(parents=True)
+        (repo / where / "index.js").write_text("module.exports = 1\n")
+    (repo / "web" / "app.js").write_text("x\n")
+    assert await changed_files(repo) == ["web/app.js"]
+    assert (repo / "node_modules" / "left-pad" / "index.js").exists()
+
+
 async def test_revert_ignores_paths_leaving_the_worktree(repo: Path, tmp_path: Path) -> None:
     victim = tmp_path / "victim.txt"
     victim.write_text("keep\n")
