@@ -206,6 +206,14 @@ def _python_fnf(m: re.Match[str], line: str, sc: Scan, start: int, end: int) -> 
     return "wrong_working_dir", {"path": path}
 
 
+def _shell_enoent(m: re.Match[str], line: str, sc: Scan, start: int, end: int) -> Verdict:
+    # the shell says "PATH: No such file or directory" both for a missing file it was asked
+    # to read and for a command named by a path that is not there; exit 127 is the latter
+    if sc.exit_code == 127 and not m.group("cd"):
+        return "missing_command", {"command": m.group("path")}
+    return "wrong_working_dir", {"path": m.group("path")}
+
+
 def _node_module(m: re.Match[str], line: str, sc: Scan, start: int, end: int) -> Verdict:
     name = m.group("module")
     if name.startswith(("node:",)):
@@ -598,7 +606,7 @@ RULES: tuple[Rule, ...] = (
     _r("wrong_working_dir", ("rror",), r"^(?:cc1(?:plus)?|gcc|g\+\+|cc|c\+\+|clang(?:\+\+)?): (?:fatal )?error: (?P<path>[^:]+): No such file or directory"),
     _r("wrong_working_dir", ("rror",), PY + r"FileNotFoundError: \[Errno 2\] No such file or directory: '(?P<path>[^']+)'", _python_fnf),
     _r("wrong_working_dir", ("rror",), r"Error: ENOENT: no such file or directory, (?:open|scandir|stat|lstat|uv_cwd|chdir) '(?P<path>[^']+)'"),
-    _r("wrong_working_dir", ("No ",), r"^(?:\S*sh|bash|zsh)(?:: line \d+)?: (?:cd: )?(?P<path>[^:\s]*/[^:]*|[^:\s]+): No such file or directory$"),
+    _r("wrong_working_dir", ("No ",), r"^(?:\S*sh|bash|zsh)(?:: line \d+)?: (?P<cd>cd: )?(?P<path>[^:\s]*/[^:]*|[^:\s]+): No such file or directory$", _shell_enoent),
     _r("wrong_working_dir", ("No ",), r"^(?:cat|ls|cp|mv|head|tail|wc|diff|tar|source|chmod|sort|cd|stat|realpath|readlink): (?:cannot (?:access|stat|open) )?['‘]?(?P<path>[^'’:]+)['’]?(?: for reading)?: No such file or directory$"),
     # Node modules.
     _r("node_missing_dep", ("rror", "Cannot find"), r"Cannot find (?:module|package) '(?P<module>[^']+)'", _node_module),

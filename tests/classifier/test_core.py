@@ -48,6 +48,13 @@ CASES = [
     pytest.param("dial tcp 127.0.0.1:5432: connect: connection refused\n", 1, None, "network_unreachable", id="go-refused"),
     pytest.param("Error: listen EADDRINUSE: address already in use :::3000\n", 1, None, "port_in_use", id="port"),
     pytest.param("ModuleNotFoundError: No module named '_ctypes'\n", 1, None, "python_missing_dep", id="stdlib-module"),
+    # lines as bash prints them: `bash -c '/nonexistent/bin/uv pip install -e .'` (exit 127),
+    # `bash -c 'cd /tmp/nowhere'` and `bash -c 'cat < data/in.csv'` (exit 1); inside a script
+    # bash adds "line N:". A cd into a missing directory stays a path whatever the exit status.
+    pytest.param("bash: /nonexistent/bin/uv: No such file or directory\n", 127, None, "missing_command", id="shell-enoent-127-is-missing-command"),
+    pytest.param("bash: line 1: /tmp/x/.venv/bin/uv: No such file or directory\n", 127, None, "missing_command", id="shell-enoent-127-line"),
+    pytest.param("bash: line 1: cd: /tmp/nowhere: No such file or directory\n", 127, None, "wrong_working_dir", id="shell-cd-enoent-stays-path"),
+    pytest.param("bash: line 1: data/in.csv: No such file or directory\n", 1, None, "wrong_working_dir", id="shell-enoent-1-is-path"),
 ]
 
 
