@@ -52,8 +52,10 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -150,6 +152,16 @@ def _quote(path: str) -> str:
     return shlex.quote(path)
 
 
+def _hash_inputs(h: Any, root: Path, inputs: Iterable[str]) -> None:
+    """Feed each install input's name and content digest (in name order) into ``h``."""
+    for rel in sorted(inputs):
+        try:
+            data = (root / rel).read_bytes()
+        except OSError:
+            data = b"<missing>"
+        h.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
+
+
 def cache_key(worktree: Path, plan: InstallPlan, python: str) -> str:
     """sha256 of what decides a ready environment: interpreter, installer, steps, inputs."""
     h = hashlib.sha256()
@@ -157,12 +169,7 @@ def cache_key(worktree: Path, plan: InstallPlan, python: str) -> str:
     h.update(f"{real}\0{sys.version_info[:2]}\0{plan.installer}\0".encode())
     for step in plan.venv_steps + plan.steps:
         h.update(step.encode() + b"\0")
-    for rel in sorted(plan.inputs):
-        try:
-            data = (worktree / rel).read_bytes()
-        except OSError:
-            data = b"<missing>"
-        h.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
+    _hash_inputs(h, worktree, plan.inputs)
     return h.hexdigest()[:32]
 
 
@@ -179,12 +186,7 @@ def node_cache_key(cwd: Path, node: NodeInstall, env: dict[str, str]) -> str | N
         if done.returncode != 0:
             return None
         h.update(f"{tool}={done.stdout.strip()}\0".encode())
-    for rel in sorted(node.inputs):
-        try:
-            data = (cwd / rel).read_bytes()
-        except OSError:
-            data = b"<missing>"
-        h.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
+    _hash_inputs(h, cwd, node.inputs)
     return h.hexdigest()[:32]
 
 

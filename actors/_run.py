@@ -474,13 +474,9 @@ class RunActor:
         """The phase's checks, or the toolchain's defaults when it lists none."""
         if phase.checks:
             return list(phase.checks)
-        from ._toolchain import default_checks, detect_toolchains
+        from ._toolchain import default_checks
 
-        def read() -> tuple[list[str], list[str], bool]:
-            checks, reasons = default_checks(ws.cwd)
-            return checks, reasons, any(tc.env == "venv" for tc in detect_toolchains(ws.cwd))
-
-        checks, reasons, _wants_venv = await anyio.to_thread.run_sync(read)
+        checks, reasons = await anyio.to_thread.run_sync(default_checks, ws.cwd)
         await self.rec.event(self.run_id, phase.id, attempt, "checks_detected", checks=checks,
                              reasons=reasons)
         if not checks:
