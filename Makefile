@@ -23,7 +23,8 @@ demo: $(STAMP)
 ## System packages some tests need (Debian): installs the missing ones when run as root
 ## (sudo make system-deps); otherwise prints what is missing. Tests that need one skip with a
 ## reason where it is absent, except under CI=true, where a missing one fails the suite.
-SYSTEM_DEPS := systemd-analyze:systemd bwrap:bubblewrap chromium:chromium zsh:zsh fish:fish
+SYSTEM_DEPS := systemd-analyze:systemd bwrap:bubblewrap chromium:chromium zsh:zsh fish:fish \
+  node:nodejs npm:npm
 system-deps:
 	@missing=""; for pair in $(SYSTEM_DEPS); do cmd=$${pair%%:*}; pkg=$${pair##*:}; \
 	  command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \

@@ -171,6 +171,16 @@ def wait_state(d: DaemonProc, run_id: str, states: tuple[str, ...] = ("succeeded
             time.sleep(0.05)
 
 
+def ci_requires(*commands: str) -> None:
+    """At import of a test module whose tests skip without these commands: under CI
+    (``CI=true``) a missing one is a collection error, never a silent skip."""
+    import shutil
+
+    missing = [c for c in commands if shutil.which(c) is None]
+    if missing and os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"CI: {', '.join(missing)} not installed (make system-deps)", pytrace=False)
+
+
 def require_system(command: str, package: str) -> str:
     """The path of a system ``command`` the test needs, or skip with a visible reason.
 

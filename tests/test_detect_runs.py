@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests._wheels import build_wheelhouse, offline_env
-from tests.conftest import make_repo, wait_state, write_spec
+from tests.conftest import make_repo, require_system, wait_state, write_spec
 
 PYTEST = "python -m pytest -q"
 SETUP_PY = "from setuptools import setup\nsetup(name='calc', version='1.0', packages=['calc'])\n"
@@ -216,10 +216,9 @@ def test_failing_install_step_is_classified(offline_daemon: Any, tmp_path: Path)
 
 
 def test_node_package_runs_its_real_npm_test(offline_daemon: Any, tmp_path: Path) -> None:
-    import shutil
 
-    if not shutil.which("node") or not shutil.which("npm"):
-        pytest.skip("node/npm not installed here (a Node project's test needs them)")
+    require_system("node", "nodejs")
+    require_system("npm", "npm")
     d = offline_daemon
     pkg = '{"name": "n", "version": "1.0.0", "scripts": {"test": "node --test"}}'
     lock = '{"name": "n", "version": "1.0.0", "lockfileVersion": 3, "requires": true, ' \
@@ -278,12 +277,11 @@ def _node_dep_repo(path: Path) -> Path:
 
 def test_node_modules_kept_ready_and_reused_never_committed(offline_daemon: Any,
                                                              tmp_path: Path) -> None:
-    import shutil
 
     from tests.conftest import git
 
-    if not shutil.which("node") or not shutil.which("npm"):
-        pytest.skip("node/npm not installed here (a Node project's test needs them)")
+    require_system("node", "nodejs")
+    require_system("npm", "npm")
     d = offline_daemon
     repo = _node_dep_repo(tmp_path / "nodedep")
     # the phase changes a file, so the run commits: node_modules must stay out of it

@@ -12,7 +12,7 @@ from autopack.actors._env import system_python
 from autopack.actors._install import EnvCache, cache_key, plan_install, uv_binary, venv_command
 from autopack.actors._toolchain import detect
 
-from tests.conftest import make_repo
+from tests.conftest import make_repo, require_system
 
 
 def test_plan_detected_spec_and_uv_translation(tmp_path: Path) -> None:
@@ -101,12 +101,11 @@ def test_prune_keeps_the_most_recent(tmp_path: Path, n: int) -> None:
 
 
 def test_node_install_keyed_by_package_json_lockfile_and_cloned_as_is(tmp_path: Path) -> None:
-    import shutil
 
     from autopack.actors._install import node_cache_key
 
-    if not shutil.which("node") or not shutil.which("npm"):
-        pytest.skip("node/npm not installed here")
+    require_system("node", "nodejs")
+    require_system("npm", "npm")
     repo = make_repo(tmp_path / "r", {"web/package.json": '{"name": "w"}',
                                       "web/package-lock.json": "{}", "web/app.js": "1\n"})
     node = plan_install(detect(repo), None, uv=None).node

@@ -26,6 +26,10 @@ from autopack.daemon._notify import (
     watchdog_loop,
 )
 
+from tests.conftest import ci_requires
+
+ci_requires("systemd-socket-activate")  # package systemd (make system-deps)
+
 
 @pytest.fixture
 def short_dir() -> Iterator[Path]:

@@ -21,12 +21,15 @@ from types import ModuleType
 import pytest
 from autopack.daemon._config import Settings, load_settings
 
+from tests.conftest import ci_requires
+
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEMD = ROOT / "systemd"
 SERVICE = SYSTEMD / "autopackd.service"
 SOCKET = SYSTEMD / "autopackd.socket"
 REAL_EXEC = "/opt/autopack/venv/bin/autopackd"
 
+ci_requires("systemd-analyze", "systemd-sysusers", "systemd-tmpfiles")
 ANALYZE = shutil.which("systemd-analyze")
 needs_analyze = pytest.mark.skipif(
     ANALYZE is None, reason="systemd-analyze not installed (apt-get install systemd); .ci/run must provide it"
