@@ -18,17 +18,14 @@ from __future__ import annotations
 import functools
 import os
 import re
-import subprocess
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import anyio
 
-from ._worktree import NO_NODE_MODULES, SAFE_GIT
-
-
-class GitError(Exception):
-    """Raised by :func:`changed_files` / :func:`revert_paths` when git fails (message has stderr)."""
+from ._errors import GitError as GitError  # raised by changed_files, revert_paths, edits_since
+from ._git import git_bytes
+from ._worktree import NO_NODE_MODULES
 
 
 @functools.lru_cache(maxsize=512)
@@ -87,23 +84,13 @@ def outside_scope(files: Iterable[str], scope_globs: Sequence[str]) -> list[str]
     return sorted({f for f in files if not in_scope(f, scope_globs)})
 
 
-async def _git(worktree: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
-    from ._worktree import git_process  # the daemon's one git wrapper (no hooks)
-
-    result = await git_process(worktree, *args)
-    if check and result.returncode != 0:
-        raise GitError(f"git {' '.join(args[:2])} failed ({result.returncode}): "
-                       f"{result.stderr.decode(errors='replace').strip()[:500]}")
-    return result
-
-
 async def changed_files(worktree: Path) -> list[str]:
     """Files changed in the worktree against HEAD (modified, added, deleted, renamed — both
     names — and untracked, each file listed, ignored files excluded), sorted."""
     # an installed node_modules (cloned in by the install step) is never part of the change
-    result = await _git(worktree, "status", "--porcelain=v1", "-z", "--untracked-files=all",
-                        "--", ".", NO_NODE_MODULES)
-    fields = result.stdout.decode("utf-8", "surrogateescape").split("\0")
+    out = await git_bytes(worktree, "status", "--porcelain=v1", "-z", "--untracked-files=all",
+                          "--", ".", NO_NODE_MODULES)
+    fields = out.decode("utf-8", "surrogateescape").split("\0")
     files: set[str] = set()
     i = 0
     while i < len(fields):
@@ -128,14 +115,14 @@ async def revert_paths(worktree: Path, paths: Sequence[str]) -> list[str]:
     safe = [p for p in paths if _inside(root, p)]
     if not safe:
         return []
-    listed = await _git(worktree, "ls-tree", "-r", "-z", "--name-only", "HEAD", "--", *safe)
-    in_head = set(listed.stdout.decode("utf-8", "surrogateescape").split("\0")) - {""}
+    listed = await git_bytes(worktree, "ls-tree", "-r", "-z", "--name-only", "HEAD", "--", *safe)
+    in_head = set(listed.decode("utf-8", "surrogateescape").split("\0")) - {""}
     tracked = [p for p in safe if p in in_head]
     new = [p for p in safe if p not in in_head]
     if tracked:
-        await _git(worktree, "checkout", "HEAD", "--", *tracked)
+        await git_bytes(worktree, "checkout", "HEAD", "--", *tracked)
     if new:
-        await _git(worktree, "rm", "-q", "--cached", "--ignore-unmatch", "-r", "--", *new)
+        await git_bytes(worktree, "rm", "-q", "--cached", "--ignore-unmatch", "-r", "--", *new)
         await anyio.to_thread.run_sync(_remove_files, root, new)
     return sorted(safe)
 
@@ -179,16 +166,10 @@ async def edits_since(worktree: Path, since_tree: str | None,
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="autopack-idx-") as tmp:
-        env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C",
-               "GIT_INDEX_FILE": os.path.join(tmp, "index")}
+        env = {"GIT_INDEX_FILE": os.path.join(tmp, "index")}
 
         async def git(*args: str) -> bytes:
-            res = await anyio.run_process(["git", *SAFE_GIT, "-C", str(worktree), *args],
-                                          check=False, env=env)
-            if res.returncode != 0:
-                raise GitError(f"git {args[0]} failed: "
-                               f"{res.stderr.decode(errors='replace').strip()[:300]}")
-            return bytes(res.stdout)
+            return await git_bytes(worktree, *args, env=env)
 
         await git("read-tree", "HEAD")
         await git("add", "--all", "--", ".", NO_NODE_MODULES)

@@ -234,6 +234,9 @@ class RunActor:
                 with anyio.CancelScope(shield=True):
                     await self.rec.set_run_state(self.run_id, "interrupted", "daemon stopping")
                 return "interrupted"
+            except wt.GitError as exc:  # git refused (a corrupt index, an unreadable .git)
+                LOGGER.warning("run %s failed: %s", self.run_id, exc)
+                end_state, reason = "failed", str(exc)
             except Exception as exc:  # a bug or an environment failure: the run fails, the daemon lives
                 LOGGER.exception("run %s failed with an internal error", self.run_id)
                 end_state, reason = "failed", f"internal error: {type(exc).__name__}: {exc}"

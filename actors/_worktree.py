@@ -14,58 +14,19 @@ import os
 import re
 import shutil
 import socket
-import subprocess
-from collections.abc import Mapping
 from pathlib import Path
 
 import anyio
 
-GIT_IDENTITY = {
-    "GIT_AUTHOR_NAME": "autopack",
-    "GIT_AUTHOR_EMAIL": "autopack@localhost",
-    "GIT_COMMITTER_NAME": "autopack",
-    "GIT_COMMITTER_EMAIL": "autopack@localhost",
-}
+from ._errors import GitError as GitError
+from ._git import git as git
+from ._git import git_process as git_process
+
 PHASE_TRAILER = "Autopack-Phase"
-
-
-class GitError(Exception):
-    """Raised when a git command fails; the message carries git's own words."""
 
 
 class RunLocked(Exception):
     """Raised by :func:`acquire_run_lock` when another live process holds the run."""
-
-
-def _git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    env.update(GIT_IDENTITY)
-    env["GIT_TERMINAL_PROMPT"] = "0"
-    env["LC_ALL"] = "C"
-    if extra:
-        env.update(extra)
-    return env
-
-
-#: On every git command of the daemon: no hooks (a run could have planted one in a
-#: repository it can reach), no fsmonitor command, no pager.
-SAFE_GIT = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "--no-pager")
-
-
-async def git_process(cwd: Path | str, *args: str) -> subprocess.CompletedProcess[bytes]:
-    """The one way the daemon runs git: ``git <SAFE_GIT> args`` in ``cwd``, never raising
-    for a non-zero exit (the caller looks at ``returncode``)."""
-    return await anyio.run_process(["git", *SAFE_GIT, *args], cwd=str(cwd), env=_git_env(),
-                                   check=False, stdin=subprocess.DEVNULL)
-
-
-async def git(cwd: Path | str, *args: str, check: bool = True) -> str:
-    """Run ``git args`` in ``cwd``; return stdout (stripped). Raises :class:`GitError`."""
-    proc = await git_process(cwd, *args)
-    if check and proc.returncode != 0:
-        err = proc.stderr.decode("utf-8", "replace").strip() or proc.stdout.decode().strip()
-        raise GitError(f"git {' '.join(args)}: {err}")
-    return proc.stdout.decode("utf-8", "replace").strip()
 
 
 def is_git_repo(path: str | Path) -> bool:

@@ -8,36 +8,28 @@
   temporary index (``GIT_INDEX_FILE``) — the user's checkout, index and refs
   are untouched — and uses that commit as the run's base.
 
-Plain blocking ``git`` processes (the CLI imports no trio); hooks are off for
-every one of them.
+Plain blocking ``git`` processes through :func:`autopack.actors._git.git_sync` (the
+daemon's git wrapper, which imports no trio): hooks are off for every one of them.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
 import tempfile
 from collections.abc import Mapping
 
 import msgspec
+from autopack.actors._git import GitError, git_sync
 from autopack.protocol import RunSpec
 
 from ._errors import CtlError
 
-_SAFE = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false")
-_IDENTITY = {"GIT_AUTHOR_NAME": "autopack", "GIT_AUTHOR_EMAIL": "autopack@localhost",
-             "GIT_COMMITTER_NAME": "autopack", "GIT_COMMITTER_EMAIL": "autopack@localhost"}
-
 
 def _git(cwd: str, *args: str, env: Mapping[str, str] | None = None) -> str:
-    full = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    full.update(env or {})
-    full["GIT_TERMINAL_PROMPT"] = "0"
-    proc = subprocess.run(["git", *_SAFE, *args], cwd=cwd, env=full, capture_output=True,
-                          text=True, check=False, stdin=subprocess.DEVNULL)
-    if proc.returncode != 0:
-        raise CtlError(f"git {args[0]} in {cwd}: {proc.stderr.strip() or proc.stdout.strip()}")
-    return proc.stdout
+    try:
+        return git_sync(cwd, *args, env=env)
+    except (GitError, OSError) as exc:
+        raise CtlError(f"{exc} (in {cwd})") from None
 
 
 def prepare(path: str, spec: RunSpec, *, include_uncommitted: bool) -> tuple[str, RunSpec]:
@@ -85,7 +77,7 @@ def snapshot(root: str) -> str:
     through a temporary index; returns its sha. Nothing of the user's checkout changes:
     not the index, not a ref, not a file (the commit is reachable from no branch)."""
     with tempfile.TemporaryDirectory(prefix="autopack-index-") as tmp:
-        env = {"GIT_INDEX_FILE": os.path.join(tmp, "index"), **_IDENTITY}
+        env = {"GIT_INDEX_FILE": os.path.join(tmp, "index")}
         _git(root, "read-tree", "HEAD", env=env)
         _git(root, "add", "--update", "--", ".", env=env)
         tree = _git(root, "write-tree", env=env).strip()
