@@ -77,7 +77,7 @@ STEMS: tuple[str, ...] = (
     "denied", "deselected",
     "imeout", "in use", "illed", "imed out", "imit",
     "Too Many",
-    "cate memory", "collected 0 ", "curl: (", "can't open", "conflicts",
+    "cate memory", "collected 0 ", "curl: (", "can't open", "conflicts", "changed significantly",
     "fatal: unable to access",
     ".go:",
 )
@@ -620,6 +620,14 @@ RULES: tuple[Rule, ...] = (
     _r("package_not_found", ("rror", "RROR"), r"(?:PackageNotFoundError|HTTP error 404 while getting|Because \S+ depends on \S+ which doesn't exist)"),
     _r("dependency_conflict", ("RROR", "rror"), r"(?:ResolutionImpossible|because these package versions have conflicting dependencies|SolverProblemError|version solving failed|No solution found when resolving dependencies)", _no_solution),
     _r("dependency_conflict", ("rror",), r"^error: failed to select a version for"),
+    # A lockfile out of date with its manifest (uv sync --locked, poetry install, npm ci):
+    # the locked pins no longer fit the declared requirements.
+    _r("dependency_conflict", ("rror",), r"^error: The lockfile at `(?P<lockfile>[^`]+)` needs to be updated, but `--locked` was provided",
+       lambda m, line, sc, s, e: ("dependency_conflict", {"manager": "uv", "lockfile": m.group("lockfile")})),
+    _r("dependency_conflict", ("changed significantly",), r"changed significantly since (?P<lockfile>poetry\.lock) was last generated",
+       lambda m, line, sc, s, e: ("dependency_conflict", {"manager": "poetry", "lockfile": m.group("lockfile")})),
+    _r("dependency_conflict", ("rror", "RR!"), r"`npm ci` can only install packages when your package\.json and (?P<lockfile>package-lock\.json|npm-shrinkwrap\.json)(?: or npm-shrinkwrap\.json)? are in sync",
+       lambda m, line, sc, s, e: ("dependency_conflict", {"manager": "npm", "lockfile": m.group("lockfile")})),
     # Compilers and type checkers.
     _r("compile_error", ("rror",), r"^error(?:\[(?P<code>E\d{4})\])?: (?P<msg>.+)$", _rust_error),
     _r("compile_error", ("rror",), r"^(?P<file>[^\s:][^:]*\.(?:c|cc|cpp|cxx|c\+\+|h|hh|hpp|hxx|m|mm|cu|f|f90|s|S)):(?P<line>\d+):(?:(?P<col>\d+):)? (?:fatal )?error: (?P<msg>.*)", _c_error),

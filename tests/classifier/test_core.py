@@ -55,6 +55,11 @@ CASES = [
     pytest.param("bash: line 1: /tmp/x/.venv/bin/uv: No such file or directory\n", 127, None, "missing_command", id="shell-enoent-127-line"),
     pytest.param("bash: line 1: cd: /tmp/nowhere: No such file or directory\n", 127, None, "wrong_working_dir", id="shell-cd-enoent-stays-path"),
     pytest.param("bash: line 1: data/in.csv: No such file or directory\n", 1, None, "wrong_working_dir", id="shell-enoent-1-is-path"),
+    # lockfiles out of date with the manifest, as uv 0.13 (sync --locked), poetry 2.x (install)
+    # and npm 10 (ci) print it
+    pytest.param("Resolved 7 packages in 12ms\nerror: The lockfile at `uv.lock` needs to be updated, but `--locked` was provided.\n\nhint: To update the lockfile, run `uv lock`.\n", 1, None, "dependency_conflict", id="uv-stale-lock"),
+    pytest.param("Installing dependencies from lock file\n\npyproject.toml changed significantly since poetry.lock was last generated. Run `poetry lock` to fix the lock file.\n", 1, None, "dependency_conflict", id="poetry-stale-lock"),
+    pytest.param("npm error code EUSAGE\nnpm error\nnpm error `npm ci` can only install packages when your package.json and package-lock.json or npm-shrinkwrap.json are in sync. Please update your lock file with `npm install` before continuing.\nnpm error\nnpm error Missing: left-pad@1.3.0 from lock file\n", 1, None, "dependency_conflict", id="npm-ci-stale-lock"),
 ]
 
 
