@@ -64,7 +64,7 @@ from ._toolchain import Detection
 LOGGER = logging.getLogger(__name__)
 
 __all__ = ["EnvCache", "InstallPlan", "NodeInstall", "install_env", "node_cache_key",
-           "plan_install", "uv_binary"]
+           "plan_install", "poetry_binary", "uv_binary"]
 
 _META = "autopack-env.json"
 _KEEP = 12  # ready environments kept; the least recently used go first
@@ -98,6 +98,24 @@ class InstallPlan(msgspec.Struct, frozen=True, kw_only=True):
 
 
 @cache
+def poetry_binary() -> str | None:
+    """The ``poetry`` executable for poetry-managed projects: one on the daemon's PATH,
+    else the one installed beside the daemon's interpreter (its virtualenv), else None.
+
+    The runs' PATH leaves the daemon's virtualenv out (:func:`._env.base_env`), so the
+    install step names it by its absolute path.
+    """
+    found = shutil.which("poetry")
+    if found:
+        return found
+    beside = Path(sys.executable).parent / "poetry"
+    return str(beside) if os.access(beside, os.X_OK) else None
+
+
+_FIND = "\0find"  # plan_install(poetry=...) default: look the executable up
+
+
+@cache
 def uv_binary() -> str | None:
     """The ``uv`` executable: the ``uv`` package's binary, else one on PATH, else None."""
     try:
@@ -112,13 +130,17 @@ def uv_binary() -> str | None:
 
 
 def plan_install(detection: Detection, setup: list[str] | None, *,
-                 uv: str | None) -> InstallPlan:
+                 uv: str | None, poetry: str | None = _FIND) -> InstallPlan:
     """The install step: the spec's ``setup`` if given, else the detected install commands.
 
     With uv available, detected ``python -m pip install …`` steps run as ``uv pip install
-    …`` (same arguments, into the run's venv). A run gets a venv when Python is detected
-    or when the spec gives its own setup (its commands may well call pip).
+    …`` (same arguments, into the run's venv). ``poetry …`` steps name ``poetry`` by its
+    absolute path (default: :func:`poetry_binary`; left as is when there is none, so the
+    step fails as a missing command). A run gets a venv when Python is detected or when
+    the spec gives its own setup (its commands may well call pip).
     """
+    if poetry == _FIND:
+        poetry = poetry_binary()
     installer = "uv" if uv else "pip"
     if setup is not None:
         return InstallPlan(venv_steps=[], steps=list(setup), source="spec", venv=True,
@@ -137,6 +159,10 @@ def plan_install(detection: Detection, setup: list[str] | None, *,
             if uv and (step.startswith("uv ") or " && uv " in step):
                 step = step.replace("uv ", f"{_quote(uv)} ", 1) if step.startswith("uv ") \
                     else step.replace(" && uv ", f" && {_quote(uv)} ", 1)
+            if poetry and (step.startswith("poetry ") or " && poetry " in step):
+                step = step.replace("poetry ", f"{_quote(poetry)} ", 1) \
+                    if step.startswith("poetry ") \
+                    else step.replace(" && poetry ", f" && {_quote(poetry)} ", 1)
             target = venv_steps if tc.name == "python" else steps
             if step not in target:
                 target.append(step)
@@ -341,6 +367,13 @@ def install_env(env: dict[str, str], venv: Path | None, state_dir: Path) -> dict
     out.setdefault("UV_CACHE_DIR", str(caches / "uv"))
     out.setdefault("PIP_CACHE_DIR", str(caches / "pip"))
     out["UV_LINK_MODE"] = "copy"
+    # poetry: its caches beside uv's, never a prompt, never a keyring (a desktop keyring
+    # would wait for an unlock dialog nobody sees), never a virtualenv of its own (it
+    # installs into the active one, the run's)
+    out.setdefault("POETRY_CACHE_DIR", str(caches / "poetry"))
+    out["POETRY_NO_INTERACTION"] = "1"
+    out["POETRY_VIRTUALENVS_CREATE"] = "false"
+    out.setdefault("PYTHON_KEYRING_BACKEND", "keyring.backends.null.Keyring")
     if venv is not None:
         out["UV_PROJECT_ENVIRONMENT"] = str(venv)
     return out

@@ -134,7 +134,8 @@ def _python_manager(d: Path, pyproject: dict[str, Any]) -> tuple[str, str]:
     if isinstance(tool, dict) and "poetry" in tool:
         return "poetry", "[tool.poetry] in pyproject.toml: poetry manages the environment"
     if isinstance(tool, dict) and "uv" in tool:
-        return "uv", "[tool.uv] in pyproject.toml: uv manages the environment"
+        # uv sync --locked/--frozen refuse without a lock; writing one would change the repo
+        return "pip", "[tool.uv] but no uv.lock: uv pip installs into the run's virtualenv"
     return "pip", "no uv.lock or poetry.lock: plain pip into the run's virtualenv"
 
 
@@ -167,6 +168,25 @@ _PYTEST_DEP_RE = re.compile(r"""(?:^|[\s"',\[])pytest(?=[\s"',<>=~!;\]\[]|$)""",
 def _declares_pytest(dep_text: str) -> bool:
     """pytest named as a requirement (not ``[tool:pytest]`` or ``[tool.pytest…]``)."""
     return _PYTEST_DEP_RE.search(dep_text) is not None
+
+
+def _test_groups(pyproject: dict[str, Any], manager: str) -> list[str]:
+    """Dependency groups with test dependencies that the manager would not install by
+    default: uv installs only ``dev`` (PEP 735 ``[dependency-groups]``), poetry every group
+    not marked ``optional``."""
+    names: list[str] = []
+    if manager == "uv":
+        groups = pyproject.get("dependency-groups", {})
+        if isinstance(groups, dict):
+            names = [str(g) for g in groups if str(g) != "dev"]
+    else:
+        tool = pyproject.get("tool", {})
+        poetry = tool.get("poetry", {}) if isinstance(tool, dict) else {}
+        groups = poetry.get("group", {}) if isinstance(poetry, dict) else {}
+        if isinstance(groups, dict):
+            names = [str(g) for g, spec in groups.items()
+                     if isinstance(spec, dict) and spec.get("optional") is True]
+    return [g for g in names if re.fullmatch(r"[A-Za-z0-9._-]+", g) and "test" in g.lower()]
 
 
 def _pytest_config(d: Path, pyproject: dict[str, Any],
@@ -277,9 +297,15 @@ def _detect_python(d: Path, root: str) -> Toolchain | None:
     target = "." + (f"[{','.join(extras)}]" if extras else "")
     install: list[str] = []
     if manager == "uv":
-        install.append(_in_dir(root, "uv sync --frozen --all-extras"))
+        groups = "".join(f" --group {g}" for g in _test_groups(pyproject, "uv"))
+        install.append(_in_dir(root, f"uv sync --locked --all-extras{groups}"))
+        reasons.append("uv: the locked versions, refused when uv.lock is out of date "
+                       "with pyproject.toml (--locked)")
     elif manager == "poetry":
-        install.append(_in_dir(root, "poetry install --no-interaction"))
+        groups = "".join(f" --with {g}" for g in _test_groups(pyproject, "poetry"))
+        install.append(_in_dir(root, f"poetry install --no-interaction --all-extras{groups}"))
+        reasons.append("poetry: the locked versions, refused when poetry.lock is out of date "
+                       "with pyproject.toml")
     else:
         if installable:
             install.append(_in_dir(root, f"python -m pip install -e '{target}'"))
@@ -291,7 +317,7 @@ def _detect_python(d: Path, root: str) -> Toolchain | None:
         d / "setup.py") + "".join(_read_text(d / r) for r in reqs)
     config = _pytest_config(d, pyproject, setup_cfg)
     test, runner = _python_test_command(d, root, tests, hints, config, reasons)
-    if runner == "pytest" and manager == "pip" and not _declares_pytest(dep_text):
+    if runner == "pytest" and not _declares_pytest(dep_text):
         install.append(_in_dir(root, "python -m pip install pytest"))
         reasons.append("pytest is not a declared dependency: added to the run's environment")
     inputs = [_rel(root, n) for n in ("pyproject.toml", "setup.py", "setup.cfg", "uv.lock",

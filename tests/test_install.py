@@ -139,3 +139,28 @@ def test_node_install_keyed_by_package_json_lockfile_and_cloned_as_is(tmp_path: 
         fh.write("// tampered\n")
     assert not cache.clone("n", tmp_path / "w3/node_modules", tmp_path / "w3", rewrite=False)
     assert not cache.has("n")
+
+
+def test_lockfile_plans_name_uv_and_poetry_by_path(tmp_path: Path) -> None:
+    from autopack.actors._install import install_env
+
+    uv_repo = make_repo(tmp_path / "u", {
+        "pyproject.toml": "[project]\nname='u'\nversion='1'\n[dependency-groups]\n"
+                          "test = ['pytest']\n", "uv.lock": "version = 1\n"})
+    plan = plan_install(detect(uv_repo), None, uv="/opt/uv", poetry=None)
+    # --locked: a lock out of date with pyproject.toml is refused (--frozen would install it)
+    assert plan.venv_steps == ["/opt/uv sync --locked --all-extras --group test"]
+    assert "uv.lock" in plan.inputs
+    poetry_repo = make_repo(tmp_path / "p", {
+        "pyproject.toml": "[tool.poetry]\nname='p'\nversion='1'\n", "poetry.lock": "",
+        "tests/test_p.py": "def test_p():\n    pass\n"})
+    plan = plan_install(detect(poetry_repo), None, uv=None, poetry="/opt/my tools/poetry")
+    assert plan.venv_steps == ["'/opt/my tools/poetry' install --no-interaction --all-extras",
+                               "python -m pip install pytest"]  # pytest not declared
+    assert plan.inputs == ["pyproject.toml", "poetry.lock"]
+    missing = plan_install(detect(poetry_repo), None, uv=None, poetry=None)
+    assert missing.venv_steps[0].startswith("poetry install")  # fails as a missing command
+    env = install_env({"PATH": "/bin"}, tmp_path / "venv", tmp_path / "state")
+    assert env["POETRY_CACHE_DIR"] == str(tmp_path / "state" / "cache" / "poetry")
+    assert env["POETRY_VIRTUALENVS_CREATE"] == "false"
+    assert env["UV_PROJECT_ENVIRONMENT"] == str(tmp_path / "venv")

@@ -94,11 +94,30 @@ CASES = [
     pytest.param({"pyproject.toml": "[project]\nname='x'\nversion='1'\n", "uv.lock": "version = 1\n",
                   "x/__init__.py": "", "tests/test_x.py": "def test_x():\n    pass\n"},
                  [("python", "uv", ".")],
-                 {"install": ["uv sync --frozen --all-extras"], "test": [PYTEST],
-                  "source_dirs": ["x", "tests"]}, id="python-uv"),
+                 {"install": ["uv sync --locked --all-extras", "python -m pip install pytest"],
+                  "test": [PYTEST], "source_dirs": ["x", "tests"]}, id="python-uv"),
+    pytest.param({"pyproject.toml": "[project]\nname='x'\nversion='1'\n[dependency-groups]\n"
+                  "dev = ['ruff']\ntests = ['pytest>=8']\ndocs = ['sphinx']\n",
+                  "uv.lock": "version = 1\n", "tests/test_x.py": "def test_x():\n    pass\n"},
+                 [("python", "uv", ".")],
+                 {"install": ["uv sync --locked --all-extras --group tests"], "test": [PYTEST]},
+                 id="python-uv-test-group"),
+    pytest.param({"pyproject.toml": "[project]\nname='x'\nversion='1'\n[tool.uv]\n"
+                  "package = true\n", "tests/test_x.py": "def test_x():\n    pass\n"},
+                 [("python", "pip", ".")],
+                 {"install": ["python -m pip install -e '.'", "python -m pip install pytest"]},
+                 id="python-tool-uv-without-lock-is-pip"),
+    pytest.param({"pyproject.toml": "[tool.poetry]\nname='p'\nversion='1'\n"
+                  "[tool.poetry.group.test]\noptional = true\n"
+                  "[tool.poetry.group.test.dependencies]\npytest = '^8'\n"
+                  "[tool.poetry.group.lint.dependencies]\nruff = '*'\n",
+                  "poetry.lock": "", "tests/test_p.py": "def test_p():\n    pass\n"},
+                 [("python", "poetry", ".")],
+                 {"install": ["poetry install --no-interaction --all-extras --with test"],
+                  "test": [PYTEST]}, id="python-poetry-optional-test-group"),
     pytest.param({"pyproject.toml": "[tool.poetry]\nname='p'\nversion='1'\n", "p/__init__.py": ""},
                  [("python", "poetry", ".")],
-                 {"install": ["poetry install --no-interaction"], "test": []},
+                 {"install": ["poetry install --no-interaction --all-extras"], "test": []},
                  id="python-poetry-tool-table"),
     pytest.param({"pyproject.toml": "[project]\nname='p'\nversion='1'\n", "poetry.lock": "",
                   "pytest.ini": "[pytest]\n"},
