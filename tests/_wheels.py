@@ -14,7 +14,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import importlib.metadata as md
+import shutil
+import threading
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 # what a run needs offline: pytest and its dependencies, and a PEP 517 backend
@@ -68,3 +74,57 @@ def offline_env(*wheelhouses: Path) -> dict[str, str]:
     links = " ".join(str(w) for w in wheelhouses)
     return {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": links, "UV_OFFLINE": "1",
             "UV_FIND_LINKS": ",".join(str(w) for w in wheelhouses), "UV_NO_INDEX": "1"}
+
+
+def make_wheel(out: Path, name: str, version: str) -> Path:
+    """A tiny pure wheel of ``name`` ``version`` in ``out``: module ``name`` with
+    ``VERSION = "<version>"``, no dependencies (a check can tell which one is installed)."""
+    out.mkdir(parents=True, exist_ok=True)
+    info = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}/__init__.py": f"VERSION = {version!r}\n".encode(),
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+        f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\n"
+                         b"Tag: py3-none-any\n",
+    }
+    target = out / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zf:
+        records = []
+        for arcname, data in files.items():
+            zf.writestr(arcname, data)
+            records.append(_record_line(arcname, data))
+        records.append(f"{info}/RECORD,,")
+        zf.writestr(f"{info}/RECORD", "\n".join(records) + "\n")
+    return target
+
+
+def simple_index(wheelhouse: Path, out: Path) -> Path:
+    """``out`` laid out as a PEP 503 index of ``wheelhouse`` (one directory per normalized
+    name holding its wheels: a served directory listing is the project page)."""
+    import re
+
+    for whl in sorted(wheelhouse.glob("*.whl")):
+        name = re.sub(r"[-_.]+", "-", whl.name.split("-", 1)[0]).lower()
+        (out / name).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(whl, out / name / whl.name)
+    return out
+
+
+@contextmanager
+def serve(root: Path) -> Iterator[str]:
+    """``root`` served over HTTP on loopback (a package index for tools that only speak
+    HTTP, like poetry); yields the base URL."""
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
