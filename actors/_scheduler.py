@@ -4,6 +4,10 @@ The limit is read live (SIGHUP may change it). Runs held by another daemon
 sharing the state dir (their lock is taken) are skipped and retried later.
 The scheduler polls the store once a second besides being poked on submit, so
 runs submitted to a sibling daemon on the same state dir are seen too.
+
+When a run reaches a terminal state the scheduler posts a :class:`RunEnded` on
+the run-ended channel (``ended``): the daemon's services (reports, retention)
+read it; the scheduler never waits for them.
 """
 
 from __future__ import annotations
@@ -15,12 +19,23 @@ from typing import Any
 import anyio
 import msgspec
 from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectSendStream
 from autopack.protocol import StorageError
 
 from . import _worktree as wt
 from ._run import RunActor, RunServices, end_run_directly
 
 LOGGER = logging.getLogger(__name__)
+
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+class RunEnded(msgspec.Struct, frozen=True):
+    """Posted on the run-ended channel once a run reached a terminal ``state``."""
+
+    run_id: str
+    state: str
 
 
 class SchedulerStats(msgspec.Struct, frozen=True, kw_only=True):
@@ -34,7 +49,8 @@ class SchedulerStats(msgspec.Struct, frozen=True, kw_only=True):
 
 class Scheduler:
     def __init__(self, services: RunServices, *, limit: Callable[[], int],
-                 poll_s: float = 1.0, crash_limit: Callable[[], int] = lambda: 3) -> None:
+                 poll_s: float = 1.0, crash_limit: Callable[[], int] = lambda: 3,
+                 ended: MemoryObjectSendStream[RunEnded] | None = None) -> None:
         self.services = services
         self.limit = limit
         self.poll_s = poll_s
@@ -48,7 +64,7 @@ class Scheduler:
         self._told: set[str] = set()  # runs held elsewhere that we already logged
         self._idle = anyio.Event()
         self._ended: dict[str, anyio.Event] = {}  # runs someone waits to see end
-        self.on_run_end: Callable[[str, str], Awaitable[None]] | None = None
+        self.ended = ended  # the run-ended channel (None: nobody listens)
         # isolation per run: an actor that crashes is retried with backoff, and after
         # crash_limit() crashes in a row its run ends failed with the reason
         self.crash_limit = crash_limit
@@ -192,11 +208,7 @@ class Scheduler:
                 LOGGER.exception("run %s: cannot record its end", run_id)
             del self._pending_end[run_id]
             LOGGER.info("run %s: recorded as %s (%s)", run_id, state, reason)
-            if self.on_run_end is not None:
-                try:
-                    await self.on_run_end(run_id, state)
-                except Exception:
-                    LOGGER.exception("run %s: end-of-run hook failed", run_id)
+            self._post_end(run_id, state)
 
     async def _drive(self, run_id: str, actor: RunActor) -> None:
         state = "unknown"
@@ -217,8 +229,14 @@ class Scheduler:
             if not self.active:
                 self._idle.set()
             self.poke()
-        if self.on_run_end is not None and state in ("succeeded", "failed", "cancelled"):
-            try:
-                await self.on_run_end(run_id, state)
-            except Exception:
-                LOGGER.exception("run %s: end-of-run hook failed", run_id)
+        self._post_end(run_id, state)
+
+    def _post_end(self, run_id: str, state: str) -> None:
+        """Post a terminal end on the run-ended channel (unbounded: never waits)."""
+        if self.ended is None or state not in TERMINAL:
+            return
+        try:
+            self.ended.send_nowait(RunEnded(run_id, state))
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            LOGGER.warning("run %s ended %s while the daemon is stopping: no report now",
+                           run_id, state)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,10 @@ from autopack.protocol._paths import default_state_dir as default_state_dir
 DEFAULT_AUTO_MITIGATE = ["python_missing_dep", "node_missing_dep", "rate_limited", "network_timeout"]
 
 
-class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """One immutable snapshot of the daemon's settings (a reload swaps in a new one,
+    see :class:`LiveSettings`)."""
+
     state_dir: str = msgspec.field(default_factory=default_state_dir)
     socket: str = ""  # "" = derived, see default_socket_for()
     socket_mode: int = 0o600
@@ -164,6 +167,36 @@ LIVE_RELOADABLE = {
     "ab_fraction", "min_free_disk_mb", "retention_days", "memory_deadline_ms", "drift_policy",
     "builder_max_turns", "builder_attempt_wall_s", "wedged_after_s", "builder_attempt_tokens", "log_level", "default_doctor_tokens", "grace_period_s",
 }
+
+
+class LiveSettings:
+    """The daemon's current settings: a frozen :class:`Settings` snapshot that a reload
+    replaces whole, in one assignment (atomic for every reader under trio).
+
+    A reader takes ``live.current`` once per decision and uses that snapshot for the
+    whole decision, so it never sees half of a reload. Holders of a copy (the run
+    actors' services, the memory actor's deadline) subscribe with :meth:`on_swap`.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.current = settings
+        self._listeners: list[Callable[[Settings], None]] = []
+
+    def on_swap(self, listener: Callable[[Settings], None]) -> None:
+        """Call ``listener(snapshot)`` after every swap (synchronously, in the swap)."""
+        self._listeners.append(listener)
+
+    def swap(self, fresh: Settings) -> list[str]:
+        """Take the :data:`LIVE_RELOADABLE` values of ``fresh`` (the others need a
+        restart); returns the names that changed (none: nothing is swapped)."""
+        old = self.current
+        changed = sorted(k for k in LIVE_RELOADABLE if getattr(fresh, k) != getattr(old, k))
+        if not changed:
+            return []
+        self.current = msgspec.structs.replace(old, **{k: getattr(fresh, k) for k in changed})
+        for listener in self._listeners:
+            listener(self.current)
+        return changed
 
 
 class ConfigError(Exception):

@@ -4,7 +4,7 @@ Each connection is served by its own task. The first message must be
 ``Hello``; the peer's uid/gid (``SO_PEERCRED``) must be the daemon's own uid,
 root, or configured. Malformed, oversized or unknown frames get an ``Error``
 reply with a stable code and the connection is closed; nothing else is
-affected. Requests are dispatched to the handler object (``_app.Daemon``).
+affected. Requests are dispatched to the handler object (``_handler.RequestHandler``).
 """
 
 from __future__ import annotations

@@ -54,10 +54,12 @@ class DaemonView(Protocol):
     """What the dashboard reads from the daemon (``_app.Daemon`` provides it)."""
 
     store: Any
-    settings: Any
     scheduler: Any  # .active: the runs executing now
     supervisor: Any  # .statistics(): restarts of each supervised part
     llm: Any  # .statistics(): rate limiter and circuit breaker
+
+    @property
+    def settings(self) -> Any: ...  # the current snapshot (a reload swaps it)
 
     async def health(self) -> Any: ...
     async def report(self, run_id: str) -> dict[str, Any]: ...
