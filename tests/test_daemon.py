@@ -97,9 +97,15 @@ def _intervals(daemon, run_ids):
 
 def test_concurrency_limit_is_observed(daemon_factory, repo, tmp_path):
     d = daemon_factory(config={"max_concurrent_runs": 2})
-    spec = write_spec(tmp_path / "s.json", [
-        {"id": "nap", "goal": "sleep a bit", "kind": "command", "checks": ["sleep 0.4"]}])
-    ids = [submit(d, spec, repo) for _ in range(6)]
+    specs = [str(write_spec(tmp_path / f"s{i}.json", [
+        {"id": "nap", "goal": "sleep a bit", "kind": "command", "checks": ["sleep 0.4"]}]))
+        for i in range(6)]
+    # one submit of six files: six separate autopackctl starts on a loaded machine can take
+    # longer than a run, and then no two runs ever overlap
+    res = d.ctl("submit", *specs, "--repo", str(repo), "--json")
+    assert res.returncode == 0, res.stderr
+    ids = json.loads(res.stdout)["run_ids"]
+    assert len(ids) == 6
     assert d.ctl("wait", *ids).returncode == 0
     spans = _intervals(d, ids)
     points = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
