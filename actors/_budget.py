@@ -46,6 +46,8 @@ from datetime import UTC, datetime
 
 import msgspec
 
+from ._errors import PriceError as PriceError
+
 PUSD_PER_USD = 10**12
 _PUSD_PER_TOKEN_PER_MTOK = 10**6  # $1 per million tokens = 10^6 pUSD per token
 
@@ -88,10 +90,6 @@ DEFAULT_PRICES: dict[str, Price] = {
 }
 FALLBACK_PRICE = Price(15.0, 75.0, 18.75, 1.50)  # the dearest row: an unknown model cannot overshoot
 _DATE_SUFFIX = re.compile(r"-(?:\d{8}|latest)$")
-
-
-class PriceError(ValueError):
-    """Raised by :func:`price_table` for an override that is not four non-negative numbers."""
 
 
 def price_table(overrides: Mapping[str, Sequence[float]] | None = None) -> dict[str, Price]:

@@ -66,6 +66,12 @@ from ._budget import (
     price_table,
     usd,
 )
+from ._errors import BudgetExhausted as BudgetExhausted
+from ._errors import DoctorMalformed as DoctorMalformed
+from ._errors import LLMAuthError as LLMAuthError
+from ._errors import LLMError as LLMError
+from ._errors import LLMRequestError as LLMRequestError
+from ._errors import LLMUnavailable as LLMUnavailable
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -80,56 +86,6 @@ LOGGER = logging.getLogger(__name__)
 DEFAULT_MODEL = "claude-sonnet-4-6"
 CREDENTIAL_NAME = "anthropic_api_key"
 _EPHEMERAL: dict[str, Any] = {"type": "ephemeral"}
-
-
-# -- exceptions ----------------------------------------------------------------------
-class LLMError(Exception):
-    """Base of the errors raised on purpose by the LLM client, the Builder and the Doctor."""
-
-
-class LLMAuthError(LLMError):
-    """Raised by :meth:`LLM.create` when no key is configured or the API rejects it (401/403)."""
-
-
-class BudgetExhausted(LLMError):
-    """Raised by :meth:`LLM.create` before a call whose worst case does not fit a budget
-    (the call is not made).
-
-    ``reason`` is ``"token_budget"`` or ``"usd_budget"``; ``refusal`` holds the
-    figures (scope, unit, limit, spent, needed).
-    """
-
-    def __init__(self, reason: str, message: str, refusal: Refuse | None = None) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.refusal = refusal
-
-    @classmethod
-    def from_refusal(cls, refusal: Refuse) -> BudgetExhausted:
-        return cls(refusal.reason, refusal.message(), refusal)
-
-
-class LLMUnavailable(LLMError):
-    """Raised by :meth:`LLM.create` when every attempt failed with 429/5xx/529/connection errors."""
-
-
-class LLMRequestError(LLMError):
-    """Raised by :meth:`LLM.create` when the API refuses the request itself (e.g. 400); not retried."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"HTTP {status}: {message}")
-        self.status = status
-
-
-class DoctorMalformed(LLMError):
-    """Raised by ``ask_doctor`` when the answer does not fit the decision schema.
-
-    ``usage`` holds the call's accounting so the caller can still record the tokens.
-    """
-
-    def __init__(self, message: str, usage: CallUsage | None = None) -> None:
-        super().__init__(message)
-        self.usage = usage
 
 
 # -- accounting ----------------------------------------------------------------------

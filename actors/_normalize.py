@@ -33,8 +33,9 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from autopack.protocol import AutopackError, RunSpec, SpecError, spec_to_builtins, validate_spec
+from autopack.protocol import RunSpec, SpecError, spec_to_builtins, validate_spec
 
+from ._errors import PlanError as PlanError
 from ._plan_text import (
     _ACTION_VERBS,
     _EDIT_VERBS,
@@ -70,16 +71,6 @@ __all__ = [
 
 DEFAULT_MAX_BYTES = 1024 * 1024
 MAX_REPO_FILES = 200_000
-
-
-class PlanError(AutopackError):
-    """Raised by :func:`normalize_plan` / :func:`normalize_file` for a plan that cannot
-    become a run spec (empty, binary, too large, unreadable, nothing actionable, or a
-    target repository that is not a git repository). ``message`` is one line for people."""
-
-    def __init__(self, message: str) -> None:
-        self.message = message
-        super().__init__(message)
 
 
 class PhaseReport(msgspec.Struct, frozen=True, kw_only=True):

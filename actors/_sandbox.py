@@ -57,6 +57,8 @@ from typing import Literal
 
 import msgspec
 
+from ._errors import SandboxUnavailable as SandboxUnavailable
+
 LOGGER = logging.getLogger(__name__)
 
 SandboxMode = Literal["bwrap", "unavailable", "off"]
@@ -341,10 +343,6 @@ class RunBox:
         inner.update({"TMPDIR": "/tmp", "XDG_CACHE_HOME": "/tmp/.cache",
                       "npm_config_cache": "/tmp/.npm", "GOCACHE": "/tmp/.cache/go-build"})
         return Launch(argv=argv, env=inner, pass_fds=(fd,))
-
-
-class SandboxUnavailable(Exception):
-    """Raised by :meth:`RunBox.launch` when no working sandbox exists (and it is not off)."""
 
 
 def scratch_dir(state_dir: Path, run_id: str) -> Path:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from ._errors import InvalidTransition as InvalidTransition
+
 
 class RunState(StrEnum):
     QUEUED = "queued"
@@ -60,14 +62,6 @@ TERMINAL_RUN_STATES = frozenset({RunState.SUCCEEDED, RunState.FAILED, RunState.C
 TERMINAL_PHASE_STATES = frozenset(
     {PhaseState.SUCCEEDED, PhaseState.FAILED, PhaseState.SKIPPED, PhaseState.CANCELLED}
 )
-
-
-class InvalidTransition(Exception):
-    """Raised when code asks for a state change the table does not allow (a bug in autopack)."""
-
-    def __init__(self, what: str, current: str, target: str) -> None:
-        self.what, self.current, self.target = what, current, target
-        super().__init__(f"{what}: no transition {str(current)!r} -> {str(target)!r}")
 
 
 def check_run_transition(current: str, target: str) -> RunState:

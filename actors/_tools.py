@@ -35,6 +35,7 @@ from typing import Any
 import anyio
 import msgspec
 
+from ._errors import PathRefused as PathRefused
 from ._proc import CommandResult as CommandResult
 from ._proc import run_command as run_command
 from ._sandbox import RunBox, SandboxUnavailable
@@ -65,10 +66,6 @@ class ToolResult(msgspec.Struct, frozen=True, kw_only=True):
         if self.is_error:
             block["is_error"] = True
         return block
-
-
-class PathRefused(Exception):
-    """Raised by :func:`confine` for a path that leaves the worktree or enters ``.git``."""
 
 
 def confine(worktree: Path, path: str) -> Path:

@@ -19,14 +19,11 @@ from pathlib import Path
 import anyio
 
 from ._errors import GitError as GitError
+from ._errors import RunLocked as RunLocked
 from ._git import git as git
 from ._git import git_process as git_process
 
 PHASE_TRAILER = "Autopack-Phase"
-
-
-class RunLocked(Exception):
-    """Raised by :func:`acquire_run_lock` when another live process holds the run."""
 
 
 def is_git_repo(path: str | Path) -> bool:

@@ -20,6 +20,17 @@ _LAZY = {
     "Store": "._store",
     "Supervisor": "._supervisor",
     "SupervisorGaveUp": "._supervisor",
+    "AmbiguousRun": "._errors",
+    "BackupError": "._errors",
+    "ClientError": "._errors",
+    "DaemonError": "._errors",
+    "DiffUnavailable": "._errors",
+    "RetryRefused": "._errors",
+    "SchemaTooNew": "._errors",
+    "StateDirBusy": "._errors",
+    "StoreDamaged": "._errors",
+    "StoreUnavailable": "._errors",
+    "UnknownRun": "._errors",
 }
 __all__ = sorted(_LAZY)
 

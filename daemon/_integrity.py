@@ -20,18 +20,13 @@ import sqlite3
 import time
 from pathlib import Path
 
+from ._errors import BackupError as BackupError
+from ._errors import StoreDamaged as StoreDamaged
+
 RECOVERY = ("restore it from a backup (autopackctl backup PATH made one), or run "
             "`autopackd --reset-store` to move it aside and start empty (docs/operations.md)")
 EVIDENCE_DIRS = ("locks", "reports", "worktrees")
 SIDE_FILES = ("-wal", "-shm", "-journal")
-
-
-class BackupError(Exception):
-    """Raised by :func:`online_backup` with one line saying why no backup was written."""
-
-
-class StoreDamaged(Exception):
-    """Raised by :func:`check_database` when the database must not be opened; one line."""
 
 
 def earlier_use(state_dir: Path) -> str | None:

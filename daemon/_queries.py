@@ -15,6 +15,7 @@ import msgspec
 from autopack.actors._states import check_phase_transition, check_run_transition
 from autopack.protocol import RunSpec
 
+from ._errors import UnknownRun as UnknownRun
 from ._schema import counted
 
 _json_enc = msgspec.json.Encoder()
@@ -27,10 +28,6 @@ def dumps(obj: Any) -> str:
 
 def loads(text: str | None) -> Any:
     return _json_dec.decode(text) if text else {}
-
-
-class UnknownRun(LookupError):
-    """Raised when a run id is not in the database."""
 
 
 def _event(conn: sqlite3.Connection, run_id: str, phase_id: str | None, attempt: int | None,

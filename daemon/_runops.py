@@ -26,6 +26,9 @@ from autopack.actors import _worktree as wt
 from autopack.protocol import Diff, GetDiff, Retry, RunSpec, validate_spec
 
 from . import _queries as q
+from ._errors import AmbiguousRun as AmbiguousRun
+from ._errors import DiffUnavailable as DiffUnavailable
+from ._errors import RetryRefused as RetryRefused
 from ._records import new_run_id
 from ._store import Store
 
@@ -33,19 +36,6 @@ __all__ = ["AmbiguousRun", "DiffUnavailable", "RetryRefused", "diff", "diff_base
            "plan_retry", "resolve_run_id", "retry"]
 
 TERMINAL = ("succeeded", "failed", "cancelled")
-
-
-class AmbiguousRun(LookupError):
-    """Raised by :func:`resolve_run_id` when a prefix names more than one run."""
-
-    def __init__(self, ref: str, candidates: list[str]) -> None:
-        self.ref, self.candidates = ref, candidates
-        more = ", ..." if len(candidates) > 10 else ""
-        super().__init__(f"run id {ref!r} is ambiguous: {', '.join(candidates[:10])}{more}")
-
-
-class RetryRefused(ValueError):
-    """Raised by :func:`plan_retry` when the run cannot be retried as asked (message for the user)."""
 
 
 def resolve_run_id(conn: sqlite3.Connection, ref: str) -> str:
@@ -182,7 +172,3 @@ async def diff(store: Store, req: GetDiff) -> Diff:
         patch = raw[: req.max_bytes].decode("utf-8", "ignore")
     return Diff(run_id=run["id"], repo=str(repo), base=base, head=head, stat=stat,
                 patch=patch + ("\n" if patch else ""), truncated=truncated)
-
-
-class DiffUnavailable(ValueError):
-    """Raised by :func:`diff` when the run has no change to show (message for the user)."""

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from ._errors import SchemaTooNew as SchemaTooNew
+
 _UPSERT = "INSERT INTO counters(key, n) VALUES ({key}, {delta}) ON CONFLICT(key) DO UPDATE SET n = n + {delta};"
 
 COUNTERS_DDL = f"""
@@ -138,10 +140,6 @@ MIGRATIONS: list[str] = [
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
-
-
-class SchemaTooNew(Exception):
-    """Raised when the database was written by a newer autopack (downgrade is refused)."""
 
 
 def migrate(conn: sqlite3.Connection) -> int:

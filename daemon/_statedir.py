@@ -14,9 +14,7 @@ import fcntl
 import os
 from pathlib import Path
 
-
-class StateDirBusy(Exception):
-    """Raised by :func:`lock_state_dir` when another process holds the state dir."""
+from ._errors import StateDirBusy as StateDirBusy
 
 
 class StateDirLock:

@@ -43,15 +43,12 @@ import msgspec
 import trio
 from autopack.protocol import StorageError
 
+from ._errors import StoreUnavailable as StoreUnavailable
 from ._schema import migrate
 
 LOGGER = logging.getLogger(__name__)
 T = TypeVar("T")
 _MAX_BATCH = 512
-
-
-class StoreUnavailable(Exception):
-    """Raised by :meth:`Store.call` when the store thread is not running."""
 
 
 class StoreStats(msgspec.Struct, frozen=True, kw_only=True):

@@ -1,6 +1,8 @@
 """The client's exceptions. Every one is a user-facing problem: ``autopackctl`` prints it
 as one line on stderr (no traceback) and exits 2.
 
+Hierarchy::
+
     CtlError                bad usage or input the client itself detects
     └── DaemonUnavailable   the control socket cannot be reached (raised by ``Client``)
 

@@ -25,6 +25,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._exceptions import TokenError as TokenError
+
 COOKIE = "autopack_dashboard"
 CREDENTIAL = "dashboard_token"
 
@@ -38,10 +40,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False  # a name: it may resolve to anything
-
-
-class TokenError(Exception):
-    """Raised by :func:`load_token` when the configured token file cannot be used."""
 
 
 def load_token(token_file: str | None, env: dict[str, str] | None = None) -> str | None:
