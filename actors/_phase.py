@@ -20,7 +20,7 @@ import msgspec
 from autopack.protocol import Classification, ClassifyContext, PhaseSpec
 from autopack.protocol._classification import stable_signature
 
-from ._policy import FailureFacts, Next, decide
+from ._engine import FailureFacts, Next, decide
 from ._proc import CommandResult
 
 if TYPE_CHECKING:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from autopack.actors._policy import FailureFacts, Next, decide
+from autopack.actors._engine import FailureFacts, Next, decide
 
 
 def facts(**kw):
