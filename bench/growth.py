@@ -21,7 +21,10 @@ daemon. Then, on a real ``autopackd`` over that file:
 * **store side**: p99 of the queries behind health (runs by state) and
   ``/metrics`` run in this process on the same file, in µs — the part that
   must not grow with history, without the socket, the event loop, or the
-  scheduling delays of a shared 2-core machine (which dominate the p99s above).
+  scheduling delays of a shared 2-core machine (which dominate the p99s above);
+* **/healthz p99** (300 over one keep-alive connection, just before ``/readyz``):
+  the peer of the other HTTP figures — answered by the event loop alone, no store,
+  so it is the floor of HTTP + loop on this machine at that moment.
 
 Sizes run one after the other in each repetition (interleaved), the smallest
 is the peer of the others; figures are min / median / max over repetitions.
@@ -183,6 +186,7 @@ def measure(root: Path, repo: Path, n: int, rep: int) -> dict[str, float]:
                 page = c.request(ListRuns(limit=100))
                 lst.append(time.perf_counter() - t1)
             assert len(page.runs) == 100
+        healthz = _http_p99(d.health_port, "/healthz", 300)  # peer: answered by the loop alone
         readyz = _http_p99(d.health_port, "/readyz", 300)
         metrics = _http_p99(d.health_port, "/metrics", 300)
         rss_mb = d.proc_status("VmRSS") / 1024
@@ -192,12 +196,12 @@ def measure(root: Path, repo: Path, n: int, rep: int) -> dict[str, float]:
             "store_counts_p99_us": store["counts"], "store_metrics_p99_us": store["metrics"],
             "submit_p50_ms": percentile(sub, 50) * 1000,
             "health_p99_ms": percentile(health[20:], 99) * 1000,
-            "readyz_p99_ms": readyz, "metrics_p99_ms": metrics,
+            "healthz_p99_ms": healthz, "readyz_p99_ms": readyz, "metrics_p99_ms": metrics,
             "list_p50_ms": percentile(lst, 50) * 1000, "rss_mb": rss_mb}
 
 
 COLUMNS = [("submit_p50_ms", "submit p50 ms"), ("health_p99_ms", "health p99 ms"),
-           ("readyz_p99_ms", "/readyz p99"), ("metrics_p99_ms", "/metrics p99"),
+           ("healthz_p99_ms", "/healthz p99"), ("readyz_p99_ms", "/readyz p99"), ("metrics_p99_ms", "/metrics p99"),
            ("list_p50_ms", "list p50 ms"), ("rss_mb", "RSS MB"),
            ("start_to_serving_ms", "start→serving ms"),
            ("store_counts_p99_us", "store: counts p99 µs"),

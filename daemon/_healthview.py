@@ -49,9 +49,10 @@ class HealthView:
     def sandbox_detail(self) -> str:
         return self.sandbox.probe.detail if self.sandbox is not None else ""
 
-    async def health(self) -> Health:
+    async def health(self, *, counts: dict[str, int] | None = None) -> Health:
         """What each part is doing, as seen: a part that crashed recently, or whose last
-        request failed, is degraded (with its restart count and last error), not "ok"."""
+        request failed, is degraded (with its restart count and last error), not "ok".
+        ``counts``: runs by state already read (``/metrics``), else read from the store."""
         parts: dict[str, str] = {"store": self._store_state()}
         details: dict[str, dict[str, Any]] = {}
         recent = anyio.current_time() - self.live.current.restart_window_s
@@ -80,7 +81,8 @@ class HealthView:
                                 "last_error": self.store.write_error}
         degraded = sorted(k for k, v in parts.items() if v == "degraded")
         required_down = [k for k, v in parts.items() if v == "down"]
-        counts = await self.records.counts() if parts["store"] == "ok" else {}
+        if counts is None:
+            counts = await self.records.counts() if parts["store"] == "ok" else {}
         return Health(alive=True, ready=not required_down and not self.stopping(), parts=parts,
                       degraded=degraded, runs=counts, version=self.version, details=details,
                       sandbox=self.sandbox_mode(), sandbox_detail=self.sandbox_detail(),
@@ -125,17 +127,20 @@ class HealthView:
             self._metrics_cache = MetricsCache()
 
         ctl = self.control.statistics() if self.control else None
+        # one store read per scrape: the snapshot holds the counts by state, which give
+        # the queue depth and health's counts (no reads of their own)
         snapshot = await self.store.read(
             metrics_snapshot,
-            queue_depth=(await self.records.counts()).get("queued", 0),
+            queue_depth=0,
             memory_degraded=self.extra_health_parts().get("memory") == "degraded",
             actor_restarts=self.supervisor.total_restarts(),
             control_connections_total=ctl.connections_total if ctl else 0,
             control_connections_active=ctl.connections_active if ctl else 0,
             version=self.version, cache=self._metrics_cache,
         )
-        health = await self.health()
+        health = await self.health(counts=snapshot.runs_by_state)
         extra: dict[str, Any] = {
+            "queue_depth": snapshot.runs_by_state.get("queued", 0),
             "part_degraded": {k: int(v == "degraded") for k, v in health.parts.items()},
             "part_down": {k: int(v == "down") for k, v in health.parts.items()},
             "request_errors": dict(self.control.outcomes.errors) if self.control else {},

@@ -1,11 +1,19 @@
 """Prometheus text for ``/metrics``, built from a plain snapshot.
 
 The health server asks the store and the supervisor for their figures, puts
-them in a :class:`MetricsSnapshot` and calls :func:`render_metrics`. Each call
-builds a fresh ``CollectorRegistry`` holding one collector that yields metric
-families from the snapshot, so there is no global registry state: two daemons
-(or tests) in one process never see each other's numbers, and a counter is
-exactly what the store says, not what this process happened to count.
+them in a :class:`MetricsSnapshot` and calls :func:`render_metrics`. There is no
+registry and no global state: two daemons (or tests) in one process never see
+each other's numbers, and a counter is exactly what the store says, not what
+this process happened to count.
+
+The text is written here, not by ``prometheus_client``'s ``generate_latest``:
+that builds a registry, metric families and sample tuples and re-validates every
+name on each scrape (~2 ms for these ~60 samples on a loaded 2-core machine, most
+of a scrape). The families are fixed, so their ``# HELP``/``# TYPE`` headers are
+rendered once at import, and the ``name{label="value"} `` prefix of each labelled
+sample is cached; a scrape only formats the numbers (tens of µs). The output is
+byte for byte what ``generate_latest`` gives for the same families (a test
+compares the two), so scrapers see no difference.
 
 Exposed metrics (all prefixed ``autopack_``; labels in braces):
 
@@ -39,12 +47,12 @@ name                                        type     meaning
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import msgspec
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.utils import floatToGoString
 
 METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
 """``Content-Type`` header for the ``/metrics`` response."""
@@ -91,79 +99,111 @@ def _with_defaults(values: Mapping[str, int], keys: tuple[str, ...]) -> list[tup
     return [(k, values.get(k, 0)) for k in keys] + [(k, values[k]) for k in extra]
 
 
-def _labelled(
-    family: type[GaugeMetricFamily] | type[CounterMetricFamily],
-    name: str,
-    doc: str,
-    label: str,
-    items: list[tuple[str, int]],
-) -> Metric:
-    metric = family(PREFIX + name, doc, labels=[label])
-    for value_label, value in items:
-        metric.add_metric([value_label], value)
-    return metric
+class _Family(NamedTuple):
+    """One metric family: where its value(s) come from in the snapshot, and how it is shown."""
+
+    field: str  # the MetricsSnapshot field: an int, or a dict label value -> int
+    name: str  # without the prefix, nor ``_total`` for a counter
+    kind: str  # "gauge" or "counter"
+    doc: str
+    label: str = ""  # the label's name when ``field`` is a dict
+    defaults: tuple[str, ...] = ()  # label values always shown (0 when missing)
 
 
-class _SnapshotCollector(Collector):
-    def __init__(self, snapshot: MetricsSnapshot) -> None:
-        self._s = snapshot
+_FAMILIES = (
+    _Family("runs_by_state", "runs", "gauge", "Runs in each state.", "state", RUN_STATES),
+    _Family("queue_depth", "queue_depth", "gauge", "Runs waiting for a free slot."),
+    _Family("phase_attempts_total", "phase_attempts", "counter", "Phase attempts started."),
+    _Family("failures_by_pattern", "failures", "counter",
+            "Failed attempts by classifier pattern (none = unclassified).", "pattern"),
+    _Family("doctor_calls_total", "doctor_calls", "counter", "LLM Doctor calls."),
+    _Family("tokens_spent_total", "tokens_spent", "counter", "Tokens spent, by kind.", "kind",
+            TOKEN_KINDS),
+    _Family("tokens_avoided_total", "tokens_avoided", "counter",
+            "Tokens saved by deterministic mitigations instead of Doctor calls."),
+    _Family("memory_degraded", "memory_degraded", "gauge",
+            "1 while the memory actor does not answer in time."),
+    _Family("actor_restarts", "actor_restarts", "counter",
+            "Supervisor restarts of each child actor.", "actor"),
+    _Family("control_connections_total", "control_connections", "counter",
+            "Control-socket connections accepted."),
+    _Family("control_connections_active", "control_connections_active", "gauge",
+            "Control-socket connections open now."),
+    _Family("part_degraded", "part_degraded", "gauge", "1 while a part is degraded.", "part"),
+    _Family("part_down", "part_down", "gauge", "1 while a required part is down.", "part"),
+    _Family("request_errors", "request_errors", "counter",
+            "Requests answered 'internal', by request.", "request"),
+    _Family("store_write_failures", "store_write_failures", "counter",
+            "Database writes that failed."),
+    _Family("run_actor_crashes", "run_actor_crashes", "counter", "Run actors that crashed."),
+    _Family("control_rejected_busy", "control_rejected_busy", "counter",
+            "Connections refused at a cap."),
+    _Family("control_timeouts", "control_timeouts", "counter",
+            "Connections closed at a read deadline."),
+    _Family("control_invalid_requests", "control_invalid_requests", "counter",
+            "Requests with a field out of bounds."),
+    _Family("control_replies_too_large", "control_replies_too_large", "counter",
+            "Replies over the frame limit."),
+    _Family("control_buffered_bytes", "control_buffered_bytes", "gauge",
+            "Bytes of unfinished request frames held."),
+)
 
-    def collect(self) -> Iterator[Metric]:
-        s = self._s
-        yield _labelled(GaugeMetricFamily, "runs", "Runs in each state.", "state",
-                        _with_defaults(s.runs_by_state, RUN_STATES))
-        yield GaugeMetricFamily(PREFIX + "queue_depth", "Runs waiting for a free slot.", value=s.queue_depth)
-        yield CounterMetricFamily(PREFIX + "phase_attempts", "Phase attempts started.",
-                                  value=s.phase_attempts_total)
-        yield _labelled(CounterMetricFamily, "failures",
-                        "Failed attempts by classifier pattern (none = unclassified).", "pattern",
-                        sorted(s.failures_by_pattern.items()))
-        yield CounterMetricFamily(PREFIX + "doctor_calls", "LLM Doctor calls.", value=s.doctor_calls_total)
-        yield _labelled(CounterMetricFamily, "tokens_spent", "Tokens spent, by kind.", "kind",
-                        _with_defaults(s.tokens_spent_total, TOKEN_KINDS))
-        yield CounterMetricFamily(PREFIX + "tokens_avoided",
-                                  "Tokens saved by deterministic mitigations instead of Doctor calls.",
-                                  value=s.tokens_avoided_total)
-        yield GaugeMetricFamily(PREFIX + "memory_degraded",
-                                "1 while the memory actor does not answer in time.", value=s.memory_degraded)
-        yield _labelled(CounterMetricFamily, "actor_restarts", "Supervisor restarts of each child actor.",
-                        "actor", sorted(s.actor_restarts.items()))
-        yield CounterMetricFamily(PREFIX + "control_connections", "Control-socket connections accepted.",
-                                  value=s.control_connections_total)
-        yield GaugeMetricFamily(PREFIX + "control_connections_active", "Control-socket connections open now.",
-                                value=s.control_connections_active)
-        yield from self._robustness()
-        yield _labelled(GaugeMetricFamily, "build_info", "Always 1; labelled with the daemon's version.",
-                        "version", [(s.version, 1)])
+
+def _sample_name(family: _Family) -> str:
+    return PREFIX + family.name + ("_total" if family.kind == "counter" else "")
 
 
-    def _robustness(self) -> Iterator[Metric]:
-        s = self._s
-        yield _labelled(GaugeMetricFamily, "part_degraded", "1 while a part is degraded.", "part",
-                        sorted(s.part_degraded.items()))
-        yield _labelled(GaugeMetricFamily, "part_down", "1 while a required part is down.", "part",
-                        sorted(s.part_down.items()))
-        yield _labelled(CounterMetricFamily, "request_errors",
-                        "Requests answered 'internal', by request.", "request",
-                        sorted(s.request_errors.items()))
-        for name, doc, value in (
-            ("store_write_failures", "Database writes that failed.", s.store_write_failures),
-            ("run_actor_crashes", "Run actors that crashed.", s.run_actor_crashes),
-            ("control_rejected_busy", "Connections refused at a cap.", s.control_rejected_busy),
-            ("control_timeouts", "Connections closed at a read deadline.", s.control_timeouts),
-            ("control_invalid_requests", "Requests with a field out of bounds.",
-             s.control_invalid_requests),
-            ("control_replies_too_large", "Replies over the frame limit.",
-             s.control_replies_too_large),
-        ):
-            yield CounterMetricFamily(PREFIX + name, doc, value=value)
-        yield GaugeMetricFamily(PREFIX + "control_buffered_bytes",
-                                "Bytes of unfinished request frames held.",
-                                value=s.control_buffered_bytes)
+def _header(family: _Family) -> str:
+    name = _sample_name(family)
+    doc = family.doc.replace("\\", r"\\").replace("\n", r"\n")
+    return f"# HELP {name} {doc}\n# TYPE {name} {family.kind}\n"
+
+
+# rendered once: (family, its header, its sample name)
+_RENDER = tuple((f, _header(f), _sample_name(f)) for f in _FAMILIES)
+_BUILD_INFO = _Family("version", "build_info", "gauge",
+                      "Always 1; labelled with the daemon's version.", "version")
+_BUILD_INFO_HEADER = _header(_BUILD_INFO)
+
+_prefixes: dict[tuple[str, str, str], str] = {}
+_MAX_PREFIXES = 4096  # label values come from patterns, actors, parts: a bounded set
+
+
+def _prefix(sample: str, label: str, value: str) -> str:
+    """``sample{label="value"} `` with the value escaped as the text format wants, cached."""
+    key = (sample, label, value)
+    text = _prefixes.get(key)
+    if text is None:
+        if len(_prefixes) >= _MAX_PREFIXES:
+            _prefixes.clear()
+        escaped = value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r'\"')
+        text = _prefixes[key] = f'{sample}{{{label}="{escaped}"}} '
+    return text
+
+
+def _number(value: float) -> str:
+    """The value as Prometheus (Go) writes a float: ``7.0``, ``1.234567e+06``, ``+Inf``."""
+    if type(value) is int and 0 <= value < 1_000_000:
+        return f"{value}.0"  # the common case; what floatToGoString gives for it
+    return str(floatToGoString(value))  # type: ignore[no-untyped-call]
+
+
+def _render_family(out: list[str], family: _Family, header: str, sample: str,
+                   value: Any) -> None:
+    out.append(header)
+    if not family.label:
+        out.append(f"{sample} {_number(value)}\n")
+        return
+    items = _with_defaults(value, family.defaults) if family.defaults else sorted(value.items())
+    for label_value, n in items:
+        out.append(_prefix(sample, family.label, label_value) + _number(n) + "\n")
 
 
 def render_metrics(snapshot: MetricsSnapshot) -> bytes:
     """The Prometheus text exposition of ``snapshot`` (serve it with :data:`METRICS_CONTENT_TYPE`)."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_SnapshotCollector(snapshot))
-    return generate_latest(registry)
+    out: list[str] = []
+    for family, header, sample in _RENDER:
+        _render_family(out, family, header, sample, getattr(snapshot, family.field))
+    out.append(_BUILD_INFO_HEADER)
+    out.append(_prefix(PREFIX + "build_info", "version", snapshot.version) + "1.0\n")
+    return "".join(out).encode()

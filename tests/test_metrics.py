@@ -135,3 +135,102 @@ def test_snapshot_from_builtins() -> None:
 
 def test_content_type() -> None:
     assert METRICS_CONTENT_TYPE.startswith("text/plain; version=")
+
+
+# ---- the renderer writes what prometheus_client's own generate_latest writes
+def _reference(s: MetricsSnapshot) -> bytes:
+    """The same families built with prometheus_client and rendered by ``generate_latest``."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    def defaults(values: dict[str, int], keys: tuple[str, ...]) -> list[tuple[str, int]]:
+        return [(k, values.get(k, 0)) for k in keys] + sorted(
+            (k, v) for k, v in values.items() if k not in keys)
+
+    def labelled(family, name, doc, label, items):  # type: ignore[no-untyped-def]
+        metric = family("autopack_" + name, doc, labels=[label])
+        for value_label, value in items:
+            metric.add_metric([value_label], value)
+        return metric
+
+    def plain(family, name, doc, value):  # type: ignore[no-untyped-def]
+        return family("autopack_" + name, doc, value=value)
+
+    G, C = GaugeMetricFamily, CounterMetricFamily
+    families = [
+        labelled(G, "runs", "Runs in each state.", "state", defaults(
+            s.runs_by_state, ("queued", "running", "succeeded", "failed", "cancelled",
+                              "interrupted"))),
+        plain(G, "queue_depth", "Runs waiting for a free slot.", s.queue_depth),
+        plain(C, "phase_attempts", "Phase attempts started.", s.phase_attempts_total),
+        labelled(C, "failures", "Failed attempts by classifier pattern (none = unclassified).",
+                 "pattern", sorted(s.failures_by_pattern.items())),
+        plain(C, "doctor_calls", "LLM Doctor calls.", s.doctor_calls_total),
+        labelled(C, "tokens_spent", "Tokens spent, by kind.", "kind", defaults(
+            s.tokens_spent_total, ("input", "output", "cache_creation", "cache_read"))),
+        plain(C, "tokens_avoided", "Tokens saved by deterministic mitigations instead of Doctor"
+              " calls.", s.tokens_avoided_total),
+        plain(G, "memory_degraded", "1 while the memory actor does not answer in time.",
+              s.memory_degraded),
+        labelled(C, "actor_restarts", "Supervisor restarts of each child actor.", "actor",
+                 sorted(s.actor_restarts.items())),
+        plain(C, "control_connections", "Control-socket connections accepted.",
+              s.control_connections_total),
+        plain(G, "control_connections_active", "Control-socket connections open now.",
+              s.control_connections_active),
+        labelled(G, "part_degraded", "1 while a part is degraded.", "part",
+                 sorted(s.part_degraded.items())),
+        labelled(G, "part_down", "1 while a required part is down.", "part",
+                 sorted(s.part_down.items())),
+        labelled(C, "request_errors", "Requests answered 'internal', by request.", "request",
+                 sorted(s.request_errors.items())),
+        plain(C, "store_write_failures", "Database writes that failed.", s.store_write_failures),
+        plain(C, "run_actor_crashes", "Run actors that crashed.", s.run_actor_crashes),
+        plain(C, "control_rejected_busy", "Connections refused at a cap.",
+              s.control_rejected_busy),
+        plain(C, "control_timeouts", "Connections closed at a read deadline.", s.control_timeouts),
+        plain(C, "control_invalid_requests", "Requests with a field out of bounds.",
+              s.control_invalid_requests),
+        plain(C, "control_replies_too_large", "Replies over the frame limit.",
+              s.control_replies_too_large),
+        plain(G, "control_buffered_bytes", "Bytes of unfinished request frames held.",
+              s.control_buffered_bytes),
+        labelled(G, "build_info", "Always 1; labelled with the daemon's version.", "version",
+                 [(s.version, 1)]),
+    ]
+
+    class Fixed:
+        def collect(self):  # type: ignore[no-untyped-def]
+            return iter(families)
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Fixed())  # type: ignore[arg-type]
+    return generate_latest(registry)
+
+
+@pytest.mark.parametrize(
+    "snap",
+    [
+        pytest.param(SNAPSHOT, id="typical"),
+        pytest.param(MetricsSnapshot(), id="empty"),
+        pytest.param(MetricsSnapshot(
+            runs_by_state={"succeeded": 1_234_567, "paused": 3, "failed": 999_999},
+            tokens_spent_total={"input": 10**12, "thinking": 5},
+            phase_attempts_total=1_000_000, tokens_avoided_total=-4,
+            failures_by_pattern={'odd"pattern\\with\nnewline': 1, "ünïcode": 2},
+            part_degraded={"memory": 1, "store": 0}, part_down={"memory": 0},
+            request_errors={"Submit": 2}, store_write_failures=3, control_buffered_bytes=65536,
+            version='1.0"x'), id="large-odd-and-escaped"),
+    ],
+)
+def test_bytes_equal_prometheus_client_generate_latest(snap: MetricsSnapshot) -> None:
+    assert render_metrics(snap) == _reference(snap)
+
+
+def test_cached_label_prefixes_follow_the_snapshot() -> None:
+    # a label value seen once is cached; the next snapshot's values are still its own
+    assert b'autopack_failures_total{pattern="a"} 1.0' in render_metrics(
+        MetricsSnapshot(failures_by_pattern={"a": 1}))
+    again = render_metrics(MetricsSnapshot(failures_by_pattern={"a": 2, "b": 7}))
+    assert b'autopack_failures_total{pattern="a"} 2.0' in again
+    assert b'autopack_failures_total{pattern="b"} 7.0' in again
