@@ -42,11 +42,11 @@ retry's kept phases) are folded in the same way.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Literal
 
 import msgspec
+from msgspec.structs import replace
 
 from ._states import (
     TERMINAL_PHASE_STATES,
@@ -78,8 +78,7 @@ class Next(StrEnum):
     FAIL = "fail"  # the phase fails with the reason
 
 
-@dataclass(frozen=True, kw_only=True)
-class FailureFacts:
+class FailureFacts(msgspec.Struct, frozen=True, kw_only=True):
     kind: str  # "build" | "command"
     pattern: str | None  # None: unclassified, or hardening off
     mitigation_kind: str | None  # install_dependency | wait | hint | none
@@ -166,8 +165,7 @@ def crash_backoff(crashes_in_row: int) -> float:
 
 
 # ===================================================================== limits and state
-@dataclass(frozen=True, kw_only=True)
-class EngineLimits:
+class EngineLimits(msgspec.Struct, frozen=True, kw_only=True):
     """The run's limits (from its spec) and the daemon's crash-loop bounds."""
 
     max_attempts: int = 3
@@ -198,8 +196,7 @@ class Stage(StrEnum):
 Outcome = Literal["succeeded", "retry", "failed", "skipped"]
 
 
-@dataclass(frozen=True, kw_only=True)
-class Phase:
+class Phase(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     kind: str
     state: PhaseState = PhaseState.QUEUED
@@ -241,12 +238,11 @@ class Phase:
         return self.attempts - self.interrupted
 
 
-@dataclass(frozen=True, kw_only=True)
-class EngineState:
+class EngineState(msgspec.Struct, frozen=True, kw_only=True):
     run_state: RunState = RunState.QUEUED
     reason: str | None = None
     phases: tuple[Phase, ...] = ()
-    limits: EngineLimits = field(default_factory=EngineLimits)
+    limits: EngineLimits = msgspec.field(default_factory=EngineLimits)
     started_at: float | None = None
     fresh: bool = True  # this actor started the run (no commit can exist yet)
     opened: bool = False  # an actor is executing it (Opened seen since the last stop)
