@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from autopack.protocol import Classification, ClassifyContext
 
@@ -35,6 +35,7 @@ from ._text import Scan, clean_line, iter_lines_reversed
 _MAX_LINE = 4000  # confirm at most this much of one line (minified bundles, base64 dumps)
 _MAX_CANDIDATES = 250_000
 _MAX_EVIDENCE = 500
+_DEAD_MAX = 100_000  # distinct dead lines remembered per call (bounds memory on a huge log)
 _CHUNK = 1 << 20  # scan this much text (to the next line end) before confirming its candidates
 
 
@@ -51,6 +52,22 @@ def _scans(stems: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
 
 SCANS = _scans(STEMS)
 assert len(SCANS) < 32  # a scan's index fits in the low 5 bits of a candidate
+
+
+def _literal_scans(stems: tuple[str, ...]) -> dict[int, str]:
+    """Scan index → its stem, for the scans of a single stem.
+
+    Those are searched with ``str.find``: ``re`` walks a pattern that starts with a
+    multi-character literal several times slower than ``str.find``'s fast search.
+    """
+    by_first: dict[str, list[str]] = {}
+    for stem in stems:
+        by_first.setdefault(stem[0], []).append(stem)
+    return {g: group[0] for g, group in enumerate(by_first.values()) if len(group) == 1}
+
+
+_LITERAL_SCANS = _literal_scans(STEMS)
+assert all(SCANS[g].fullmatch(lit) for g, lit in _LITERAL_SCANS.items())
 
 
 def _rules_by_stem() -> dict[str, tuple[int, ...]]:
@@ -204,7 +221,15 @@ def candidates(text: str, lo: int, hi: int) -> list[int]:
     """Sorted ``offset << 5 | scan index`` for every stem start in ``text[lo:hi]`` (``hi`` at a line end)."""
     hits: list[int] = []
     for g, rx in enumerate(SCANS):
-        hits.extend([m.start() << 5 | g for m in rx.finditer(text, lo, hi)])
+        literal = _LITERAL_SCANS.get(g)
+        if literal is None:
+            hits.extend([m.start() << 5 | g for m in rx.finditer(text, lo, hi)])
+            continue
+        find = text.find
+        p = find(literal, lo, hi)
+        while p >= 0:
+            hits.append(p << 5 | g)
+            p = find(literal, p + 1, hi)
     hits.sort()
     return hits
 
@@ -222,6 +247,11 @@ def scan(sc: Scan) -> tuple[Hit | None, list[Hit]]:
     summaries: list[Hit] = []
     size = len(text)
     budget = _MAX_CANDIDATES
+    # Lines no rule's regex matched: logs repeat their noise ("# fail 0", pip's resolver
+    # notice, a retry warning), so a line seen once is not confirmed again. Only the
+    # line's text decides this (the stems found in it, its gate, its rules' regexes);
+    # a line where a rule matched but its context check said no is not remembered.
+    dead: set[str] = set()
     lo = 0
     while lo < size:
         hi = text.find("\n", lo + _CHUNK)
@@ -243,14 +273,21 @@ def scan(sc: Scan) -> tuple[Hit | None, list[Hit]]:
             while i < nhits and hits[i] >> 5 < e:  # the line's other stems
                 groups |= 1 << (hits[i] & 31)
                 i += 1
-            line = clean_line(text[s : min(e, s + _MAX_LINE)])
+            raw = text[s:e] if e - s <= _MAX_LINE else None
+            if raw is not None and raw in dead:
+                continue
+            line = clean_line(text[s : s + _MAX_LINE] if raw is None else raw)
             if not line:
                 continue
             rules = gates[groups].rules(line)
             if not rules or QUOTED.match(line):
+                if raw is not None and len(dead) < _DEAD_MAX:
+                    dead.add(raw)
                 continue
             hit = _confirm(rules, line, sc, s, e, NOT_ROOT.match(line) is not None)
-            if hit is None:
+            if hit is None or hit is False:
+                if hit is False and raw is not None and len(dead) < _DEAD_MAX:
+                    dead.add(raw)
                 continue
             if hit.tier == ROOT:
                 if sc.in_captured_output(s):
@@ -262,20 +299,26 @@ def scan(sc: Scan) -> tuple[Hit | None, list[Hit]]:
     return None, summaries
 
 
-def _confirm(rules: tuple[Rule, ...], line: str, sc: Scan, s: int, e: int, no_root: bool = False) -> Hit | None:
+def _confirm(
+    rules: tuple[Rule, ...], line: str, sc: Scan, s: int, e: int, no_root: bool = False
+) -> Hit | Literal[False] | None:
+    """The first rule's hit on ``line``; ``None`` when a rule's regex matched but its
+    context check said no; ``False`` when no rule's regex matched at all."""
+    matched = False
     for rule in rules:
         if no_root and rule.tier == ROOT:
             continue
         mm = rule.rx.search(line)
         if mm is None:
             continue
+        matched = True
         assert rule.post is not None
         verdict = rule.post(mm, line, sc, s, e)
         if verdict is None:
             continue
         pid, details = verdict
         return Hit(pid, rule.tier, s, e, line, normalize_details(details))
-    return None
+    return None if matched else False
 
 
 def _clip(line: str) -> str:

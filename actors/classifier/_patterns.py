@@ -551,7 +551,7 @@ RULES: tuple[Rule, ...] = (
     # Rate limits and auth (before generic HTTP/connection rules).
     _r("rate_limited", ("rror",), r"(?:RateLimitError|OverloadedError|rate_limit_error|overloaded_error|Error code: 429|Error code: 529|HTTP Error 429|status code 429|code E429)", _rate),
     _r("rate_limited", ("Too Many",), r"(?:^HTTP/[\d.]+ 429\b|\b429 Too Many Requests\b|TooManyRequests)", _rate),
-    _r("rate_limited", ("ate limit",), r"(?i:\bAPI rate limit exceeded\b|\brate limit exceeded\b|secondary rate limit)", _rate),
+    _r("rate_limited", ("ate limit",), r"\b[Rr]ate [Ll]imit (?:[Ee]xceeded|EXCEEDED)\b|[Ss]econdary [Rr]ate [Ll]imit", _rate),  # no (?i): its literals gate it
     _r("auth_error", ("denied",), r"Permission denied \((?:publickey|password|keyboard-interactive)"),
     _r("auth_error", ("rror",), r"(?:AuthenticationError|PermissionDeniedError|authentication_error|invalid x-api-key|Error code: 401|HTTP Error 40[13]|401 Client Error|403 Client Error|Invalid API Key|invalid_api_key)"),
     _r("auth_error", ("not ",), r"(?:Could not resolve authentication method|could not read (?:Username|Password) for '[^']+'|api_key client option must be set)"),
