@@ -12,9 +12,13 @@ Theory of operation
    rules whose words contain a stem of that line, in table order. The first
    decisive (``ROOT``) hit ends the walk, without scanning the chunks after
    it: the earliest root cause wins over its consequences.
+   A root-cause line that is quoted source (a traceback's code line) or a
+   pytest "Captured" section is skipped; a timeout a later attempt got past
+   is vetoed by its rule (``_patterns._superseded``); a timeout whose
+   traceback a log line calls retried is kept aside (tier ``RETRIED``).
 3. Without a root cause, consequence rules (test summaries, "no tests ran")
-   decide; without those, nothing does and the answer is ``pattern=None``,
-   which sends the failure to the Doctor.
+   decide; then a retried timeout kept aside; without those, nothing does and
+   the answer is ``pattern=None``, which sends the failure to the Doctor.
 
 No I/O, no clock, no trio: callers may run it in a worker thread.
 """
@@ -28,7 +32,7 @@ from typing import Any, Literal
 from autopack.protocol import Classification, ClassifyContext
 
 from ._mitigations import mitigation_for
-from ._patterns import NOT_ROOT, QUOTED, ROOT, RULES, STEMS, Rule, normalize_details
+from ._patterns import NOT_ROOT, QUOTED, ROOT, RULES, STEMS, Rule, crashed_after, normalize_details, quoted_source
 from ._summary import find_all, line_at, plain_text
 from ._text import Scan, clean_line, iter_lines_reversed
 
@@ -36,7 +40,8 @@ _MAX_LINE = 4000  # confirm at most this much of one line (minified bundles, bas
 _MAX_CANDIDATES = 250_000
 _MAX_EVIDENCE = 500
 _DEAD_MAX = 100_000  # distinct dead lines remembered per call (bounds memory on a huge log)
-_CHUNK = 1 << 20  # scan this much text (to the next line end) before confirming its candidates
+_CHUNK = 1 << 20
+RETRIED = 2  # a root-cause hit a log line called retried (``details["retried"]``): the last resort  # scan this much text (to the next line end) before confirming its candidates
 
 
 def _scans(stems: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
@@ -290,7 +295,13 @@ def scan(sc: Scan) -> tuple[Hit | None, list[Hit]]:
                     dead.add(raw)
                 continue
             if hit.tier == ROOT:
-                if sc.in_captured_output(s):
+                if sc.in_captured_output(s) or quoted_source(sc, s, e, line):
+                    continue
+                # a timeout a log line called retried decides only if nothing else does
+                if hit.details.get("retried"):
+                    hit.tier = RETRIED
+                    if len(summaries) < 500:
+                        summaries.append(hit)
                     continue
                 return hit, summaries
             if len(summaries) < 500:
@@ -347,6 +358,17 @@ def _summarize(text: str, hits: list[Hit]) -> tuple[str, list[str], dict[str, An
     empty = [h for h in hits if h.pattern == "no_tests_collected"]
     if empty:
         return "no_tests_collected", [_clip(empty[0].line)], dict(empty[0].details)
+    return None
+
+
+def _retried(text: str, hits: list[Hit]) -> tuple[str, list[str], dict[str, Any]] | None:
+    """The first root cause a log line called retried, when nothing else decided
+    and the program did not crash of something else afterwards."""
+    for h in hits:
+        if h.tier == RETRIED:
+            if crashed_after(text, h.end):
+                return None
+            return h.pattern, [_clip(h.line)], h.details
     return None
 
 
@@ -428,7 +450,7 @@ def classify(
         if root is not None:
             pattern, evidence, details = root.pattern, [_clip(root.line)], root.details
         else:
-            decided = _summarize(text, summaries) or _zero_tests(text)
+            decided = _summarize(text, summaries) or _zero_tests(text) or _retried(text, summaries)
             if decided is not None:
                 pattern, evidence, details = decided
             else:

@@ -263,6 +263,9 @@ def _curl(m: re.Match[str], line: str, sc: Scan, start: int, end: int) -> Verdic
     code = int(m.group("code"))
     msg = m.group("msg")
     if code == 28:
+        # with --retry curl prints one error per attempt: the last attempt's is the outcome
+        if _superseded(sc, end, line):
+            return None
         return "network_timeout", {"tool": "curl", "message": msg}
     if code in (5, 6, 7):
         host = re.search(r"(?:resolve (?:proxy|host): |connect to )(\S+)(?: port (\d+))?", msg)
@@ -280,6 +283,90 @@ def _curl(m: re.Match[str], line: str, sc: Scan, start: int, end: int) -> Verdic
         if status in (401, 403, 407):
             return "auth_error", {"status": status}
     return None
+
+
+_TRACEBACK = "Traceback (most recent call last):"
+_CHAINED = ("During handling of the above exception", "The above exception was the direct cause")
+
+
+def _handled_then_died(text: str, end: int) -> bool:
+    """True when a Python traceback that is not chained to this line starts later.
+
+    A program that logs a caught exception (``logging.exception``) prints its
+    traceback and goes on; when it dies later of something else, a new
+    ``Traceback`` starts without "During handling of the above exception" /
+    "The above exception was the direct cause" before it.
+    """
+    nxt = text.find(_TRACEBACK, end)
+    if nxt < 0:
+        return False
+    between = text[end:nxt]
+    return not any(c in between for c in _CHAINED)
+
+
+_RETRYING = re.compile(r"\b(?:[Rr]etrying|[Ww]ill retry|retry(?:ing)? in \d)")
+
+
+def _logged_as_retried(sc: Scan, start: int) -> bool:
+    """True when the traceback ending at ``start`` is introduced by a log line saying it will be retried.
+
+    ``logging.exception("fetch attempt 1 failed, retrying")`` prints that line,
+    then the caught exception's traceback; the program goes on.
+    """
+    tb = sc.text.rfind(_TRACEBACK, max(0, start - 50_000), start)
+    if tb < 0:
+        return False
+    header = sc.lines_before(tb, 1)
+    return bool(header) and _RETRYING.search(header[0]) is not None
+
+
+def _superseded(sc: Scan, end: int, line: str) -> bool:
+    """True when a later attempt of the same operation got past this timeout (its outcome decides).
+
+    wget prints each attempt's outcome and "Retrying." after one it will retry;
+    curl with ``--retry`` prints one ``curl: (N)`` error per attempt; a program
+    that logged a caught timeout and died later of something else died of that.
+    """
+    after = sc.lines_after(end, 1)
+    if after and after[0] == "Retrying.":
+        return True
+    if line.startswith("curl: (") and re.search(r"^curl: \(\d+\) ", sc.text[end:], re.M):
+        return True
+    return _handled_then_died(sc.text, end)
+
+
+_NODE_CRASH = re.compile(r"^Node\.js v\d+\.\d+\.\d+$", re.M)  # node >= 18 after an uncaught exception
+
+
+def crashed_after(text: str, end: int) -> bool:
+    """True when the program crashed of an uncaught exception after offset ``end``.
+
+    A Python traceback that starts there (not chained to what came before), or
+    node's closing ``Node.js vX.Y.Z`` line. Used for a timeout a log line called
+    retried: when the program went on and crashed afterwards, the crash is the
+    failure (had it been a timeout, that line would have decided first).
+    """
+    return _handled_then_died(text, end) or _NODE_CRASH.search(text, end) is not None
+
+
+def _net_timeout(m: re.Match[str], line: str, sc: Scan, start: int, end: int) -> Verdict:
+    """A network timeout, unless a later attempt got past it (``_superseded``).
+
+    A timeout whose traceback a log line introduces as retried is marked
+    ``retried``: the engine lets it decide only when nothing else does.
+    """
+    if _superseded(sc, end, line) or _DATA_ERROR.match(line):
+        return None
+    d: Details = dict(m.groupdict())
+    if _RETRYING.search(line) or _logged_as_retried(sc, start):
+        d["retried"] = True
+    return "network_timeout", d
+
+
+# An exception of a programming-error type whose message quotes a timeout phrase: the
+# code rejected or compared a text ("unexpected message: Connection timed out"), as
+# Python prints it, pytest's "E" line shows it, or pytest's short summary repeats it.
+_DATA_ERROR = re.compile(r"^(?:E\s+|FAILED \S+ - )?(?:[\w.]+\.)?(?:ValueError|TypeError|KeyError|IndexError|AttributeError|NameError|LookupError|AssertionError|NotImplementedError): ")
 
 
 _RETRY = re.compile(r"(?i)(?:retry-after|retry_after|x-ratelimit-reset-after)[\"']?\s*[:=]\s*[\"']?(\d+(?:\.\d+)?)|try again in (\d+(?:\.\d+)?)\s*s")
@@ -353,11 +440,15 @@ def _index_said_nothing(sc: Scan, line: str, start: int) -> bool:
     At default verbosity pip prints the same "(from versions: none)" for a project
     the index does not have (404) and for an index that refused the request (401,
     403, 429 without retries): nothing in the output tells them apart, so no id is
-    honest there and the Doctor decides.
+    honest there and the Doctor decides. After pip's "Retrying ... after connection
+    broken by" warnings it read nothing because it could not: those warnings decide.
     """
+    nothing = "(from versions: none)" in line or any("(from versions: none)" in p for p in sc.lines_before(start, 2))
+    if nothing and "after connection broken by" in sc.text[max(0, start - 50_000) : start]:
+        return True  # pip retried a broken connection to the index and then read no versions: the retries tell why
     if not sc.ctx.command or not _CUSTOM_INDEX.search(sc.ctx.command):
         return False
-    return "(from versions: none)" in line or any("(from versions: none)" in p for p in sc.lines_before(start, 2))
+    return nothing
 
 
 def _pip_not_found(m: re.Match[str], line: str, sc: Scan, start: int, end: int) -> Verdict:
@@ -577,9 +668,9 @@ RULES: tuple[Rule, ...] = (
     _r("permission_denied", ("Read-only", "rror"), r"(?:\[Errno 30\] |: )Read-only file system(?:$|:)", _perm),
     # Network.
     _r("network_timeout", ("imeout", "timed out", "rror"),
-       PY + r"(?:[\w.]+\.)?(?:ReadTimeout|ConnectTimeout|ReadTimeoutError|ConnectTimeoutError|ConnectTimeout|PoolTimeout|WriteTimeout|APITimeoutError|TimeoutError: timed out|timeout: timed out|TimeoutError: \[Errno 110\])"),
+       PY + r"(?:[\w.]+\.)?(?:ReadTimeout|ConnectTimeout|ReadTimeoutError|ConnectTimeoutError|ConnectTimeout|PoolTimeout|WriteTimeout|APITimeoutError|TimeoutError: timed out|timeout: timed out|TimeoutError: \[Errno 110\])", _net_timeout),
     _r("network_timeout", ("imeout", "timed out", "rror"),
-       r"(?:Read timed out\.|Connection timed out|\bETIMEDOUT\b|ESOCKETTIMEDOUT|UND_ERR_(?:CONNECT|HEADERS|BODY)_TIMEOUT|aborted due to timeout|<urlopen error timed out>|Operation timed out after \d+|Timeout was reached|i/o timeout|context deadline exceeded \(Client\.Timeout)"),
+       r"(?:Read timed out\.|Connection timed out|\bETIMEDOUT\b|ESOCKETTIMEDOUT|UND_ERR_(?:CONNECT|HEADERS|BODY)_TIMEOUT|aborted due to timeout|<urlopen error timed out>|Operation timed out after \d+|Timeout was reached|i/o timeout|context deadline exceeded \(Client\.Timeout)", _net_timeout),
     _r("network_timeout", ("fatal: unable to access",), r"^fatal: unable to access '[^']*': Operation too slow\. Less than \d+ bytes/sec"),  # git's low-speed limit
     _r("network_unreachable", ("refused", "rror"), r"(?:[Cc]onnection refused|\bECONNREFUSED\b)"),
     _r("network_unreachable", ("rror", "not ", "fail", "No ", "unreachable", "Fail"),
@@ -651,7 +742,7 @@ RULES: tuple[Rule, ...] = (
     _r("test_failure", ("not ",), r"^not ok \d+ - (?P<test>.+?)(?: # .*)?$", _tests_line("node"), SUMMARY),
     _r("test_failure", ("fail",), r"^Tests:\s+(?P<failed>\d+) failed", _tests_line("jest"), SUMMARY),
     _r("test_failure", ("fail",), r"^\s+(?P<failed>\d+) failing$", _tests_line("mocha"), SUMMARY),
-    _r("test_failure", ("fail",), r"^\s*Tests\s+(?P<failed>\d+) failed \|", _tests_line("vitest"), SUMMARY),
+    _r("test_failure", ("fail",), r"^\s*Tests\s+(?P<failed>\d+) failed(?: \||\s+\(\d+\)$)", _tests_line("vitest"), SUMMARY),
     _r("test_failure", ("Fail",), r"^(?:\[ERROR\] )?Tests run: \d+, Failures: (?P<f>\d+), Errors: (?P<e>\d+), Skipped: \d+$", _surefire, SUMMARY),
     _r("test_failure", ("FAIL",), r"^--- FAIL: (?P<test>\S+)", _tests_line("go"), SUMMARY),
     _r("no_tests_collected", ("no tests ran",), r"^=*\s*no tests ran in [\d.]+s", None, SUMMARY),
@@ -672,8 +763,42 @@ NOT_ROOT = re.compile(
     r"|[^\s\[]+::[^\s\[]+(?:\[[^\]]*\])? (?:PASSED|FAILED|SKIPPED|XFAIL|XPASS|ERROR)\b"
     r"|\w+ = (?:'[^']*'|\"[^\"]*\")$"
     r"|\s*@[\w.]+\("  # a decorator line of quoted source (pytest tracebacks)
-    r"|\s*\+\s+where )"  # pytest's assertion explanation, as -rA repeats it without "E"  # pytest shows a failing test's arguments: msg = 'Connection refused'
+    r"|\s*\+\s+where "  # pytest's assertion explanation, as -rA repeats it without "E"
+    # a test's title as a runner prints it (tests are named after what they check:
+    # "retries on ETIMEDOUT"): jest/vitest bullets and marks, a FAIL file > title
+    # line, TAP (node --test) results and subtests, unittest's test lines
+    r"|\s*[●✕✓✔✗×√❯] "
+    r"|\s*(?:FAIL|PASS|✗|×)\s+\S+ > "
+    r"|(?:not )?ok \d+ - |# Subtest: "
+    r"|(?:FAIL|ERROR): \w+ \([\w.]+\)$|\w+ \([\w.]+\) \.\.\. "
+    # an assertion's message (what the test expected, quoting the text it compared)
+    r"|(?:[\w.]+\.)?(?:AssertionError|AssertionFailedError)\b|\s*(?:Expected|Received)(?: value)?: |\s+(?:expected|actual): )"
 )
 
+_FRAME = re.compile(r'^\s*File "[^"]+", line \d+|^[^\s:]+\.py:\d+: in \S+$')  # Python; pytest --tb=short
+_PYTEST_MARK = re.compile(r"^>\s{2,}\S")  # pytest's failing source line: ">       assert x"
+
+
+def quoted_source(sc: Scan, start: int, end: int, line: str) -> bool:
+    """True when ``line`` is a line of source code that a traceback shows, not output.
+
+    Python prints a frame's source line right under ``File "x.py", line N``;
+    pytest prints the failing function's source, indented, down to the line it
+    marks with ``>``. A string in that source ("Connection timed out") is the
+    code under test talking about an error, not the error.
+    """
+    if not line[:1].isspace():  # source is shown indented; the exception line is not
+        return False
+    before = sc.lines_before(start, 1)
+    if before and _FRAME.match(before[0]):
+        return True
+    for nxt in sc.lines_after(end, 30):
+        if _PYTEST_MARK.match(nxt):
+            return True
+        if nxt and not nxt[:1].isspace():
+            return False
+    return False
+
+
 # A line that is source code or an assertion diff quoting text: never evidence.
-QUOTED = re.compile(r"^(?:\s*>\s|\s*>$|E\s+(?:AssertionError\b|assert\b|[-+?] |where |and |Full diff|At index|Differing|Omitting|Left contains|Right contains|Use -v)|\s*assert\b|\s+\d+ \| |\s+\| )")
+QUOTED = re.compile(r"^(?:\s*>\s|\s*>$|E\s+(?:AssertionError\b|assert\b|[-+?] |where |and |Full diff|At index|Differing|Omitting|Left contains|Right contains|Use -v)|\s*assert\b|\s+\d+ ?\| |\s+\| )")  # jest "  4 | code", vitest "  4| code"

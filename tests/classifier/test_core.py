@@ -60,6 +60,27 @@ CASES = [
     pytest.param("Resolved 7 packages in 12ms\nerror: The lockfile at `uv.lock` needs to be updated, but `--locked` was provided.\n\nhint: To update the lockfile, run `uv lock`.\n", 1, None, "dependency_conflict", id="uv-stale-lock"),
     pytest.param("Installing dependencies from lock file\n\npyproject.toml changed significantly since poetry.lock was last generated. Run `poetry lock` to fix the lock file.\n", 1, None, "dependency_conflict", id="poetry-stale-lock"),
     pytest.param("npm error code EUSAGE\nnpm error\nnpm error `npm ci` can only install packages when your package.json and package-lock.json or npm-shrinkwrap.json are in sync. Please update your lock file with `npm install` before continuing.\nnpm error\nnpm error Missing: left-pad@1.3.0 from lock file\n", 1, None, "dependency_conflict", id="npm-ci-stale-lock"),
+    # timeouts: words in tests and source are not events; a retried attempt is not the outcome
+    pytest.param("  File \"t.py\", line 3, in test_x\n    check(\"Read timed out.\")\nKeyError: 'x'\n", 1, None, None, id="traceback-source-line-quotes-timeout"),
+    pytest.param("    def test_x():\n        msg = \"Connection timed out\"\n>       assert f(msg)\nE       assert False\n", 1, None, None, id="pytest-source-quotes-timeout"),
+    pytest.param("  ● retries on ETIMEDOUT\n\nTests:       1 failed, 1 total\n", 1, None, "test_failure", id="jest-title-names-timeout"),
+    pytest.param("not ok 1 - handles ETIMEDOUT\n# fail 1\n", 1, None, "test_failure", id="tap-title-names-timeout"),
+    pytest.param("E   ValueError: unexpected message: Connection timed out\n1 failed in 0.1s\n", 1, None, "test_failure", id="valueerror-quotes-timeout"),
+    pytest.param("      3| test('Connection timed out', () => {})\n      Tests  1 failed (1)\n", 1, None, "test_failure", id="vitest-frame-and-summary"),
+    pytest.param("curl: (28) Operation timed out after 1001 milliseconds\ncurl: (22) The requested URL returned error: 404\n", 22, None, None, id="curl-retry-outcome-is-last"),
+    pytest.param("curl: (28) Operation timed out after 1001 milliseconds\ncurl: (28) Operation timed out after 1002 milliseconds\n", 28, None, "network_timeout", id="curl-every-attempt-timed-out"),
+    pytest.param("HTTP request sent, awaiting response... Read error (Connection timed out) in headers.\nRetrying.\n\nHTTP request sent, awaiting response... 404 Not Found\n", 8, None, None, id="wget-retried-past-timeout"),
+    pytest.param("HTTP request sent, awaiting response... Read error (Connection timed out) in headers.\nGiving up.\n", 4, None, "network_timeout", id="wget-gave-up"),
+    pytest.param("ERROR:root:attempt 1 failed, retrying\nTraceback (most recent call last):\n  File \"f.py\", line 4, in <module>\nTimeoutError: timed out\n"
+                 "Traceback (most recent call last):\n  File \"f.py\", line 9, in <module>\nKeyError: 'release'\n", 1, None, None, id="logged-timeout-then-died-of-else"),
+    pytest.param("ERROR:root:attempt 1 failed, retrying\nTraceback (most recent call last):\n  File \"f.py\", line 4, in <module>\nTimeoutError: timed out\nFAILED t.py::test_a - assert 1 == 2\n", 1, None, "test_failure", id="retried-timeout-yields-to-tests"),
+    pytest.param("ERROR:root:attempt 3 failed, retrying\nTraceback (most recent call last):\n  File \"f.py\", line 4, in <module>\nTimeoutError: timed out\nfetch failed after 3 attempts\n", 1, None, "network_timeout", id="retried-timeout-when-nothing-else"),
+    pytest.param("Traceback (most recent call last):\n  File \"f.py\", line 4, in <module>\nTimeoutError: timed out\n\nDuring handling of the above exception, another exception occurred:\n\n"
+                 "Traceback (most recent call last):\n  File \"f.py\", line 5, in <module>\nurllib.error.URLError: <urlopen error timed out>\n", 1, None, "network_timeout", id="chained-timeout-stays"),
+    pytest.param("attempt 1 failed: The operation was aborted due to timeout, retrying\n/x/fetch.js:14\nTypeError: Cannot read properties of undefined (reading 'version')\n"
+                 "    at main (/x/fetch.js:14:28)\n\nNode.js v20.20.2\n", 1, None, None, id="warned-retry-then-node-crash-of-else"),
+    pytest.param("WARNING: Retrying (Retry(total=0)) after connection broken by 'ReadTimeoutError(\"HTTPSConnectionPool(host='pypi.org', port=443): Read timed out. (read timeout=15)\")': /simple/six/\n"
+                 "ERROR: Could not find a version that satisfies the requirement six (from versions: none)\nERROR: No matching distribution found for six\n", 1, None, "network_timeout", id="pip-retries-explain-no-versions"),
 ]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from autopack.actors.classifier import classify
 from autopack.actors.classifier._core import _CHUNK, SCANS, Hit, normalize_details, scan
-from autopack.actors.classifier._patterns import QUOTED, ROOT, RULES, STEMS
+from autopack.actors.classifier._patterns import NOT_ROOT, QUOTED, ROOT, RULES, STEMS, quoted_source
 from autopack.actors.classifier._text import Scan, clean_line
 from autopack.protocol import ClassifyContext
 
@@ -22,7 +22,10 @@ def reference(text: str, exit_code: int | None, ctx: ClassifyContext) -> tuple[s
         e = len(text) if e < 0 else e
         line = clean_line(text[s : min(e, s + 4000)])
         if line and not QUOTED.match(line):
+            no_root = NOT_ROOT.match(line) is not None
             for rule in RULES:
+                if no_root and rule.tier == ROOT:
+                    continue
                 m = rule.rx.search(line)
                 if m is None or rule.post is None:
                     continue
@@ -30,9 +33,10 @@ def reference(text: str, exit_code: int | None, ctx: ClassifyContext) -> tuple[s
                 if verdict is None:
                     continue
                 hit = Hit(verdict[0], rule.tier, s, e, line, normalize_details(verdict[1]))
-                if hit.tier == ROOT and not sc.in_captured_output(s):
+                root = hit.tier == ROOT and not sc.in_captured_output(s) and not quoted_source(sc, s, e, line)
+                if root and not hit.details.get("retried"):
                     return hit.pattern, first_summary
-                if hit.tier != ROOT and first_summary is None:
+                if (hit.tier != ROOT or root) and first_summary is None:  # a retried root waits like a consequence
                     first_summary = hit.pattern
                 break
         s = e + 1
