@@ -32,7 +32,17 @@ from typing import Any, Literal
 from autopack.protocol import Classification, ClassifyContext
 
 from ._mitigations import mitigation_for
-from ._patterns import NOT_ROOT, QUOTED, ROOT, RULES, STEMS, Rule, crashed_after, normalize_details, quoted_source
+from ._patterns import (
+    NOT_ROOT,
+    QUOTED,
+    ROOT,
+    RULES,
+    STEMS,
+    Rule,
+    crashed_after,
+    normalize_details,
+    quoted_source,
+)
 from ._summary import find_all, line_at, plain_text
 from ._text import Scan, clean_line, iter_lines_reversed
 
