@@ -50,6 +50,7 @@ from ._llm import (
     LLMAuthError,
     LLMRequestError,
     LLMUnavailable,
+    RetryPolicy,
     message_blocks,
     tool_uses,
 )
@@ -72,6 +73,10 @@ API_CONTEXT_EDITING: dict[str, Any] = {
         "clear_at_least": {"type": "input_tokens", "value": PRUNE_TRIGGER_BYTES // 8}}]}},
 }
 CLEARED = "[output cleared to save tokens: {n} bytes; run the tool again if you need it]"
+#: Told on a precise retry (the classifier named the file and line, and gave a hint).
+MINIMAL_EDIT = ("The failure names the file and line: make the smallest change that fixes it, with "
+                "str_replace_based_edit_tool's str_replace on those lines (view only what you need, "
+                "with view_range); do not rewrite or re-create whole files.")
 
 
 class BuilderResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -142,6 +147,23 @@ def retry_text(*, previous: Classification | None, evidence: str | None,
     if retry_hint:
         parts.append(f"Hint: {retry_hint[:2000]}")
     return "\n".join(parts)
+
+
+def retry_class(previous: Classification | None, retry_hint: str | None) -> str | None:
+    """``"precise"`` when the classifier named the previous failure (a pattern and a hint)
+    with a file and a line, ``"named"`` with a pattern and a hint only, else ``None`` (a
+    first attempt, or a retry on the Doctor's word or the raw output)."""
+    if previous is None or previous.pattern is None or not retry_hint:
+        return None
+    details = previous.details or {}
+    return "precise" if details.get("file") and details.get("line") is not None else "named"
+
+
+def retry_model(policy: RetryPolicy, kind: str | None) -> str | None:
+    """The model of a retry's calls under ``policy`` (``None``: the client's own)."""
+    if kind is None or not policy.model:
+        return None
+    return policy.model if policy.model_on == "named" or kind == "precise" else None
 
 
 def prune_tool_results(messages: list[dict[str, Any]], *, keep: int = PRUNE_KEEP,
@@ -250,7 +272,8 @@ async def run_builder(llm: LLM, *, worktree: Path, env: Mapping[str, str], run_i
                       on_usage: Callable[[CallUsage], None] | None = None,
                       box: Any = None, cwd: Path | None = None,
                       lean: bool = False, evidence: str | None = None,
-                      prune: bool | str = True) -> BuilderResult:
+                      prune: bool | str = True,
+                      retry_policy: RetryPolicy | None = None) -> BuilderResult:
     """Run one Builder attempt in ``worktree`` and return what happened.
 
     ``env`` is the environment of bash commands (the run's venv on ``PATH``).
@@ -260,22 +283,31 @@ async def run_builder(llm: LLM, *, worktree: Path, env: Mapping[str, str], run_i
     ``evidence`` (the previous failure's matched lines) in the first message and,
     with ``prune``, old tool results cleared (``True`` or ``"ours"``: by us, see
     :func:`prune_tool_results`; ``"api"``: by the API's context editing,
-    :data:`API_CONTEXT_EDITING`; ``False``: never). Cancellation propagates (the
-    running command's process group is killed).
+    :data:`API_CONTEXT_EDITING`; ``False``: never). In the lean layout a retry the
+    classifier named (:func:`retry_class`) follows ``retry_policy`` (default: the
+    client's ``builder_retry``): a precise one is told to make the minimal edit
+    (:data:`MINIMAL_EDIT`), and either may go to a cheaper model (:func:`retry_model`).
+    Cancellation propagates (the running command's process group is killed).
     """
     tools = Tools(worktree, env, command_timeout_s=command_timeout_s, box=box, cwd=cwd)
     first = f"Carry out phase {phase.id} (attempt {attempt}): {phase.goal}"
     system: str | list[dict[str, Any]]
+    kind: str | None = None  # the retry's class, lean layout only
     if lean:
         system = lean_system_blocks(phase=phase, context_text=context_text,
                                     command_timeout_s=command_timeout_s)
         retry = retry_text(previous=previous, evidence=evidence, retry_hint=retry_hint)
         if retry:
             first += "\n\n" + retry
+        kind = retry_class(previous, retry_hint)
+        if kind == "precise":
+            first += "\n" + MINIMAL_EDIT
     else:
         system = builder_system_prompt(phase=phase, context_text=context_text,
                                        retry_hint=retry_hint, previous=previous,
                                        command_timeout_s=command_timeout_s)
+    policy = retry_policy or getattr(llm, "builder_retry", None) or RetryPolicy()
+    model = retry_model(policy, kind)
     messages: list[dict[str, Any]] = [{"role": "user", "content": first}]
     usage: list[CallUsage] = []
     stop_reason, error, summary = "wall_time", None, ""
@@ -298,7 +330,8 @@ async def run_builder(llm: LLM, *, worktree: Path, env: Mapping[str, str], run_i
                 message, call_usage = await llm.create(
                     system=system, messages=messages, tools=BUILDER_TOOLS, role="builder",
                     run_id=run_id, budget=budget, cache_messages=True,
-                    extra=API_CONTEXT_EDITING if lean and prune == "api" else None)
+                    extra=API_CONTEXT_EDITING if lean and prune == "api" else None,
+                    model=model)
             except LLMAuthError as exc:
                 stop_reason, error = "auth_error", str(exc)
                 break

@@ -127,6 +127,20 @@ def _usage_pusd(usage: CallUsage, price: Any) -> int:
                      cache_read=usage.cache_read_input_tokens)
 
 
+class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """How the Builder makes a retry whose failure the classifier named (hardened arm only).
+
+    A retry is *named* when the classifier gave the previous failure a pattern and
+    a hint (not the Doctor), *precise* when it also named a file and line (the
+    Builder is then told to make the minimal edit with ``str_replace``). ``model``
+    (empty: off) serves the retries selected by ``model_on`` (``"precise"`` or
+    ``"named"``), priced and budgeted at its own row of the price table.
+    """
+
+    model: str = ""
+    model_on: str = "precise"
+
+
 # -- the key -------------------------------------------------------------------------
 class _Secret:
     """Holds the API key; its repr and str never show it."""
@@ -332,10 +346,12 @@ class LLM:
                  daily_token_budget: int | None = None, daily_usd_budget: float | None = None,
                  daily_spent: Callable[[float], Awaitable[tuple[int, int]]] | None = None,
                  min_output_tokens: int = 256, count_tokens: bool = True,
-                 clock: Callable[[], float] | None = None) -> None:
+                 clock: Callable[[], float] | None = None,
+                 builder_retry: RetryPolicy | None = None) -> None:
         import time
 
         self.model = model
+        self.builder_retry = builder_retry or RetryPolicy()
         self.prices = price_table(prices)
         self.min_output_tokens = min_output_tokens
         self.count_tokens = count_tokens
@@ -425,7 +441,8 @@ class LLM:
                      role: str, run_id: str | None = None, budget: Budget | None = None,
                      tool_choice: Mapping[str, Any] | None = None,
                      cache_messages: bool = False,
-                     extra: Mapping[str, Any] | None = None) -> tuple[Message, CallUsage]:
+                     extra: Mapping[str, Any] | None = None,
+                     model: str | None = None) -> tuple[Message, CallUsage]:
         """One Messages API call with prompt caching, budgets, the shared gate and retries.
 
         ``system`` and ``tools`` form the stable, cached prefix;
@@ -433,7 +450,8 @@ class LLM:
         turn reads the previous turns from the cache). Before the request, the
         call's worst case must fit ``budget`` (phase and run) and the daily
         budget; ``max_tokens`` shrinks to fit. ``extra`` adds request fields
-        (e.g. ``context_management``). Returns the SDK ``Message`` and its
+        (e.g. ``context_management``); ``model`` replaces the client's model for this
+        call (priced and budgeted at its own row). Returns the SDK ``Message`` and its
         :class:`CallUsage` (with its cost, already charged to ``budget``).
 
         Raises :class:`LLMAuthError` (no retries), :class:`BudgetExhausted` (no
@@ -444,7 +462,7 @@ class LLM:
             raise LLMAuthError("no Anthropic API key: set ANTHROPIC_API_KEY or provide the "
                                f"'{CREDENTIAL_NAME}' credential file")
         params: dict[str, Any] = {
-            "model": self.model,
+            "model": model or self.model,
             "max_tokens": max_tokens or self.max_tokens,
             "system": _cached_system(system),
             "messages": _cached_messages(messages) if cache_messages else list(messages),
@@ -467,7 +485,7 @@ class LLM:
                 message = await self._attempt(params, attempt, role=role, run_id=run_id)
                 if message is None:
                     continue
-                usage = _usage_of(message, role=role, model=self.model)
+                usage = _usage_of(message, role=role, model=str(params["model"]))
                 price, _known = price_for(usage.model, self.prices)
                 usage = msgspec.structs.replace(usage, cost_pusd=_usage_pusd(usage, price))
                 self._counts["calls"] += 1

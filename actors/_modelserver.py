@@ -73,7 +73,10 @@ to the cache at a breakpoint if it is at least 1,024 tokens long, and a later
 request reads the longest cached prefix that ends at one of its block
 boundaries at most 20 blocks before one of its breakpoints (cache entries do
 not expire here: runs are shorter than the 5-minute TTL). The rest of the
-prompt is ``input_tokens``. ``output_tokens`` is the scripted figure when the
+prompt is ``input_tokens``. Each model has its own cache (a prefix cached for one model
+is written again for another), and a model of Claude 4.7 or later counts every figure,
+output too, 1.3× (its newer tokenizer: the same text is ~30% more tokens).
+``output_tokens`` is the scripted figure when the
 step gives one (what the model chose to write), else derived from the reply's
 content; it is capped at the request's ``max_tokens`` (``stop_reason``
 ``max_tokens`` then). A request's ``context_management`` edit
@@ -152,9 +155,19 @@ class TokenModel:
     TOOLS_OVERHEAD = 300
     MIN_CACHEABLE = 1024
     LOOKBACK = 20
+    #: Claude 4.7 and later use a newer tokenizer: the same text counts as about 30% more
+    #: tokens (the model overview pages say so); the figures above are the older one's.
+    NEWER_TOKENIZER = ("claude-opus-4-7", "claude-opus-4-8", "claude-opus-5", "claude-sonnet-5",
+                       "claude-haiku-5", "claude-fable", "claude-mythos")
+    NEWER_FACTOR = 1.3
 
     def __init__(self) -> None:
         self._cache: set[str] = set()
+
+    @classmethod
+    def factor(cls, model: Any) -> float:
+        """Tokens of this model's tokenizer per token of the older one (1.0 or 1.3)."""
+        return cls.NEWER_FACTOR if str(model or "").startswith(cls.NEWER_TOKENIZER) else 1.0
 
     @classmethod
     def tokens_of_text(cls, text: str) -> int:
@@ -200,7 +213,8 @@ class TokenModel:
             blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
             for block in blocks or []:
                 add({"role": message.get("role"), **block} if isinstance(block, dict) else block)
-        return out
+        factor = cls.factor(body.get("model"))
+        return out if factor == 1.0 else [(t, -(-int(n * factor * 10) // 10), m) for t, n, m in out]
 
     def apply_context_edits(self, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """The API's context editing (``clear_tool_uses_20250919``): when the prompt is
@@ -251,6 +265,7 @@ class TokenModel:
 
         segments = self._segments(body)
         digest = hashlib.sha256()
+        digest.update(str(body.get("model") or "").encode())  # each model has its own cache
         hashes: list[str] = []
         totals: list[int] = []
         running = 0
@@ -481,6 +496,9 @@ class ScriptedServer:
             usage.update(self.tokens.bill(billed))
             if "output_tokens" not in spec.get("usage", {}):
                 usage["output_tokens"] = max(1, self.tokens.tokens_of_text(json.dumps(content)))
+            # scripted figures count the older tokenizer's tokens (what Sonnet 4.6 would emit)
+            usage["output_tokens"] = -(-int(usage["output_tokens"] * 10 * self.tokens.factor(
+                request.get("model"))) // 10)
         limit = request.get("max_tokens")
         if isinstance(limit, int) and usage["output_tokens"] > limit:
             usage["output_tokens"] = limit

@@ -244,13 +244,23 @@ def main() -> int:
                     help="corpus: replays of failures captured from real tools (default); "
                          "handmade: the 25 scenarios of issue 5")
     ap.add_argument("--save", type=Path, help="also write the JSON result to this file")
-    ap.add_argument("--timeout", type=float, default=170.0, help="seconds to wait for all runs")
+    ap.add_argument("--timeout", type=float, default=400.0, help="seconds to wait for each arm's runs")
+    ap.add_argument("--shared-cache", action="store_true",
+                    help="both arms on one daemon and one server, interleaved (one prompt cache: "
+                         "the arm that runs second reads what the first wrote; the old layout)")
+    ap.add_argument("--retry-model", default="",
+                    help="the daemon's builder_retry_model (a cheaper model for named retries)")
+    ap.add_argument("--retry-on", choices=("precise", "named"), default="precise",
+                    help="the daemon's builder_retry_model_on")
     args = ap.parse_args()
     scenarios = load_scenarios(args.only, args.set)
     if not scenarios:
         print("no scenarios", file=sys.stderr)
         return 2
     t_start = time.monotonic()
+    config: dict[str, Any] = {}
+    if args.retry_model:
+        config.update(builder_retry_model=args.retry_model, builder_retry_model_on=args.retry_on)
     with workspace("ab") as root:
         wheels = root / "wheels"
         wheels.mkdir()
@@ -261,24 +271,37 @@ def main() -> int:
                     write_wheel(wheels, module, source, dist=dist)
         model_file = root / "model.json"
         model_file.write_text(json.dumps({"scripts": check_matches(scenarios)}))
-        server = ModelServer(model_file, root / "model.log")
-        saved_env = {k: os.environ.get(k) for k in
-                     ("ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY", "PIP_NO_INDEX", "PIP_FIND_LINKS")}
-        os.environ.update({"ANTHROPIC_BASE_URL": server.url, "ANTHROPIC_API_KEY": FAKE_KEY,
-                           "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheels)})
-        try:
-            # the local wheelhouse must be readable inside the runs' sandbox
-            with BenchDaemon(root, max_concurrent_runs=4, builder_attempt_wall_s=60,
-                             log_level="WARNING", sandbox_read_only=[str(wheels)]) as d:
-                d.start()
-                result = drive(d, server, root, scenarios, args.timeout)
-        finally:
-            server.stop()
-            for k, v in saved_env.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+        # one server (one prompt cache) and one daemon per arm, arm after arm, so neither arm
+        # reads what the other wrote to the cache: each pays what it would pay alone
+        passes = [ARMS] if args.shared_cache else [(arm,) for arm in ARMS]
+        part: list[dict[str, Any]] = []
+        for arms in passes:
+            name = "-".join(arms)
+            server = ModelServer(model_file, root / f"model-{name}.log")
+            saved_env = {k: os.environ.get(k) for k in
+                         ("ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY", "PIP_NO_INDEX", "PIP_FIND_LINKS")}
+            os.environ.update({"ANTHROPIC_BASE_URL": server.url, "ANTHROPIC_API_KEY": FAKE_KEY,
+                               "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheels)})
+            try:
+                # the local wheelhouse must be readable inside the runs' sandbox
+                with BenchDaemon(root, name=f"state-{name}", max_concurrent_runs=4,
+                                 builder_attempt_wall_s=60, log_level="WARNING",
+                                 sandbox_read_only=[str(wheels)], **config) as d:
+                    d.start()
+                    got = drive(d, root, scenarios, args.timeout, arms)
+                    got["spend"] = spend_breakdown(d.state_dir / "autopack.db", got["per_run"])
+                    got["served"] = server.stats()
+                    part.append(got)
+            finally:
+                server.stop()
+                for k, v in saved_env.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
+    result = combine(part, scenarios)
+    result["settings"] = config
+    result["cache"] = "shared by both arms" if args.shared_cache else "one per arm"
     result["elapsed_s"] = round(time.monotonic() - t_start, 1)
     if args.save:
         args.save.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
@@ -286,13 +309,14 @@ def main() -> int:
     return 0 if result["complete"] else 1
 
 
-def drive(d: BenchDaemon, server: ModelServer, root: Path, scenarios: list[dict[str, Any]],
-          timeout: float) -> dict[str, Any]:
+def drive(d: BenchDaemon, root: Path, scenarios: list[dict[str, Any]], timeout: float,
+          arms: tuple[str, ...]) -> dict[str, Any]:
+    """Submit every scenario once per arm of ``arms`` to ``d``, wait, collect the facts."""
     submitted: list[tuple[dict[str, Any], str, str]] = []  # (scenario, arm, run id)
     with d.client() as c:
         for s in scenarios:
             spec = parse_spec_text(json.dumps(s["spec"]), fmt="json")
-            for arm in ARMS:
+            for arm in arms:
                 repo = make_scenario_repo(root / "repos" / f"{s['id']}-{arm}", s["files"])
                 run_id = c.request(Submit(spec=spec, repo=str(repo), arm=arm)).run_id
                 submitted.append((s, arm, run_id))
@@ -315,7 +339,29 @@ def drive(d: BenchDaemon, server: ModelServer, root: Path, scenarios: list[dict[
             facts.update(scenario=s["id"], category=s["category"], arm=arm)
             per_run.append(facts)
         stats = c.request(GetStats(by_arm=True)).data
-    served = server.stats()
+    return {"per_run": per_run, "stats": stats, "complete": complete, "wall": wall}
+
+
+def combine(part: list[dict[str, Any]], scenarios: list[dict[str, Any]]) -> dict[str, Any]:
+    per_run = [r for p in part for r in p["per_run"]]
+    complete = all(p["complete"] for p in part)
+    wall = sum(p["wall"] for p in part)
+    stats: dict[str, Any] = {"arms": {}}
+    for p in part:  # each daemon ran its own arm(s): take only those
+        ran = {r["arm"] for r in p["per_run"]}
+        stats["arms"].update({a: v for a, v in p["stats"].get("arms", {}).items() if a in ran})
+    served_usage: Counter[str] = Counter()
+    by_status: Counter[str] = Counter()
+    unscripted = 0
+    for p in part:
+        served_usage.update(p["served"].get("usage_totals", {}))
+        by_status.update(p["served"].get("by_status", {}))
+        unscripted += int(p["served"].get("unscripted", 0))
+    served = {"usage_totals": dict(served_usage), "by_status": dict(by_status),
+              "unscripted": unscripted}
+    spend: dict[str, Any] = {}
+    for p in part:
+        spend.update({arm: cells for arm, cells in p["spend"].items() if cells})
     arms = {arm: aggregate([r for r in per_run if r["arm"] == arm]) for arm in ARMS}
     for arm in ARMS:  # the daemon's own split of tokens by role (llm_calls.role)
         by_role = stats.get("arms", {}).get(arm, {}).get("tokens_by_role", {})
@@ -348,7 +394,7 @@ def drive(d: BenchDaemon, server: ModelServer, root: Path, scenarios: list[dict[
         cat["saved_per_failure"] = round(cat["saved"] / cat["deterministic"]) if cat["deterministic"] else 0
     return {
         "intervals": intervals(pairs),
-        "machine": machine(), "scenarios": len(scenarios), "runs": len(per_run),
+        "machine": machine(), "scenarios": len(scenarios), "runs": len(per_run), "spend": spend,
         "complete": complete and all(r["state"] in TERMINAL for r in per_run),
         "wall_s": round(wall, 1), "arms": arms,
         "saving": {
@@ -373,6 +419,60 @@ def drive(d: BenchDaemon, server: ModelServer, root: Path, scenarios: list[dict[
                          "unscripted": served.get("unscripted"), "usage_totals": served_usage,
                          "agrees_with_daemon_accounting": server_agrees},
     }
+
+
+def spend_breakdown(db: Path, per_run: list[dict[str, Any]]) -> dict[str, Any]:
+    """Where each arm's dollars go, from the daemon's own ``llm_calls`` rows: per role, first
+    attempt or retry, turn of the attempt, and token kind (each priced at its model's row of
+    the shipped table, as the daemon priced it). Read once the runs have ended."""
+    import sqlite3
+
+    from autopack.actors._budget import DEFAULT_PRICES, price_for
+
+    arm_of = {r["run_id"]: r["arm"] for r in per_run}
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        rows = conn.execute("SELECT run_id, phase_id, attempt, role, model, input_tokens, "
+                            "output_tokens, cache_creation, cache_read FROM llm_calls ORDER BY id").fetchall()
+    finally:
+        conn.close()
+    out: dict[str, dict[str, dict[str, float]]] = {arm: {} for arm in ARMS}
+    turn: Counter[tuple[str, str, int]] = Counter()
+    for run_id, phase_id, attempt, role, model, inp, outp, cw, cr in rows:
+        arm = arm_of.get(run_id)
+        if arm is None:
+            continue
+        key3 = (run_id, str(phase_id), int(attempt or 0))
+        n = turn[key3] if role == "builder" else 0
+        if role == "builder":
+            turn[key3] += 1
+        label = f"{role} {'first' if int(attempt or 0) <= 1 else 'retry'}" + (
+            f" turn {n + 1}" if role == "builder" else "") + f" [{model}]"
+        price, _ = price_for(str(model), DEFAULT_PRICES)
+        cell = out[arm].setdefault(label, {"calls": 0, "input": 0, "output": 0, "cache_write": 0,
+                                           "cache_read": 0, "usd_input": 0.0, "usd_output": 0.0,
+                                           "usd_cache_write": 0.0, "usd_cache_read": 0.0})
+        cell["calls"] += 1
+        for kind, tokens, per_m in (("input", inp, price.input), ("output", outp, price.output),
+                                    ("cache_write", cw, price.cache_write),
+                                    ("cache_read", cr, price.cache_read)):
+            cell[kind] += int(tokens)
+            cell[f"usd_{kind}"] += int(tokens) * per_m / 1e6
+    return {arm: dict(sorted(cells.items())) for arm, cells in out.items()}
+
+
+def render_spend(spend: dict[str, Any]) -> list[str]:
+    out = ["", "Where the dollars go (daemon's llm_calls; $ per token kind):", "",
+           "| arm | calls of | n | input | output | cache write | cache read | $ in | $ out "
+           "| $ cw | $ cr | $ total |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for arm in ARMS:
+        for label, c in spend.get(arm, {}).items():
+            total = c["usd_input"] + c["usd_output"] + c["usd_cache_write"] + c["usd_cache_read"]
+            out.append(f"| {arm} | {label} | {c['calls']} | {c['input']:,} | {c['output']:,} "
+                       f"| {c['cache_write']:,} | {c['cache_read']:,} | {c['usd_input']:.4f} "
+                       f"| {c['usd_output']:.4f} | {c['usd_cache_write']:.4f} "
+                       f"| {c['usd_cache_read']:.4f} | {total:.4f} |")
+    return out
 
 
 METRICS = {  # per-run figure -> how to read it from one run's facts
@@ -463,11 +563,13 @@ def render(r: dict[str, Any]) -> list[str]:
         return arm[key]
 
     out = [f"A/B: {r['scenarios']} scenarios x 2 arms = {r['runs']} runs in {r['wall_s']} s "
-           f"(all ended: {r['complete']})", "",
+           f"(all ended: {r['complete']}); prompt cache: {r.get('cache')}; "
+           f"settings: {r.get('settings') or 'defaults'}", "",
            f"| {'figure':<50} | {'hardened':>10} | {'baseline':>10} |", f"|{'-' * 52}|{'-' * 12}|{'-' * 12}|"]
     for label, key in rows:
         out.append(f"| {label:<50} | {get(a['hardened'], key):>10} | {get(a['baseline'], key):>10} |")
     out += render_intervals(r.get("intervals", {}))
+    out += render_spend(r.get("spend", {}))
     s = r["saving"]
     out += ["",
             f"tokens saved by the hardened arm: {s['tokens_saved']} over {s['deterministic_failures']} "

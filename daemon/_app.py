@@ -30,7 +30,7 @@ import anyio
 import msgspec
 import trio
 from autopack.actors import _worktree as wt
-from autopack.actors._llm import LLM, read_api_key
+from autopack.actors._llm import LLM, RetryPolicy, read_api_key
 from autopack.actors._memory import MemoryActor
 from autopack.actors._phase import PhaseRunner
 from autopack.actors._pool import WorktreePool
@@ -173,7 +173,9 @@ class Daemon:
                    daily_token_budget=s.daily_token_budget,
                    daily_spent=self.records.spend_since,
                    min_output_tokens=s.min_output_tokens,
-                   count_tokens=s.count_tokens)
+                   count_tokens=s.count_tokens,
+                   builder_retry=RetryPolicy(model=s.builder_retry_model,
+                                             model_on=s.builder_retry_model_on))
 
     def _classify_fn(self) -> Any:
         """Run actors ask the classifier actor; if it does not answer, the failure is

@@ -75,6 +75,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=
     min_output_tokens: int = 256  # a call whose max_tokens would shrink below this is refused
     count_tokens: bool = True  # count each call's input with the API before sending it
     builder_context_editing: str = "ours"  # ours | api | off: clearing old tool results
+    builder_retry_model: str = ""  # a cheaper model for classifier-named retries; "" = off
+    builder_retry_model_on: str = "precise"  # precise (file:line named) | named (any pattern)
     watchdog: bool = True
     log_format: str = "text"  # text | json
     log_level: str = "INFO"
@@ -143,6 +145,8 @@ SETTING_DOCS: dict[str, str] = {
     "daily_usd_budget": "USD all runs together may spend per UTC day (unset: no daily limit); a call that could pass it is not made",
     "daily_token_budget": "tokens all runs together may spend per UTC day (unset: no daily limit)",
     "min_output_tokens": "smallest max_tokens a call may shrink to in order to fit a budget; below it the call is refused and the run ends",
+    "builder_retry_model": "a cheaper model for the Builder's retries that the classifier named (hardened arm), priced at its own row of the price table; empty: off (the default: its success on real retries is not measured by the bench, see bench/ab/README.md)",
+    "builder_retry_model_on": "which retries go to builder_retry_model: 'precise' (the classifier named a file and line, and a hint) or 'named' (any pattern with a hint)",
     "builder_context_editing": "clear old tool results from long Builder conversations (hardened arm): 'ours' (autopack clears them, keeping each tool_use/tool_result pair), 'api' (the API's context editing, beta) or 'off'; see bench/prune.py",
     "count_tokens": "count each call's input tokens with the API's count_tokens endpoint before sending it (off: a conservative local estimate)",
     "watchdog": "send WATCHDOG=1 to systemd when WatchdogSec is set",
@@ -304,6 +308,8 @@ def load_settings(
             raise ConfigError(f"{name} must be > 0 (leave it unset for no daily limit)")
     if settings.builder_context_editing not in ("ours", "api", "off"):
         raise ConfigError("builder_context_editing must be 'ours', 'api' or 'off'")
+    if settings.builder_retry_model_on not in ("precise", "named"):
+        raise ConfigError("builder_retry_model_on must be 'precise' or 'named'")
     if settings.min_output_tokens < 1:
         raise ConfigError("min_output_tokens must be >= 1")
     if settings.sandbox not in ("auto", "bwrap", "off"):

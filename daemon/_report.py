@@ -6,6 +6,7 @@ log is the source of truth.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -55,6 +56,7 @@ def build_report(run: dict[str, Any], events: list[dict[str, Any]], tokens: dict
         elif ev["kind"] == "mitigation" and found is not None:
             found["mitigations"].append({"attempt": ev["attempt"], **pl})
     cost = _costs(calls or [], by_id)
+    budget = budget_summary(run, sum(tokens.values()), cost["total_usd"], events)
     return {
         "run_id": run["id"],
         "state": run["state"],
@@ -74,6 +76,7 @@ def build_report(run: dict[str, Any], events: list[dict[str, Any]], tokens: dict
         "commits": commits,
         "tokens": tokens,
         "cost": cost,
+        "budget": budget,
         "cache_hit_rate": cache_hit_rate(tokens),
         "tokens_avoided": tokens_avoided,
         "sandbox": sandbox,  # None: the run executed no command (or predates the sandbox)
@@ -87,6 +90,56 @@ def build_report(run: dict[str, Any], events: list[dict[str, Any]], tokens: dict
             "events": len(events),
         },
     }
+
+
+def budget_summary(run: dict[str, Any], tokens_spent: int, usd_spent: float,
+                   events: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run's budgets next to what it spent, and the refused call's figures when a budget
+    ended it (its ``budget_exhausted`` event): ``token_budget``, ``usd_budget``,
+    ``phase_token_budget``, ``phase_usd_budget`` (``None``: no limit), ``tokens_spent``,
+    ``usd_spent``, ``exhausted`` (``None``, or ``scope`` run/phase/daily, ``unit``
+    tokens/usd, ``limit``, ``spent``, ``needed`` — the refused call's worst case —,
+    ``input_tokens``, ``role``, ``phase``, ``attempt``, ``message``)."""
+    try:
+        limits = dict(json.loads(run.get("spec") or "{}").get("limits") or {})
+    except (TypeError, ValueError):
+        limits = {}
+    exhausted = None
+    for ev in events:
+        if ev["kind"] == "budget_exhausted":
+            pl = ev["payload"]
+            exhausted = {k: pl.get(k) for k in ("scope", "unit", "limit", "spent", "needed",
+                                                "input_tokens", "role", "message")}
+            exhausted.update(phase=ev["phase_id"], attempt=ev["attempt"])
+    return {"token_budget": limits.get("token_budget"), "usd_budget": limits.get("usd_budget"),
+            "phase_token_budget": limits.get("phase_token_budget"),
+            "phase_usd_budget": limits.get("phase_usd_budget"),
+            "tokens_spent": tokens_spent, "usd_spent": usd_spent, "exhausted": exhausted}
+
+
+def budget_line(b: dict[str, Any]) -> str:
+    """``12,345 of 400,000 tokens, $0.0123 of $5.0000`` plus, when a budget ended the run,
+    ``; exhausted: run budget (usd): $4.9990 of $5.0000 spent, the next call needed up to
+    $0.0450``."""
+    tokens = f"{b['tokens_spent']:,} of {b['token_budget']:,} tokens" if b.get("token_budget") \
+        else f"{b['tokens_spent']:,} tokens (no token budget)"
+    usd = f"${b['usd_spent']:.4f} of ${b['usd_budget']:.4f}" if b.get("usd_budget") is not None \
+        else f"${b['usd_spent']:.4f} (no dollar budget)"
+    phase = [f"{b[k]:,} tokens" if k.endswith("token_budget") else f"${b[k]:.4f}"
+             for k in ("phase_token_budget", "phase_usd_budget") if b.get(k) is not None]
+    out = f"{tokens}, {usd}" + (f"; per phase {' and '.join(phase)}" if phase else "")
+    ex = b.get("exhausted")
+    if ex:
+        if ex.get("unit") == "usd":
+            figures = (f"${float(ex['spent'] or 0):.4f} of ${float(ex['limit'] or 0):.4f} spent, "
+                       f"the next call needed up to ${float(ex['needed'] or 0):.4f}")
+        else:
+            figures = (f"{int(ex['spent'] or 0):,} of {int(ex['limit'] or 0):,} tokens spent, "
+                       f"the next call needed up to {int(ex['needed'] or 0):,}")
+        where = f", phase {ex['phase']} attempt {ex['attempt']}" if ex.get("phase") else ""
+        out += (f"; EXHAUSTED: {ex.get('scope')} budget ({ex.get('unit')}): {figures} "
+                f"({ex.get('role')} call not made{where})")
+    return out
 
 
 def cache_hit_rate(tokens: dict[str, int]) -> float | None:
@@ -150,6 +203,8 @@ def render_markdown(rep: dict[str, Any]) -> str:
                    + (f"; cache hit rate {hit:.0%}" if hit is not None else "")
                    + (f"; {cost['unpriced_calls']} calls recorded without a price"
                       if cost["unpriced_calls"] else ""))
+    if rep.get("budget"):
+        out.append(f"- **Budget:** {budget_line(rep['budget'])}")
     out.append(f"- **Arm:** {rep['arm']}")
     sb = rep.get("sandbox")
     if sb:

@@ -52,7 +52,7 @@ from ._config import LiveSettings
 from ._control import Connection
 from ._paging import MAX_PAGE_RUNS, fit_event, run_page
 from ._records import Records
-from ._report import build_report
+from ._report import budget_summary, build_report
 from ._services import BasePinner
 from ._store import Store
 
@@ -182,9 +182,14 @@ class Runs:
         return full
 
     async def status(self, run_id: str) -> RunStatus:
-        st = status_reply(await self.records.run(run_id), self.sandbox_mode())
-        spent = sum((await self.records.tokens(run_id)).values())
-        return msgspec.structs.replace(st, tokens=spent)
+        run = await self.records.run(run_id)
+        st = status_reply(run, self.sandbox_mode())
+        spend = await self.records.spend(run["id"], "")
+        # the refused call's figures are in the run's budget_exhausted event
+        ended = (await self.records.all_events(run["id"])
+                 if (run["reason"] or "").startswith("budget_exhausted") else [])
+        budget = budget_summary(run, spend["run_tokens"], spend["run_pusd"] / 10**12, ended)
+        return msgspec.structs.replace(st, tokens=spend["run_tokens"], budget=budget)
 
     async def list_page(self, req: ListRuns) -> RunList:
         """One page of runs, newest first, never more than a frame (see ``_paging``)."""

@@ -176,6 +176,9 @@ class RunStatus(Reply, tag="run_status", frozen=True):
     ended_at: float | None = None
     sandbox: str = ""  # the daemon's sandbox: "bwrap", or "off"/"unavailable" (unconfined)
     tokens: int | None = None  # model tokens spent so far (filled by GetStatus, not by ListRuns)
+    # limits, spending and, once refused, the figures of the refused call (GetStatus only);
+    # keys as the report's "budget" (daemon/_report.py budget_summary)
+    budget: dict[str, Any] | None = None
 
 
 class RunList(Reply, tag="run_list", frozen=True):

@@ -149,3 +149,61 @@ async def test_first_call_refused_makes_no_request(limit: int) -> None:
         assert server.stats()["requests"] == 0
     assert turns == 0
     assert "run budget exhausted: 0 of 800 tokens spent" in str(exc)
+
+
+# ---------------------------------------------------------------- what a person sees
+def test_exhausted_budget_shows_its_figures_in_status_json_and_report(daemon_factory,
+                                                                      tmp_path) -> None:
+    """A run ended by its dollar budget: ``status`` (human and ``--json``) and the report
+    (JSON and Markdown) show the limit, what was spent and the refused call's worst case."""
+    import json
+
+    from autopack.actors._modelserver import ScriptedServer
+
+    from tests.conftest import make_repo, write_spec
+
+    step = {"content": [{"type": "tool_use", "name": "bash", "input": {"command": "seq 1 3000"}}],
+            "usage": {"output_tokens": 400}}
+    server = ScriptedServer([{"match": "Carry out phase usd-spender", "steps": [step] * 40}],
+                            keep_bodies=False)
+    server.start()
+    try:
+        d = daemon_factory(env={"ANTHROPIC_BASE_URL": server.url,
+                                "ANTHROPIC_API_KEY": "sk-ant-test-not-a-real-key-123456"},
+                           config={"builder_attempt_wall_s": 60, "min_output_tokens": 100})
+        spec = write_spec(tmp_path / "s.json", [{"id": "usd-spender", "goal": "Spend dollars",
+                                                 "kind": "build", "checks": ["true"]}],
+                          limits={"usd_budget": 0.05})
+        repo = make_repo(tmp_path / "repo")
+        run_id = json.loads(d.ctl("submit", str(spec), "--repo", str(repo), "--json",
+                                  check=True).stdout)["run_id"]
+        from tests.conftest import wait_state
+
+        st = wait_state(d, run_id, timeout=120)
+        assert st.state == "failed"
+        assert st.reason.startswith("budget_exhausted: run budget exhausted: $"), st.reason
+        status = json.loads(d.ctl("status", run_id, "--json").stdout)
+        report = json.loads(d.ctl("report", run_id, "--json").stdout)
+        human = d.ctl("status", run_id).stdout
+        markdown = d.ctl("report", run_id).stdout
+    finally:
+        server.stop()
+    budget = status["budget"]
+    assert budget == report["budget"]
+    assert budget["usd_budget"] == 0.05
+    assert budget["token_budget"] == 400_000
+    assert 0 < budget["usd_spent"] <= 0.05  # never over
+    assert budget["usd_spent"] == pytest.approx(report["cost"]["total_usd"])
+    assert budget["tokens_spent"] == status["tokens"] == sum(report["tokens"].values())
+    ex = budget["exhausted"]
+    assert (ex["scope"], ex["unit"], ex["role"], ex["phase"]) == ("run", "usd", "builder",
+                                                                  "usd-spender")
+    assert ex["limit"] == 0.05
+    assert ex["spent"] == pytest.approx(budget["usd_spent"])
+    assert ex["spent"] + ex["needed"] > 0.05  # the refused call could have overshot
+    line = next(ln for ln in human.splitlines() if ln.strip().startswith("budget:"))
+    assert "of $0.0500" in line, line
+    assert "EXHAUSTED: run budget (usd)" in line, line
+    assert f"the next call needed up to ${ex['needed']:.4f}" in line
+    assert "- **Budget:** " in markdown
+    assert "EXHAUSTED: run budget (usd)" in markdown

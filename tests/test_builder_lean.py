@@ -11,15 +11,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from autopack.actors._budget import DEFAULT_PRICES, cost_pusd
 from autopack.actors._builder import (
     CLEARED,
+    MINIMAL_EDIT,
     evidence_excerpt,
     prune_tool_results,
+    retry_class,
+    retry_model,
     retry_text,
     run_builder,
 )
-from autopack.actors._llm import LLM
-from autopack.actors._modelserver import serve_scripted
+from autopack.actors._llm import LLM, RetryPolicy
+from autopack.actors._modelserver import TokenModel, serve_scripted
 from autopack.actors.classifier import classify
 from autopack.protocol import Classification, ClassifyContext, PhaseSpec
 
@@ -249,3 +253,109 @@ async def test_every_call_after_the_first_reads_the_prefix_from_the_cache(tmp_pa
     # the retry's first call reads the tools + system prefix written by attempt 1 (all of
     # the first call's write but its first user message, which differs per attempt)
     assert 1024 <= two.usage[0].cache_read_input_tokens < calls[0].cache_creation_input_tokens
+
+
+# ---------------------------------------------------------------- retries the classifier named
+PRECISE = Classification(pattern="python_syntax_error", evidence=["  File \"src/m.py\", line 3"],
+                         details={"file": "src/m.py", "line": 3})
+NAMED = Classification(pattern="test_failure", evidence=["FAILED test_inc.py::test_inc"])
+
+
+@pytest.mark.parametrize(
+    ("previous", "hint", "expected"),
+    [
+        pytest.param(PRECISE, "fix the indent", "precise", id="file-line-and-hint"),
+        pytest.param(NAMED, "fix inc()", "named", id="pattern-and-hint"),
+        pytest.param(PRECISE, None, None, id="no-hint"),
+        pytest.param(Classification(pattern=None), "the Doctor's hint", None, id="doctor"),
+        pytest.param(None, None, None, id="first-attempt"),
+        pytest.param(Classification(pattern="compile_error", details={"file": "main.c"}), "fix",
+                     "named", id="file-without-line"),
+    ],
+)
+def test_retry_class(previous: Classification | None, hint: str | None, expected: str | None) -> None:
+    assert retry_class(previous, hint) == expected
+
+
+@pytest.mark.parametrize(
+    ("policy", "kind", "expected"),
+    [
+        pytest.param(RetryPolicy(), "precise", None, id="off-by-default"),
+        pytest.param(RetryPolicy(model="claude-haiku-5-5"), "precise", "claude-haiku-5-5",
+                     id="cheap-precise"),
+        pytest.param(RetryPolicy(model="claude-haiku-5-5"), "named", None, id="cheap-precise-only"),
+        pytest.param(RetryPolicy(model="claude-haiku-5-5", model_on="named"), "named",
+                     "claude-haiku-5-5", id="cheap-named"),
+        pytest.param(RetryPolicy(model="claude-haiku-5-5", model_on="named"), None, None,
+                     id="never-on-the-doctors-word"),
+    ],
+)
+def test_retry_model(policy: RetryPolicy, kind: str | None, expected: str | None) -> None:
+    assert retry_model(policy, kind) == expected
+
+
+def two_turns(match: str, first_out: int = 40) -> dict[str, Any]:
+    return {"match": match, "steps": [
+        {"content": [{"type": "tool_use", "name": "str_replace_based_edit_tool",
+                      "input": {"command": "view", "path": "README.md"}}],
+         "usage": {"output_tokens": first_out}},
+        {"content": [{"type": "text", "text": "Done."}], "usage": {"output_tokens": 10}}]}
+
+
+async def test_precise_retry_asks_for_the_minimal_edit(tmp_path: Path) -> None:
+    wt = make_repo(tmp_path / "wt")
+    async with serve_scripted([two_turns("Carry out phase lean (attempt 2)")]) as server:
+        precise = await attempt(server.url, wt, run_id="r-precise", retry_hint="fix the indent",
+                                lean=True, previous=PRECISE, evidence="line 3", attempt=2)
+        n = len(server.requests)
+        named = await attempt(server.url, wt, run_id="r-named", retry_hint="fix inc()",
+                              lean=True, previous=NAMED, evidence="FAILED", attempt=2)
+        bodies = server.requests
+    assert precise.stop_reason == named.stop_reason == "end_turn"
+    for body in bodies[:n]:
+        assert MINIMAL_EDIT in str(body["messages"][0]["content"])
+        assert body["model"] == "claude-sonnet-4-6"  # no retry model configured
+        assert MINIMAL_EDIT not in str(body["system"])  # the cached prefix is unchanged
+    for body in bodies[n:]:  # a retry without a file and line is not told so
+        assert MINIMAL_EDIT not in str(body["messages"][0])
+
+
+async def test_cheap_retry_model_is_used_priced_and_cached_apart(tmp_path: Path) -> None:
+    wt = make_repo(tmp_path / "wt")
+    scripts = [two_turns(f"Carry out phase lean (attempt {n})") for n in (1, 2)]
+    policy = RetryPolicy(model="claude-haiku-5-5")
+    async with serve_scripted(scripts) as server:
+        one = await attempt(server.url, wt, run_id="r-cheap", retry_hint=None, lean=True,
+                            retry_policy=policy)
+        two = await attempt(server.url, wt, run_id="r-cheap", retry_hint="fix the indent",
+                            lean=True, previous=PRECISE, evidence="line 3", attempt=2,
+                            retry_policy=policy)
+        bodies = server.requests
+    assert {b["model"] for b in bodies[:2]} == {"claude-sonnet-4-6"}
+    assert {b["model"] for b in bodies[2:]} == {"claude-haiku-5-5"}
+    assert {u.model for u in one.usage} == {"claude-sonnet-4-6"}
+    assert {u.model for u in two.usage} == {"claude-haiku-5-5"}
+    # a prefix cached for Sonnet is not read by Haiku: its first call writes it again
+    assert two.usage[0].cache_read_input_tokens == 0
+    assert two.usage[0].cache_creation_input_tokens > 0
+    # the newer tokenizer: the same scripted output is 1.3x the tokens
+    assert [u.output_tokens for u in two.usage] == [52, 13]
+    for u in two.usage:  # priced at Haiku 5.5's own row
+        assert u.cost_pusd == cost_pusd(DEFAULT_PRICES["claude-haiku-5-5"],
+                                        input_tokens=u.input_tokens, output_tokens=u.output_tokens,
+                                        cache_write=u.cache_creation_input_tokens,
+                                        cache_read=u.cache_read_input_tokens)
+
+
+@pytest.mark.parametrize(
+    ("model", "factor"),
+    [pytest.param("claude-sonnet-4-6", 1.0, id="sonnet-4-6"),
+     pytest.param("claude-haiku-4-5", 1.0, id="haiku-4-5"),
+     pytest.param("claude-opus-4-7", 1.3, id="opus-4-7"),
+     pytest.param("claude-haiku-5-5", 1.3, id="haiku-5-5"),
+     pytest.param("claude-sonnet-5-5", 1.3, id="sonnet-5-5")],
+)
+def test_server_counts_newer_tokenizer_models_higher(model: str, factor: float) -> None:
+    body = {"model": model, "system": "x" * 4000, "messages": [{"role": "user", "content": "hi"}]}
+    plain = TokenModel().count({**body, "model": "claude-sonnet-4-6"})
+    assert TokenModel().count(body) == pytest.approx(plain * factor, abs=3)

@@ -41,7 +41,7 @@ def status_json(st: RunStatus) -> dict[str, Any]:
                         "reason": p.reason, "commit": p.commit} for p in st.phases],
             "goal": st.goal, "repo": st.repo, "branch": st.branch, "arm": st.arm,
             "created_at": st.created_at, "started_at": st.started_at, "ended_at": st.ended_at,
-            "tokens": st.tokens, "sandbox": st.sandbox}
+            "tokens": st.tokens, "sandbox": st.sandbox, "budget": st.budget}
 
 
 def print_status(st: RunStatus) -> None:
@@ -50,6 +50,10 @@ def print_status(st: RunStatus) -> None:
     print(f"  repo:   {st.repo}  branch {st.branch}")
     if st.sandbox and st.sandbox != "bwrap":
         print(f"  sandbox: {st.sandbox} — commands run UNCONFINED")
+    if st.budget:
+        from autopack.daemon._report import budget_line
+
+        print(f"  budget: {budget_line(st.budget)}")
     for p in st.phases:
         extra = f" - {p.reason}" if p.reason else ""
         commit = f" {p.commit[:10]}" if p.commit else ""
