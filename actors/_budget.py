@@ -346,9 +346,16 @@ class Budget:
 
 
 def _as_table(prices: Mapping[str, Sequence[float]] | Mapping[str, Price] | None) -> dict[str, Price]:
-    if prices and all(isinstance(v, Price) for v in prices.values()):
-        return dict(prices)  # type: ignore[arg-type]
-    return price_table(prices)  # type: ignore[arg-type]
+    given: dict[str, Price] = {}  # rows already priced (a table passed on)
+    overrides: dict[str, Sequence[float]] = {}  # the settings' [input, output, write, read]
+    for model, value in (prices or {}).items():
+        if isinstance(value, Price):
+            given[model] = value
+        else:
+            overrides[model] = value
+    if given and not overrides:
+        return given
+    return {**price_table(overrides), **given}
 
 
 def estimate_input_tokens(request_bytes: int) -> int:

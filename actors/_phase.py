@@ -228,7 +228,7 @@ class PhaseRunner:
 
         st.doctor_calls += 1
         st.pending_avoided.clear()  # the Doctor was needed after all: nothing was avoided
-        ws.doctor_calls = await actor.rec.add_doctor_call(actor.run_id, idx)  # type: ignore[attr-defined]
+        ws.doctor_calls = await actor.rec.add_doctor_call(actor.run_id, idx)
         context = await self._context(actor, ws, phase, attempt, "doctor", c)
         budget = await actor.budget(ws, phase)
         try:

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 from autopack.protocol import PhaseSpec, RunSpec, SpecError, StorageError, validate_spec
@@ -36,29 +36,13 @@ from autopack.protocol import PhaseSpec, RunSpec, SpecError, StorageError, valid
 from . import _worktree as wt
 from ._env import base_env, ensure_venv, run_env_dir, with_venv
 from ._failpoints import hit
+from ._ports import PoolPort, RecordsPort, SandboxPort, SettingsPort
 from ._proc import CommandResult, run_command
 
 LOGGER = logging.getLogger(__name__)
 EXCERPT_BYTES = 4000
 INSTALL_TIMEOUT_S = 1800  # one install step (a cold install of a large project downloads a lot)
 READY_MARK = ".autopack-ready"  # in the run's venv once its install step succeeded
-
-
-class RecordsPort(Protocol):
-    """What the run actor needs from the Store (implemented by ``autopack.daemon``)."""
-
-    async def run(self, run_id: str) -> dict[str, Any]: ...
-    async def set_run_state(self, run_id: str, target: str, reason: str | None = None,
-                            **payload: Any) -> str: ...
-    async def set_run_fields(self, run_id: str, **fields: Any) -> None: ...
-    async def set_phase_state(self, run_id: str, idx: int, target: str, *,
-                              reason: str | None = None, commit: str | None = None,
-                              **payload: Any) -> None: ...
-    async def begin_attempt(self, run_id: str, idx: int, **payload: Any) -> int: ...
-    async def event(self, run_id: str, phase_id: str | None, attempt: int | None, kind: str,
-                    **payload: Any) -> None: ...
-    async def add_process(self, pgid: int, run_id: str, command: str) -> None: ...
-    async def remove_process(self, pgid: int) -> None: ...
 
 
 class Drained(Exception):
@@ -87,14 +71,14 @@ class RunServices:
 
     records: RecordsPort
     state_dir: Path
-    settings: Any  # autopack.daemon Settings (read live: SIGHUP may change it)
+    settings: SettingsPort  # a frozen snapshot; a reload swaps it (take it once per decision)
     phase_runner: Any  # the attempt loop: Builder, checks, failure policy (``_phase.PhaseRunner``)
     free_disk_mb: Callable[[Path], float] | None = None
     draining: bool = False  # set on shutdown: stop at the next phase boundary
-    pool: Any = None  # WorktreePool: ready worktrees so runs start without a checkout
+    pool: PoolPort | None = None  # ready worktrees so runs start without a checkout
     spawn: Callable[..., None] | None = None  # start an owned background task (scheduler's)
     repo_locks: dict[str, anyio.Lock] = field(default_factory=dict)
-    sandbox: Any = None  # _sandbox.Sandbox: every command of a run runs in its RunBox
+    sandbox: SandboxPort | None = None  # every command of a run runs in its RunBox
 
     def repo_lock(self, repo: str) -> anyio.Lock:
         lock = self.repo_locks.get(repo)
@@ -535,7 +519,7 @@ class RunActor:
         was already spent, so budgets hold across attempts, phases and restarts."""
         from ._budget import Budget
 
-        spent = await self.rec.spend(self.run_id, phase.id)  # type: ignore[attr-defined]
+        spent = await self.rec.spend(self.run_id, phase.id)
         limits = ws.spec.limits
         return Budget(token_limit=limits.token_budget, usd_limit=limits.usd_budget,
                       phase_token_limit=getattr(limits, "phase_token_budget", None),
@@ -545,7 +529,7 @@ class RunActor:
                       phase_tokens_used=spent["phase_tokens"], phase_pusd_used=spent["phase_pusd"])
 
     async def record_usage(self, phase: PhaseSpec, attempt: int, usage: Any) -> None:
-        await self.rec.record_llm_call(  # type: ignore[attr-defined]
+        await self.rec.record_llm_call(
             self.run_id, phase.id, attempt, usage.role, usage.model,
             {"input": usage.input_tokens, "output": usage.output_tokens,
              "cache_creation": usage.cache_creation_input_tokens,

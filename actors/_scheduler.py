@@ -139,7 +139,7 @@ class Scheduler:
         if free <= 0:
             return
         try:
-            candidates = await self.services.records.runs_in("interrupted", "queued")  # type: ignore[attr-defined]
+            candidates = await self.services.records.runs_in("interrupted", "queued")
         except StorageError as exc:  # a full disk: nothing can start now; try again later
             LOGGER.warning("not starting runs: %s", exc)
             return

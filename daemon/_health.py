@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -46,8 +46,10 @@ class HealthServer:
         else is touched); returns the bound port. Raises ``OSError``."""
         if self._listeners is None:
             self._listeners = await trio.open_tcp_listeners(self.port, host=self.host)
-            self.bound_port = self._listeners[0].socket.getsockname()[1]
-        return self.bound_port  # type: ignore[return-value]
+            self.bound_port = port = int(self._listeners[0].socket.getsockname()[1])
+            return port
+        assert self.bound_port is not None  # set together with the listeners
+        return self.bound_port
 
     async def aclose(self) -> None:
         """Close listeners that were bound but never served (a start that failed)."""
@@ -199,7 +201,8 @@ class HealthServer:
             LOGGER.exception("dashboard stream failed")
         finally:
             with trio.CancelScope(shield=True):
-                await chunks.aclose()  # type: ignore[attr-defined]
+                if isinstance(chunks, AsyncGenerator):  # end it now, not at garbage collection
+                    await chunks.aclose()
 
     @staticmethod
     async def _send(stream: trio.SocketStream, conn: h11.Connection, status: int, ctype: str,

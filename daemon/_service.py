@@ -16,11 +16,12 @@ LOGGER = logging.getLogger("autopack.daemon")
 
 def run_daemon(settings: Settings, *, config_file: str | None = None) -> int:
     """Run the daemon until it stops. Exit status: 0 clean stop, 1 gave up, 2 cannot start."""
-    from ._logging import setup_logging
+    from ._logging import LogFormat, setup_logging
     from ._notify import Notifier, activated_unix_listener
 
     try:
-        redactor = setup_logging(settings.log_level, settings.log_format)  # type: ignore[arg-type]
+        fmt: LogFormat = "json" if settings.log_format == "json" else "text"  # checked at load
+        redactor = setup_logging(settings.log_level, fmt)
     except ValueError as exc:
         print(f"autopackd: {exc}", file=sys.stderr)
         return 2

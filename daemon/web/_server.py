@@ -23,7 +23,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from importlib import resources
 from typing import Any, Protocol
 
@@ -271,7 +271,8 @@ class Dashboard:
                         yield chunk
             finally:
                 self.streams -= 1
-                await gen.aclose()  # type: ignore[attr-defined]
+                if isinstance(gen, AsyncGenerator):  # end it now, not at garbage collection
+                    await gen.aclose()
 
         return HttpResponse(200, "text/event-stream", stream=body)
 
