@@ -61,7 +61,7 @@ from autopack.protocol import (
 )
 
 from ._context import FailedApproach, Intention, Lesson, build_context, utf8_len
-from ._failpoints import hit
+from ._failpoints import FailpointPanic, hit_async
 
 LOGGER = logging.getLogger(__name__)
 
@@ -516,6 +516,7 @@ class _Worker:
 class _Request:
     fn: Callable[[_MemoryDB], Any]
     expires: float
+    failpoint: str = "memory.serve"  # memory.<call>: where a fault can be injected
     done: anyio.Event = field(default_factory=anyio.Event)
     result: Any = None
     error: Exception | None = None
@@ -597,7 +598,7 @@ class MemoryActor:
                     req.fail(_Unavailable("request expired before memory got to it"))
                     continue
                 current = req
-                hit("memory.serve")
+                await hit_async("memory.serve")
                 await self._run(worker, req)
                 current = None
         finally:
@@ -617,7 +618,10 @@ class MemoryActor:
     async def _run(self, worker: _Worker, req: _Request) -> None:
         with anyio.move_on_after(self.stuck_after_s) as scope:
             try:
+                await hit_async(req.failpoint)  # a sleep here is a slow or stuck SQL thread
                 req.result = await worker.call(req.fn)
+            except FailpointPanic:
+                raise  # a bug's stand-in: the actor crashes, the supervisor restarts it
             except Exception as exc:
                 if not isinstance(exc, sqlite3.Error):
                     LOGGER.warning("memory: request failed", exc_info=True)
@@ -635,7 +639,8 @@ class MemoryActor:
         if send is None:
             self._note_failure(f"{what}: memory actor is down")
             return False, None
-        req = _Request(fn, expires=anyio.current_time() + self.deadline_s)
+        req = _Request(fn, expires=anyio.current_time() + self.deadline_s,
+                       failpoint=f"memory.{what}")
         try:
             with anyio.move_on_after(self.deadline_s) as scope:
                 try:

@@ -81,7 +81,8 @@ class Daemon:
         self.store = Store(str(self.state_dir / "autopack.db"),
                            synchronous=settings.store_synchronous.upper())
         self.records = Records(self.store)
-        self.supervisor = Supervisor(limit=settings.restart_limit, window_s=settings.restart_window_s)
+        self.supervisor = Supervisor(intensity=lambda: (self.settings.restart_limit,
+                                                        self.settings.restart_window_s))
         self.memory = MemoryActor(
             str(self.state_dir / "autopack.db"), enabled=settings.enable_intention_context,
             deadline_s=settings.memory_deadline_ms / 1000, builder_bytes=settings.builder_context_bytes,
@@ -89,7 +90,7 @@ class Daemon:
         self.llm = self._make_llm()
         from autopack.actors.classifier import ClassifierActor
 
-        self.classifier, self.classifier_mailbox = ClassifierActor.open()
+        self.classifier = ClassifierActor()
         self.phase_runner = PhaseRunner(
             settings=settings, classify=self._classify_fn(), mitigate=self._mitigate_fn(),
             memory=self.memory.client(), llm=self.llm,
@@ -178,18 +179,14 @@ class Daemon:
                                              model_on=s.builder_retry_model_on))
 
     def _classify_fn(self) -> Any:
-        """Run actors ask the classifier actor; if it does not answer, the failure is
-        treated as unclassified (the Doctor takes over) and the run goes on."""
-        from autopack.actors.classifier import request_classification
+        """Run actors ask the classifier actor; if it does not answer (down, crashed while
+        holding the request, past the deadline), the failure is unclassified (the Doctor
+        takes over) and the run goes on."""
+        client = self.classifier.client()
 
         async def classify(output: str, exit_code: int | None,
                            ctx: ClassifyContext) -> Classification:
-            try:
-                return await request_classification(self.classifier_mailbox, output, exit_code,
-                                                     ctx, timeout_s=30)
-            except (TimeoutError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                LOGGER.warning("classifier unavailable (%s); treating failure as unclassified", exc)
-                return Classification(pattern=None, details={"classifier_error": str(exc)})
+            return await client.classify(output, exit_code, ctx, timeout_s=30)
 
         return classify
 

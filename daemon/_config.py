@@ -118,8 +118,8 @@ SETTING_DOCS: dict[str, str] = {
     "enable_intention_context": "inject the memory actor's bounded intention context into prompts",
     "ab_fraction": "fraction of new runs assigned to the baseline arm (hardening and context off)",
     "grace_period_s": "on SIGTERM, how long running phases get to reach a checkpoint",
-    "restart_limit": "crashed-child restarts allowed within restart_window_s before exiting non-zero",
-    "restart_window_s": "window for restart_limit",
+    "restart_limit": "restarts of one crashed child (classifier, scheduler, control, ...) allowed within restart_window_s; one more and the daemon exits 1 (memory is restarted forever)",
+    "restart_window_s": "window for restart_limit (seconds, per child)",
     "min_free_disk_mb": "free disk required before a run and each phase starts",
     "store_synchronous": "'normal': an acknowledged submit survives kill -9 of the daemon; 'full': it also "
                          "survives a power cut (one fsync per group commit, shared by the writes of a batch)",
@@ -169,7 +169,7 @@ SETTING_DOCS: dict[str, str] = {
 LIVE_RELOADABLE = {
     "max_concurrent_runs", "auto_mitigate", "enable_failure_hardening", "enable_intention_context",
     "ab_fraction", "min_free_disk_mb", "retention_days", "memory_deadline_ms", "drift_policy",
-    "builder_max_turns", "builder_attempt_wall_s", "wedged_after_s", "builder_attempt_tokens", "log_level", "default_doctor_tokens", "grace_period_s",
+    "builder_max_turns", "builder_attempt_wall_s", "wedged_after_s", "restart_limit", "restart_window_s", "builder_attempt_tokens", "log_level", "default_doctor_tokens", "grace_period_s",
 }
 
 
@@ -296,6 +296,12 @@ def load_settings(
         value = getattr(settings, key)
         if not 0 < value < 10**9:  # also refuses NaN
             raise ConfigError(f"{key} must be a positive number of seconds")
+    if not 0 <= settings.restart_limit <= 1_000_000:
+        raise ConfigError("restart_limit must be within 0 – 1000000 (crashes of one child "
+                          f"allowed within restart_window_s), got {settings.restart_limit}")
+    if not 0.001 <= settings.restart_window_s <= 86_400:  # also refuses NaN
+        raise ConfigError("restart_window_s must be within 0.001 – 86400 seconds, got "
+                          f"{settings.restart_window_s}")
     if settings.log_format not in ("text", "json"):
         raise ConfigError("log_format must be 'text' or 'json'")
     for model, values in settings.prices.items():

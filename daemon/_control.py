@@ -23,7 +23,7 @@ from typing import Any
 import anyio
 import msgspec
 import trio
-from autopack.actors._failpoints import hit
+from autopack.actors._failpoints import hit_async
 from autopack.protocol import (
     DEFAULT_MAX_FRAME,
     PROTOCOL_VERSION,
@@ -355,7 +355,7 @@ class ControlServer:
         """One request, isolated: a bug answers ``internal`` with an error id, never more."""
         tag = request_tag(request)
         try:
-            hit(f"request.{tag}")
+            await hit_async(f"request.{tag}")
             keep_open: bool | None = await self.handler.dispatch(conn, request)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise  # the client went away mid-reply: not a bug of ours

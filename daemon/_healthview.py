@@ -22,7 +22,7 @@ from ._config import LiveSettings
 from ._control import ControlServer
 from ._records import Records
 from ._store import Store
-from ._supervisor import Supervisor
+from ._supervisor import Supervisor, supervised_children
 
 MEMORY_REQUESTS = frozenset({"context", "lessons"})
 
@@ -85,6 +85,7 @@ class HealthView:
             counts = await self.records.counts() if parts["store"] == "ok" else {}
         return Health(alive=True, ready=not required_down and not self.stopping(), parts=parts,
                       degraded=degraded, runs=counts, version=self.version, details=details,
+                      children=supervised_children(self.supervisor),
                       sandbox=self.sandbox_mode(), sandbox_detail=self.sandbox_detail(),
                       endpoints=self.endpoints())
 
@@ -146,6 +147,7 @@ class HealthView:
             "request_errors": dict(self.control.outcomes.errors) if self.control else {},
             "store_write_failures": self.store.write_failures,
             "run_actor_crashes": self.scheduler.statistics().actor_crashes,
+            "actor_up": {c.name: int(c.state == "up") for c in self.supervisor.statistics()},
         }
         if ctl is not None:
             extra.update(control_rejected_busy=ctl.rejected_busy,

@@ -29,6 +29,7 @@ name                                        type     meaning
 ``tokens_avoided_total``                    counter  tokens saved by deterministic mitigations
 ``memory_degraded``                         gauge    1 while the memory actor is not answering in time
 ``actor_restarts_total{actor}``             counter  supervisor restarts of each child since start
+``actor_up{actor}``                         gauge    1 while the supervised child is up (0: restarting, stopped, failed)
 ``control_connections_total``               counter  control-socket connections accepted since start
 ``control_connections_active``              gauge    control-socket connections open now
 ``build_info{version}``                     gauge    always 1; the label carries the daemon's version
@@ -78,6 +79,7 @@ class MetricsSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     tokens_avoided_total: int = 0
     memory_degraded: int = 0  # 0 or 1
     actor_restarts: dict[str, int] = {}  # actor name -> restarts since start
+    actor_up: dict[str, int] = {}  # actor name -> 1 while up
     control_connections_total: int = 0
     control_connections_active: int = 0
     version: str = ""
@@ -125,6 +127,7 @@ _FAMILIES = (
             "1 while the memory actor does not answer in time."),
     _Family("actor_restarts", "actor_restarts", "counter",
             "Supervisor restarts of each child actor.", "actor"),
+    _Family("actor_up", "actor_up", "gauge", "1 while the supervised child is up.", "actor"),
     _Family("control_connections_total", "control_connections", "counter",
             "Control-socket connections accepted."),
     _Family("control_connections_active", "control_connections_active", "gauge",

@@ -1,11 +1,21 @@
-"""Supervisor: owns every actor; restarts a crashed child (one-for-one).
+"""Supervisor: owns every long-lived child; restarts a crashed one (one-for-one, OTP style).
 
 A child is an ``async def serve(*, task_status)``. It is started with
-``task_group.start`` so the supervisor knows when it is up. When it raises, it
-is restarted after a short backoff; more than ``limit`` restarts within
-``window_s`` seconds (across all children) and the supervisor raises
-:class:`SupervisorGaveUp`, the daemon exits non-zero and systemd restarts the
-whole process. A child that returns normally is finished and not restarted.
+``task_group.start`` so the supervisor knows when it is up. When it raises, it is
+restarted after a short backoff, on its own: siblings are untouched. Each child has
+an *intensity* like an OTP supervisor's: more than ``limit`` restarts within
+``window_s`` seconds (``restart_limit`` / ``restart_window_s``, counted per child)
+and the supervisor raises :class:`SupervisorGaveUp`; the daemon exits non-zero and
+systemd restarts the whole process. A ``degradable`` child (memory, the base pinner)
+is restarted forever: the daemon works without it. A child that returns normally is
+finished and not restarted.
+
+Restart safety is the child's side of the contract: a ``serve`` that is called again
+after it raised must start from fresh resources (a new mailbox, a new listener on the
+same socket) and must have failed the requests it held, so no caller waits for an
+answer from a dead child.
+
+Clock: ``anyio.current_time()``, so tests drive it with trio's ``autojump_clock``.
 """
 
 from __future__ import annotations
@@ -31,16 +41,21 @@ def _first_leaf(exc: BaseException) -> BaseException:
 
 
 class SupervisorGaveUp(Exception):
-    """Raised when children crashed more than ``limit`` times within ``window_s``."""
+    """Raised when one child crashed more than ``limit`` times within ``window_s``."""
 
 
 class ChildStats(msgspec.Struct, frozen=True, kw_only=True):
+    """One child as health and metrics show it."""
+
     name: str
     state: str  # starting | up | restarting | stopped | failed
-    restarts: int
+    restarts: int  # since the daemon started
     last_error: str | None
     degradable: bool = False
     last_crash_at: float | None = None  # the event loop's clock (anyio.current_time())
+    recent_restarts: int = 0  # within the intensity window, now
+    limit: int = 0  # the intensity: more than ``limit`` restarts ...
+    window_s: float = 0.0  # ... within ``window_s`` seconds and the supervisor gives up
 
 
 @dataclass
@@ -53,21 +68,33 @@ class _Child:
     backoff: float = 0.1
     degradable: bool = False
     last_crash_at: float | None = None
-    history: deque[float] = field(default_factory=deque)
+    history: deque[float] = field(default_factory=deque)  # crash times within the window
 
 
 class Supervisor:
-    def __init__(self, *, limit: int = 5, window_s: float = 60.0, max_backoff: float = 5.0) -> None:
+    """Keeps children running; ``limit``/``window_s`` may be changed live (a reload)."""
+
+    def __init__(self, *, limit: int = 5, window_s: float = 60.0, max_backoff: float = 5.0,
+                 intensity: Callable[[], tuple[int, float]] | None = None) -> None:
         self.limit = limit
         self.window_s = window_s
         self.max_backoff = max_backoff
+        # read at every crash when given (the daemon's live settings), else limit/window_s
+        self._intensity = intensity
         self.children: dict[str, _Child] = {}
-        self._crashes: deque[float] = deque()
+
+    def intensity(self) -> tuple[int, float]:
+        """``(limit, window_s)`` now."""
+        return self._intensity() if self._intensity is not None else (self.limit, self.window_s)
 
     def statistics(self) -> list[ChildStats]:
+        now = anyio.current_time()
+        limit, window_s = self.intensity()
         return [ChildStats(name=c.name, state=c.state, restarts=c.restarts,
                            last_error=c.last_error, degradable=c.degradable,
-                           last_crash_at=c.last_crash_at)
+                           last_crash_at=c.last_crash_at,
+                           recent_restarts=sum(1 for t in c.history if now - t <= window_s),
+                           limit=limit, window_s=window_s)
                 for c in self.children.values()]
 
     def total_restarts(self) -> dict[str, int]:
@@ -115,14 +142,26 @@ class Supervisor:
             return
 
     def _record_crash(self, child: _Child) -> None:
-        if child.degradable:
+        """Count the crash in the child's window; raise :class:`SupervisorGaveUp` past the limit."""
+        limit, window_s = self.intensity()
+        now = child.last_crash_at if child.last_crash_at is not None else anyio.current_time()
+        child.history.append(now)
+        while child.history and now - child.history[0] > window_s:
+            child.history.popleft()
+        if child.degradable or len(child.history) <= limit:
             return
-        now = anyio.current_time()  # the event loop's clock (a test's virtual clock too)
-        self._crashes.append(now)
-        while self._crashes and now - self._crashes[0] > self.window_s:
-            self._crashes.popleft()
-        if len(self._crashes) > self.limit:
-            child.state = "failed"
-            raise SupervisorGaveUp(
-                f"{len(self._crashes)} actor crashes within {self.window_s:g} s "
-                f"(limit {self.limit}); last: {child.name}: {child.last_error}")
+        child.state = "failed"
+        raise SupervisorGaveUp(
+            f"actor {child.name} crashed {len(child.history)} times within {window_s:g} s "
+            f"(restart_limit {limit}, restart_window_s {window_s:g}); "
+            f"last: {child.last_error}")
+
+
+def supervised_children(supervisor: Supervisor) -> dict[str, dict[str, Any]]:
+    """Each child for ``health``: state, restarts (since start and within the window), the
+    intensity limit and the last error."""
+    return {c.name: {"state": c.state, "restarts": c.restarts,
+                     "recent_restarts": c.recent_restarts, "limit": c.limit,
+                     "window_s": c.window_s, "last_error": c.last_error,
+                     "degradable": c.degradable}
+            for c in supervisor.statistics()}

@@ -225,6 +225,9 @@ class Health(Reply, tag="health", frozen=True):
     sandbox_detail: str = ""  # the start-up probe's finding (flags used, or why unavailable)
     # per part: {"restarts": n, "errors": n, "last_error": text or None}
     details: dict[str, dict[str, Any]] = {}
+    # per supervised child: {"state", "restarts", "recent_restarts", "limit", "window_s",
+    # "last_error", "degradable"}; more than ``limit`` recent restarts and the daemon gives up
+    children: dict[str, dict[str, Any]] = {}
 
 
 class Normalized(Reply, tag="normalized", frozen=True):

@@ -11,8 +11,8 @@ Public surface:
 - :func:`timeout_record` — the line a supervisor appends when it stopped a check for its time limit.
 - :func:`apply_mitigation`, :func:`action_key`, :func:`undeclared_dependency`,
   :func:`declared_dependencies`, :class:`ActionResult` — acting on a mitigation (anyio).
-- :class:`ClassifierActor`, :class:`ClassifyRequest`, :class:`ClassifierStatistics`,
-  :func:`request_classification` — the supervised actor (anyio).
+- :class:`ClassifierActor`, :class:`ClassifierClient`, :class:`ClassifyRequest`,
+  :class:`ClassifierStatistics` — the supervised, restartable actor and its callers' handle (anyio).
 
 The async parts are imported lazily so that ``autopackctl classify`` loads
 only the pure core.
@@ -36,15 +36,15 @@ if TYPE_CHECKING:
     from ._actions import declared_dependencies as declared_dependencies
     from ._actions import undeclared_dependency as undeclared_dependency
     from ._actor import ClassifierActor as ClassifierActor
+    from ._actor import ClassifierClient as ClassifierClient
     from ._actor import ClassifierStatistics as ClassifierStatistics
     from ._actor import ClassifyRequest as ClassifyRequest
-    from ._actor import request_classification as request_classification
 
 _LAZY = {
     "ActionResult": "_actions", "action_key": "_actions", "apply_mitigation": "_actions",
     "declared_dependencies": "_actions", "undeclared_dependency": "_actions",
     "ClassifierActor": "_actor", "ClassifierStatistics": "_actor", "ClassifyRequest": "_actor",
-    "request_classification": "_actor",
+    "ClassifierClient": "_actor",
 }
 
 
@@ -64,6 +64,7 @@ __all__ = [
     "TestSummary",
     "ActionResult",
     "ClassifierActor",
+    "ClassifierClient",
     "ClassifierStatistics",
     "ClassifyRequest",
     "action_key",
@@ -74,7 +75,6 @@ __all__ = [
     "is_stdlib",
     "mitigation_for",
     "parse_test_summary",
-    "request_classification",
     "timeout_record",
     "undeclared_dependency",
 ]

@@ -165,6 +165,11 @@ def cmd_health(args: argparse.Namespace) -> int:
             extra = (f" (restarts {info.get('restarts', 0)}, errors {info.get('errors', 0)}; "
                      f"last: {info.get('last_error')})") if info else ""
             print(f"  {part:<12} {st}{extra}")
+        for name, child in sorted(h.children.items()):
+            if child.get("restarts"):
+                print(f"  {name:<12} restarted {child['restarts']} time(s), "
+                      f"{child.get('recent_restarts', 0)} within {child.get('window_s', 0):g} s "
+                      f"(limit {child.get('limit', 0)}); last: {child.get('last_error')}")
         if h.sandbox:
             print(f"  {'sandbox':<12} {h.sandbox} ({h.sandbox_detail})")
         print("  runs: " + (", ".join(f"{k} {v}" for k, v in sorted(h.runs.items())) or "none"))

@@ -12,7 +12,7 @@ def test_public_surface_is_pinned() -> None:
     assert sorted(classifier.__all__) == sorted([
         "PATTERNS", "ActionResult", "ClassifierActor", "ClassifierStatistics", "ClassifyRequest",
         "action_key", "apply_mitigation", "classify", "declared_dependencies", "distribution_for",
-        "is_stdlib", "mitigation_for", "request_classification", "timeout_record", "undeclared_dependency",
+        "is_stdlib", "mitigation_for", "ClassifierClient", "timeout_record", "undeclared_dependency",
         "TestSummary", "parse_test_summary",
     ])
     for name in classifier.__all__:
