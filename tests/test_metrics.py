@@ -178,6 +178,8 @@ def _reference(s: MetricsSnapshot) -> bytes:
               s.memory_degraded),
         labelled(C, "actor_restarts", "Supervisor restarts of each child actor.", "actor",
                  sorted(s.actor_restarts.items())),
+        labelled(G, "actor_up", "1 while the supervised child is up.", "actor",
+                 sorted(s.actor_up.items())),
         plain(C, "control_connections", "Control-socket connections accepted.",
               s.control_connections_total),
         plain(G, "control_connections_active", "Control-socket connections open now.",
