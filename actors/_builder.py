@@ -213,17 +213,22 @@ def _clearable(block: Any) -> bool:
 
 
 def builder_system_prompt(*, phase: PhaseSpec, context_text: str, retry_hint: str | None,
-                          previous: Classification | None, command_timeout_s: float) -> str:
+                          previous: Classification | None, command_timeout_s: float,
+                          workdir: str = "") -> str:
     """The Builder's system prompt in the baseline layout (stable for one attempt; the
-    failure and hint of a retry in it, so it changes between attempts)."""
+    failure and hint of a retry in it, so it changes between attempts). ``workdir``: the
+    spec's working directory inside the repository, where both tools start."""
     scope = ", ".join(phase.scope) if phase.scope else "any file in the repository"
+    where = "the repository root" if not workdir else \
+        f"{workdir.strip('/')}/ in the repository (the run's working directory; scope globs " \
+        "stay relative to the repository root)"
     checks = "\n".join(f"  - {c}" for c in phase.checks) or "  - (detected from the toolchain)"
     parts = [
         "You are the Builder of autopack, an unattended coding supervisor. You carry out one "
         "phase of a planned change in a git worktree of the repository, with the tools given: "
-        "str_replace_based_edit_tool to view and edit files (paths relative to the repository "
-        "root) and bash to run commands (each command starts a fresh shell at the repository "
-        f"root, stdin closed, killed after {command_timeout_s:g} s). Commands run in a sandbox: "
+        f"str_replace_based_edit_tool to view and edit files (paths relative to {where}) and "
+        f"bash to run commands (each command starts a fresh shell in {where}, stdin closed, "
+        f"killed after {command_timeout_s:g} s). Commands run in a sandbox: "
         "only the worktree, the run's environment and /tmp are writable, there is no network, "
         "and nothing a command leaves running in the background outlives it.",
         "",
@@ -250,11 +255,11 @@ def builder_system_prompt(*, phase: PhaseSpec, context_text: str, retry_hint: st
 
 
 def lean_system_blocks(*, phase: PhaseSpec, context_text: str,
-                       command_timeout_s: float) -> list[dict[str, Any]]:
+                       command_timeout_s: float, workdir: str = "") -> list[dict[str, Any]]:
     """The lean layout's system prompt: the phase's stable part, then the intention
     context, each a cache breakpoint (see the module docstring)."""
     stable = builder_system_prompt(phase=phase, context_text="", retry_hint=None, previous=None,
-                                   command_timeout_s=command_timeout_s)
+                                   command_timeout_s=command_timeout_s, workdir=workdir)
     blocks: list[dict[str, Any]] = [{"type": "text", "text": stable,
                                      "cache_control": {"type": "ephemeral"}}]
     context = clip_utf8(context_text.strip(), CONTEXT_BYTES)
@@ -290,12 +295,14 @@ async def run_builder(llm: LLM, *, worktree: Path, env: Mapping[str, str], run_i
     Cancellation propagates (the running command's process group is killed).
     """
     tools = Tools(worktree, env, command_timeout_s=command_timeout_s, box=box, cwd=cwd)
+    workdir = tools.cwd.relative_to(tools.worktree).as_posix()  # both resolved; no I/O
+    workdir = "" if workdir == "." else workdir
     first = f"Carry out phase {phase.id} (attempt {attempt}): {phase.goal}"
     system: str | list[dict[str, Any]]
     kind: str | None = None  # the retry's class, lean layout only
     if lean:
         system = lean_system_blocks(phase=phase, context_text=context_text,
-                                    command_timeout_s=command_timeout_s)
+                                    command_timeout_s=command_timeout_s, workdir=workdir)
         retry = retry_text(previous=previous, evidence=evidence, retry_hint=retry_hint)
         if retry:
             first += "\n\n" + retry
@@ -305,7 +312,7 @@ async def run_builder(llm: LLM, *, worktree: Path, env: Mapping[str, str], run_i
     else:
         system = builder_system_prompt(phase=phase, context_text=context_text,
                                        retry_hint=retry_hint, previous=previous,
-                                       command_timeout_s=command_timeout_s)
+                                       command_timeout_s=command_timeout_s, workdir=workdir)
     policy = retry_policy or getattr(llm, "builder_retry", None) or RetryPolicy()
     model = retry_model(policy, kind)
     messages: list[dict[str, Any]] = [{"role": "user", "content": first}]

@@ -19,8 +19,10 @@ The Builder offers the model two tools it was trained on, and we execute them:
 Confinement: every editor path is resolved (symlinks followed, ``..``
 collapsed) and must stay inside the worktree and outside its ``.git``; if not,
 the model gets an error ``tool_result`` (``is_error``) and nothing is touched.
-Relative paths are relative to the worktree root; absolute paths are accepted
-only when they point inside it. Commands are confined by the OS (the sandbox),
+Relative paths are relative to the phase's working directory — the worktree
+root, or the spec's ``workdir`` inside it —, the directory the bash tool's
+commands start in, so ``ls`` and ``view`` agree; absolute paths are accepted
+only when they point inside the worktree. Commands are confined by the OS (the sandbox),
 not by inspecting their text.
 """
 
@@ -68,8 +70,9 @@ class ToolResult(msgspec.Struct, frozen=True, kw_only=True):
         return block
 
 
-def confine(worktree: Path, path: str) -> Path:
-    """Resolve ``path`` (relative to ``worktree``, or absolute) and return it if it stays inside.
+def confine(worktree: Path, path: str, cwd: Path | None = None) -> Path:
+    """Resolve ``path`` (relative to ``cwd``, default ``worktree``, or absolute) and return
+    it if it stays inside ``worktree``.
 
     Raises :class:`PathRefused` otherwise (the message is safe to show the model).
     """
@@ -79,7 +82,7 @@ def confine(worktree: Path, path: str) -> Path:
         raise PathRefused("path contains a NUL byte")
     root = worktree.resolve()
     raw = Path(path)
-    candidate = raw if raw.is_absolute() else root / raw
+    candidate = raw if raw.is_absolute() else (cwd.resolve() if cwd else root) / raw
     resolved = Path(os.path.realpath(candidate))
     if resolved != root and not resolved.is_relative_to(root):
         raise PathRefused(f"refused: {path} is outside the worktree (it resolves outside it); "
@@ -159,8 +162,8 @@ class Tools:
     def _edit(self, tool_input: dict[str, Any]) -> ToolResult:
         command = tool_input.get("command")
         path_text = tool_input.get("path", "")
-        path = confine(self.worktree, path_text)
-        shown = str(path.relative_to(self.worktree)) or "."
+        path = confine(self.worktree, path_text, self.cwd)
+        shown = os.path.relpath(path, self.cwd)  # as the bash tool would name it
         handler = {"view": self._view, "create": self._create, "str_replace": self._str_replace,
                    "insert": self._insert}.get(str(command))
         if handler is None:

@@ -184,3 +184,29 @@ async def test_background_child_holding_stdout_does_not_hang(tree: Path) -> None
     assert not result.timed_out
     assert result.exit_code == 0
     assert result.output.strip() == "started"
+
+
+async def test_editor_paths_start_where_bash_starts_with_a_workdir(tree: Path) -> None:
+    """A spec's ``workdir``: bash starts there, so relative editor paths do too; the
+    confinement stays the worktree (a sibling is reachable, the outside is not)."""
+    tools = Tools(tree, {"PATH": os.environ["PATH"]}, command_timeout_s=5, cwd=tree / "src")
+    listed = await tools.run("bash", {"command": "ls"})
+    assert "app.py" in listed.content
+    viewed = await tools.run(EDIT, {"command": "view", "path": "app.py"})
+    assert not viewed.is_error
+    assert "a = 1" in viewed.content
+    created = await tools.run(EDIT, {"command": "create", "path": "mod.py", "file_text": "m = 1\n"})
+    assert created.content == "File created successfully at: mod.py"
+    assert (tree / "src" / "mod.py").read_text() == "m = 1\n"
+    assert not (tree / "mod.py").exists()
+    shown = await tools.run("bash", {"command": "cat mod.py"})
+    assert shown.content.strip() == "m = 1"
+    up = await tools.run(EDIT, {"command": "view", "path": "../src/pkg/deep/x.txt"})
+    assert not up.is_error
+    for bad in ("../../secret.txt", "../.git", "/etc/passwd"):
+        res = await tools.run(EDIT, {"command": "view", "path": bad})
+        assert res.is_error, bad
+        assert res.content.startswith("refused"), bad
+    absolute = await tools.run(EDIT, {"command": "view", "path": str(tree / "src" / "app.py")})
+    assert not absolute.is_error
+    assert confine(tree, "app.py", tree / "src") == (tree / "src" / "app.py").resolve()
