@@ -128,20 +128,20 @@ class HealthView:
             self._metrics_cache = MetricsCache()
 
         ctl = self.control.statistics() if self.control else None
-        # one store read per scrape: the snapshot holds the counts by state, which give
-        # the queue depth and health's counts (no reads of their own)
-        snapshot = await self.store.read(
-            metrics_snapshot,
-            queue_depth=0,
-            memory_degraded=self.extra_health_parts().get("memory") == "degraded",
-            actor_restarts=self.supervisor.total_restarts(),
-            control_connections_total=ctl.connections_total if ctl else 0,
-            control_connections_active=ctl.connections_active if ctl else 0,
-            version=self.version, cache=self._metrics_cache,
-        )
-        health = await self.health(counts=snapshot.runs_by_state)
+        # at most one store read per scrape, none while nothing was written since the last
+        # one: the database's figures (counts by state, which also give the queue depth and
+        # health's counts, and the counters); the live ones are filled in below
+        snapshot = await self.store.read_cached(
+            "metrics", metrics_snapshot, queue_depth=0, memory_degraded=False,
+            actor_restarts={}, control_connections_total=0, control_connections_active=0,
+            version=self.version, cache=self._metrics_cache)
+        health = await self.health(counts=dict(snapshot.runs_by_state))
         extra: dict[str, Any] = {
             "queue_depth": snapshot.runs_by_state.get("queued", 0),
+            "memory_degraded": int(self.extra_health_parts().get("memory") == "degraded"),
+            "actor_restarts": self.supervisor.total_restarts(),
+            "control_connections_total": ctl.connections_total if ctl else 0,
+            "control_connections_active": ctl.connections_active if ctl else 0,
             "part_degraded": {k: int(v == "degraded") for k, v in health.parts.items()},
             "part_down": {k: int(v == "down") for k, v in health.parts.items()},
             "request_errors": dict(self.control.outcomes.errors) if self.control else {},

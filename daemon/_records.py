@@ -47,7 +47,8 @@ class Records:
         return await self.store.read(q.run_ids_in_states, list(states))
 
     async def counts(self) -> dict[str, int]:
-        return await self.store.read(q.count_by_state)
+        """Runs by state; no store read while nothing was written since the last one."""
+        return dict(await self.store.read_cached("counts", q.count_by_state))
 
     async def set_run_state(self, run_id: str, target: str, reason: str | None = None,
                             **payload: Any) -> str:

@@ -103,7 +103,8 @@ class Store:
         self._alive = False
         self._reader_alive = False
         self._jobs = 0
-        self._batches = 0
+        self._batches = 0  # counted after each commit, before its callers wake
+        self._cached: dict[str, tuple[int, Any]] = {}  # read_cached: key -> (batches, result)
         self._reads = 0
         self._read_batches = 0
         self._last_error: str | None = None
@@ -272,6 +273,20 @@ class Store:
         if not self._reader_alive:
             return await self._submit(self._q, fn, args, kwargs)
         return await self._submit(self._rq, fn, args, kwargs)
+
+    async def read_cached(self, key: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """:meth:`read`, answered from the previous result under ``key`` when no write batch
+        has committed since that read was asked (no thread hop: what ``health`` and
+        ``/metrics`` ask at every probe while nothing changes). Exact, not a time-based
+        cache: every write acknowledged before this call is seen. The result is shared
+        between callers: do not mutate it."""
+        generation = self._batches  # taken before the read: a commit after it invalidates
+        hit = self._cached.get(key)
+        if hit is not None and hit[0] == generation:
+            return hit[1]  # type: ignore[no-any-return]
+        result = await self.read(fn, *args, **kwargs)
+        self._cached[key] = (generation, result)
+        return result
 
     @staticmethod
     async def _submit(q: queue.SimpleQueue[_Job | None], fn: Callable[..., T],

@@ -214,3 +214,30 @@ async def test_posted_writes_commit_in_order_with_the_next_call(tmp_path: Path,
     await store.close()
     with sqlite3.connect(tmp_path / "autopack.db") as db:  # and it is on disk
         assert db.execute("SELECT COUNT(*) FROM events WHERE kind LIKE 'progress%'").fetchone() == (50,)
+
+
+async def test_cached_reads_see_every_acknowledged_write(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "autopack.db"))
+    await store.open()
+    asked: list[int] = []
+
+    def counts(conn: sqlite3.Connection) -> dict[str, int]:
+        asked.append(1)
+        return q.count_by_state(conn)
+
+    assert await store.read_cached("counts", counts) == {}
+    assert await store.read_cached("counts", counts) == {}
+    assert len(asked) == 1  # nothing written in between: answered without a read
+    run_id = await store.call(q.insert_run, new_run_id, SPEC, "/repo", "hardened", time.time())
+    assert await store.read_cached("counts", counts) == {"queued": 1}
+    store.post(q.add_event, run_id, None, None, "progress", time.time(), {})  # nobody waits
+    await store.call(q.set_run_state, run_id, "running", None, time.time())
+    assert await store.read_cached("counts", counts) == {"running": 1}
+    assert len(asked) == 3
+    async with trio.open_nursery() as nursery:  # writes racing the cached reads
+        for _ in range(20):
+            nursery.start_soon(store.call, q.insert_run, new_run_id, SPEC, "/repo", "hardened",
+                               time.time())
+            nursery.start_soon(store.read_cached, "counts", counts)
+    assert await store.read_cached("counts", counts) == {"running": 1, "queued": 20}
+    await store.close()
