@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import random
 import sqlite3
 import sys
