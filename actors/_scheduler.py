@@ -18,7 +18,7 @@ from typing import Any
 
 import anyio
 import msgspec
-from anyio.abc import TaskGroup
+from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectSendStream
 from autopack.protocol import StorageError
 
@@ -110,7 +110,7 @@ class Scheduler:
                               started_total=self._started_total, peak_running=self._peak,
                               skipped_locked=self._skipped, actor_crashes=self._crashed_total)
 
-    async def serve(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+    async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as tg:
             self._tg = tg
             self.services.spawn = self._spawn
@@ -123,7 +123,7 @@ class Scheduler:
                     await self._wake.wait()
                 self._wake = anyio.Event()
 
-    def _spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+    def _spawn(self, fn: Callable[..., Awaitable[object]], *args: Any) -> None:
         """Run ``fn(*args)`` as a task owned by the scheduler; its failure is logged, not fatal."""
         async def guarded() -> None:
             try:

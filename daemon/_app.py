@@ -24,7 +24,7 @@ import signal
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
@@ -34,6 +34,7 @@ from autopack.actors._llm import LLM, RetryPolicy, read_api_key
 from autopack.actors._memory import MemoryActor
 from autopack.actors._phase import PhaseRunner
 from autopack.actors._pool import WorktreePool
+from autopack.actors._ports import Classify, MitigatePort
 from autopack.actors._proc import kill_group
 from autopack.actors._run import RunServices
 from autopack.actors._sandbox import Sandbox
@@ -56,6 +57,14 @@ from ._services import BasePinner, ReportsWriter, Retention, WorktreeSweeper, op
 from ._store import Store
 from ._supervisor import Supervisor
 
+if TYPE_CHECKING:
+    import socket
+
+    from ._health import HealthServer
+    from ._logging import RedactingFilter
+    from ._notify import Notifier
+    from ._statedir import StateDirLock
+
 LOGGER = logging.getLogger(__name__)
 VERSION = "0.1.0"
 
@@ -68,7 +77,8 @@ class Daemon:
     version = VERSION
 
     def __init__(self, settings: Settings, *, config_file: str | None = None,
-                 listen_sock: Any = None, notifier: Any = None, redactor: Any = None) -> None:
+                 listen_sock: socket.socket | None = None, notifier: Notifier | None = None,
+                 redactor: RedactingFilter | None = None) -> None:
         from ._notify import Heartbeat, Notifier
 
         self.live = LiveSettings(settings)
@@ -132,9 +142,9 @@ class Daemon:
         self.sandbox: Sandbox | None = None  # after the start-up probe
         self.started_at = time.time()
         self._ready = False
-        self.dir_lock: Any = None  # _statedir.StateDirLock while running
-        self._health: Any = None  # HealthServer, bound before anything is written
-        self._sock: Any = None  # the control socket (bound or socket-activated)
+        self.dir_lock: StateDirLock | None = None  # while running
+        self._health: HealthServer | None = None  # bound before anything is written
+        self._sock: socket.socket | None = None  # the control socket (bound or socket-activated)
         self._sock_inode: tuple[int, int] | None = None
 
     @property
@@ -147,6 +157,7 @@ class Daemon:
         self.services.settings = snapshot
         self.phase_runner.settings = snapshot
         self.memory.deadline_s = snapshot.memory_deadline_ms / 1000
+        self.memory.enabled = snapshot.enable_intention_context
 
     # what the dashboard reads (web.DaemonView)
     async def health(self) -> Health:
@@ -178,7 +189,7 @@ class Daemon:
                    builder_retry=RetryPolicy(model=s.builder_retry_model,
                                              model_on=s.builder_retry_model_on))
 
-    def _classify_fn(self) -> Any:
+    def _classify_fn(self) -> Classify:
         """Run actors ask the classifier actor; if it does not answer (down, crashed while
         holding the request, past the deadline), the failure is unclassified (the Doctor
         takes over) and the run goes on."""
@@ -190,7 +201,7 @@ class Daemon:
 
         return classify
 
-    def _mitigate_fn(self) -> Any:
+    def _mitigate_fn(self) -> MitigatePort:
         from autopack.actors.classifier import apply_mitigation
 
         return apply_mitigation
@@ -390,7 +401,7 @@ class Daemon:
     def socket_path(self) -> str:
         return self.settings.resolved_socket()
 
-    def _control_socket(self) -> Any:
+    def _control_socket(self) -> socket.socket:
         if self.listen_sock is not None:
             LOGGER.info("using the socket-activated control socket")
             return self.listen_sock
@@ -407,7 +418,7 @@ class Daemon:
         host, _, _ = self.settings.health_listen.rpartition(":")
         return f"{host}:{self.health_port}"
 
-    def _health_server(self) -> Any:
+    def _health_server(self) -> HealthServer:
         from ._health import HealthServer, json_body
 
         host, _, port = self.settings.health_listen.rpartition(":")

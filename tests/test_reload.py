@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from autopack.daemon._config import LiveSettings, Settings
-from autopack.protocol import GetContext, GetStatus
+from autopack.protocol import GetContext, GetHealth, GetStatus
 
 from .conftest import DaemonProc, git, wait_state, write_spec
 
@@ -77,6 +77,13 @@ def test_sighup_changes_live_settings_on_a_real_daemon(daemon_factory, repo, tmp
     assert not (d.state_dir / "reports" / f"{first}.md").exists()
     with d.client() as c:
         assert c.request(GetStatus(run_id=first)).state == "succeeded"  # the record stays
+
+    # the memory actor reads enable_intention_context from the snapshot too
+    with d.client() as c:
+        assert c.request(GetHealth()).parts["memory"] == "ok"
+    _reload(d, "enable_intention_context", enable_intention_context=False)
+    with d.client() as c:
+        assert c.request(GetHealth()).parts["memory"] == "disabled"
 
     # a bad file is refused whole: nothing changes, the daemon keeps serving
     d.config_path.write_text(d.config_path.read_text() + "ab_fraction = 7.0\n")
