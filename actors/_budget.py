@@ -27,11 +27,13 @@ Price table
 write (5-minute TTL), cache read)``. Checked on 2026-12-02 against the stored
 copy of Anthropic's pricing page (platform.claude.com/docs/en/about-claude/pricing,
 "Model pricing") and the model overview pages (platform.claude.com/docs/.../models/
-sonnet-5/overview, .../sonnet-5-5/overview). Two rows rest on second-hand
-sources only and are marked below: Haiku 5.5 (third-party price lists citing the
-pricing page, prompts up to 100k tokens) and the Sonnet 5.5 cache read (the
-overview page says $0.20; third-party lists report a cut to $0.10 on
-2026-10-07; we keep the official page's $0.20, the conservative figure).
+sonnet-5/overview, .../sonnet-5-5/overview, .../haiku-5-5/overview). Haiku 5.5 has
+two bands: the row here is for prompts up to 100k tokens, :data:`LONG_PROMPT_PRICES`
+for longer ones (:func:`price_for_prompt`; its input, output and cache-write prices
+are on the overview page, its cache reads only in third-party lists). The Sonnet 5.5
+cache read rests on second-hand sources (the overview page says $0.20; third-party
+lists report a cut to $0.10 on 2026-10-07; we keep the official page's $0.20, the
+conservative figure).
 Override or extend it with the ``prices`` setting
 (``model = [input, output, cache_write, cache_read]``).
 A model in neither table is priced at the dearest row (:data:`FALLBACK_PRICE`)
@@ -83,10 +85,16 @@ DEFAULT_PRICES: dict[str, Price] = {
     "claude-sonnet-4-0": Price(3.0, 15.0, 3.75, 0.30),
     "claude-sonnet-4": Price(3.0, 15.0, 3.75, 0.30),
     "claude-3-7-sonnet": Price(3.0, 15.0, 3.75, 0.30),
-    "claude-haiku-5-5": Price(0.10, 0.50, 0.125, 0.01),  # second-hand, prompts <= 100k tokens
+    "claude-haiku-5-5": Price(0.10, 0.50, 0.125, 0.01),  # prompts <= 100k tokens: LONG_PROMPT_PRICES
     "claude-haiku-4-5": Price(1.0, 5.0, 1.25, 0.10),
     "claude-3-5-haiku": Price(0.80, 4.0, 1.0, 0.08),
     "claude-3-haiku": Price(0.25, 1.25, 0.30, 0.03),
+}
+#: Dearer rows for long prompts: model -> (prompt tokens above which it applies, price). Haiku
+#: 5.5's overview page: input $0.50, output $2.50, 5-minute cache write $0.625 per million
+#: tokens for prompts over 100,000 tokens (cache reads $0.05: third-party lists citing it).
+LONG_PROMPT_PRICES: dict[str, tuple[int, Price]] = {
+    "claude-haiku-5-5": (100_000, Price(0.50, 2.50, 0.625, 0.05)),
 }
 FALLBACK_PRICE = Price(15.0, 75.0, 18.75, 1.50)  # the dearest row: an unknown model cannot overshoot
 _DATE_SUFFIX = re.compile(r"-(?:\d{8}|latest)$")
@@ -116,6 +124,21 @@ def price_for(model: str, table: Mapping[str, Price]) -> tuple[Price, bool]:
     if best is not None:
         return table[best], True
     return FALLBACK_PRICE, False
+
+
+def price_for_prompt(model: str, table: Mapping[str, Price],
+                     prompt_tokens: int) -> tuple[Price, bool]:
+    """:func:`price_for`, with the model's long-prompt row (:data:`LONG_PROMPT_PRICES`) when
+    the prompt (input, cache writes and cache reads) is longer than its threshold — unless
+    the table's row for it is not the shipped one (an override is taken as it is)."""
+    price, known = price_for(model, table)
+    bare = _DATE_SUFFIX.sub("", model)
+    name = next((n for n in LONG_PROMPT_PRICES if bare == n or bare.startswith(n + "-")), None)
+    if name is not None and table.get(name) == DEFAULT_PRICES.get(name):
+        threshold, long = LONG_PROMPT_PRICES[name]
+        if prompt_tokens > threshold:
+            return long, known
+    return price, known
 
 
 def per_token_pusd(usd_per_mtok: float) -> int:

@@ -63,6 +63,7 @@ from ._budget import (
     estimate_input_tokens,
     plan_call,
     price_for,
+    price_for_prompt,
     price_table,
     usd,
 )
@@ -486,7 +487,9 @@ class LLM:
                 if message is None:
                     continue
                 usage = _usage_of(message, role=role, model=str(params["model"]))
-                price, _known = price_for(usage.model, self.prices)
+                price, _known = price_for_prompt(usage.model, self.prices, usage.input_tokens
+                                                 + usage.cache_creation_input_tokens
+                                                 + usage.cache_read_input_tokens)
                 usage = msgspec.structs.replace(usage, cost_pusd=_usage_pusd(usage, price))
                 self._counts["calls"] += 1
                 for k in self._tokens:
@@ -518,7 +521,7 @@ class LLM:
         if not limits:
             return None
         input_tokens = await self.count_input_tokens(params)
-        price, known = price_for(params["model"], self.prices)
+        price, known = price_for_prompt(params["model"], self.prices, input_tokens)
         if not known:
             LOGGER.warning("model %s is not in the price table: budgeted at the dearest price "
                            "(set 'prices' to add it)", params["model"])

@@ -21,6 +21,7 @@ from autopack.actors._budget import (
     estimate_input_tokens,
     plan_call,
     price_for,
+    price_for_prompt,
     price_table,
     usd,
     worst_case,
@@ -205,3 +206,25 @@ def test_run_budget_records_into_both_scopes() -> None:
 def test_local_estimate_is_never_below_a_byte_count() -> None:
     assert estimate_input_tokens(0) == 1024
     assert estimate_input_tokens(40_000) >= 40_000
+
+
+HAIKU_55 = DEFAULT_PRICES["claude-haiku-5-5"]
+HAIKU_55_LONG = Price(0.50, 2.50, 0.625, 0.05)
+
+
+@pytest.mark.parametrize(
+    ("model", "prompt", "overrides", "expected"),
+    [
+        pytest.param("claude-haiku-5-5", 100_000, None, HAIKU_55, id="haiku-5-5-up-to-100k"),
+        pytest.param("claude-haiku-5-5", 100_001, None, HAIKU_55_LONG, id="haiku-5-5-over-100k"),
+        pytest.param("claude-haiku-5-5-20261007", 250_000, None, HAIKU_55_LONG, id="dated-id"),
+        pytest.param("claude-haiku-5-5", 250_000, {"claude-haiku-5-5": [1, 2, 3, 4]},
+                     Price(1, 2, 3, 4), id="an-override-is-taken-as-it-is"),
+        pytest.param("claude-sonnet-4-6", 250_000, None, SONNET, id="no-long-row"),
+    ],
+)
+def test_long_prompts_of_haiku_5_5_are_priced_at_the_long_row(
+        model: str, prompt: int, overrides: dict[str, list[float]] | None, expected: Price) -> None:
+    price, known = price_for_prompt(model, price_table(overrides), prompt)
+    assert known
+    assert price == expected

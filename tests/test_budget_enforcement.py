@@ -207,3 +207,30 @@ def test_exhausted_budget_shows_its_figures_in_status_json_and_report(daemon_fac
     assert f"the next call needed up to ${ex['needed']:.4f}" in line
     assert "- **Budget:** " in markdown
     assert "EXHAUSTED: run budget (usd)" in markdown
+
+
+async def test_a_long_haiku_5_5_prompt_is_budgeted_and_billed_at_its_long_row() -> None:
+    """Haiku 5.5 costs 5x for prompts over 100k tokens: a budget that the short row would
+    allow refuses the call, and a call that goes is charged at the long row."""
+    from autopack.actors._budget import LONG_PROMPT_PRICES
+
+    _, long_row = LONG_PROMPT_PRICES["claude-haiku-5-5"]
+    big = "word " * 90_000  # ~112k tokens here (x1.3: Haiku 5.5's newer tokenizer)
+    async with serve_scripted([chat("long haiku", output=100)]) as server:
+        async with llm_for(server.url, model="claude-haiku-5-5") as llm:
+            messages = [{"role": "user", "content": "long haiku " + big}]
+            counted = await llm.count_input_tokens({"model": "claude-haiku-5-5", "system": "s",
+                                                    "messages": messages})
+            assert counted > 100_000
+            short_worst = counted * 0.125 + 1000 * 0.50  # $ per Mtok x tokens, the short row
+            with pytest.raises(BudgetExhausted):  # fits the short row, not the long one
+                await llm.create(system="s", messages=messages, role="builder", run_id="h",
+                                 budget=Budget(usd_limit=short_worst * 1.5 / 1e6),
+                                 max_tokens=1000)
+            assert not server.requests
+            _, usage = await llm.create(system="s", messages=messages, role="builder",
+                                        run_id="h", max_tokens=1000)
+    assert usage.cost_pusd == cost_pusd(long_row, input_tokens=usage.input_tokens,
+                                        output_tokens=usage.output_tokens,
+                                        cache_write=usage.cache_creation_input_tokens,
+                                        cache_read=usage.cache_read_input_tokens)
