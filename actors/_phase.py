@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import msgspec
@@ -405,7 +405,8 @@ def _doctor_would_be_asked(f: FailureFacts) -> bool:
     one is configured: tokens avoided compare against the Doctor-only design)."""
     if f.pattern is None:
         return False
-    step, _ = decide(replace(f, pattern=None, mitigation_kind=None, llm_available=True))
+    step, _ = decide(msgspec.structs.replace(f, pattern=None, mitigation_kind=None,
+                                             llm_available=True))
     return step is Next.DOCTOR
 
 
