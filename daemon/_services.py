@@ -103,6 +103,11 @@ class Retention:
                     await anyio.sleep_forever()
                 else:
                     await self.ended.receive()
+                    while True:  # a burst of ends is one pass
+                        try:
+                            self.ended.receive_nowait()
+                        except anyio.WouldBlock:
+                            break
             await self.apply()
 
     async def apply(self) -> int:
