@@ -35,19 +35,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-import queue
 import re
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import anyio.abc
-import anyio.from_thread
-import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectSendStream
 from autopack.protocol import (
     Classification,
@@ -62,6 +58,7 @@ from autopack.protocol import (
 
 from ._context import FailedApproach, Intention, Lesson, build_context, utf8_len
 from ._failpoints import FailpointPanic, hit_async
+from ._sqlworker import Job, SqlWorker
 
 LOGGER = logging.getLogger(__name__)
 
@@ -462,53 +459,21 @@ class _transaction:
 
 
 # ---------------------------------------------------------------------- the thread
-@dataclass(eq=False)
-class _Job(Generic[T]):
-    fn: Callable[[_MemoryDB], T]
-    token: anyio.lowlevel.EventLoopToken
-    done: anyio.Event = field(default_factory=anyio.Event)
-    result: T | None = None
-    error: Exception | None = None
-
-
-class _Worker:
-    """One daemon thread owning one :class:`_MemoryDB`. Abandoned, never joined, when stuck."""
+class _Worker(SqlWorker["_MemoryDB"]):
+    """The memory thread: a :class:`SqlWorker` owning one :class:`_MemoryDB`, one job at a
+    time. Started at once; abandoned, never joined, when stuck."""
 
     def __init__(self, path: str, busy_timeout_s: float, generation: int) -> None:
-        self._jobs: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
-        self._db = _MemoryDB(path, busy_timeout_s)
-        self._thread = threading.Thread(target=self._loop, name=f"autopack-memory-{generation}",
-                                        daemon=True)
-        self._thread.start()
+        super().__init__(f"autopack-memory-{generation}", lambda: _MemoryDB(path, busy_timeout_s),
+                         run_batch=_run_jobs, close=_MemoryDB.close, max_batch=1)
+        self.start()
 
-    async def call(self, fn: Callable[[_MemoryDB], T]) -> T:
-        """Run ``fn(db)`` on the thread; re-raise what it raised."""
-        job: _Job[T] = _Job(fn, anyio.lowlevel.current_token())
-        self._jobs.put(job)
-        await job.done.wait()
-        if job.error is not None:
-            raise job.error
-        return job.result  # type: ignore[return-value]
 
-    def stop(self) -> None:
-        """Ask the thread to close its connection and end after the current job."""
-        self._jobs.put(None)
-
-    def _loop(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            try:
-                job.result = job.fn(self._db)
-            except Exception as exc:  # handed to the actor, which degrades
-                self._db.failed(exc)
-                job.error = exc
-            try:
-                anyio.from_thread.run_sync(job.done.set, token=job.token)
-            except Exception:  # the event loop is gone: nobody is waiting any more
-                break
-        try:
-            self._db.close()
-        except sqlite3.Error:
-            LOGGER.debug("memory: closing the connection failed", exc_info=True)
+def _run_jobs(db: _MemoryDB, batch: list[Job]) -> None:
+    for job in batch:
+        job.run(db)
+        if job.error is not None:  # handed to the actor, which degrades
+            db.failed(job.error)
 
 
 # ---------------------------------------------------------------------- the actor

@@ -142,6 +142,20 @@ def workspace(prefix: str, base: str | None = None) -> Iterator[Path]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def code_tree(checkout: Path, root: Path) -> Path:
+    """A directory to put on ``PYTHONPATH`` so that ``autopack.*`` imports from
+    ``checkout`` (a git checkout of this repository, e.g. ``git worktree add DIR REV``):
+    the card's folders linked under ``root/code/autopack``, as ``make check`` does."""
+    pkg = root / "code" / "autopack"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    for name in ("daemon", "actors", "protocol"):
+        if not (checkout / name).is_dir():
+            raise SystemExit(f"{checkout} is not a checkout of autopack (no {name}/)")
+        (pkg / name).symlink_to(checkout.resolve() / name)
+    return pkg.parent
+
+
 def kill_processes_under(root: Path) -> int:
     """SIGKILL every process of ours whose working directory is inside ``root``."""
     killed = 0
@@ -199,7 +213,11 @@ def command_spec(checks_per_phase: list[list[str]], goal: str = "bench run",
 class BenchDaemon:
     """A real ``autopackd`` process on ``root/<name>``; a context manager that always kills it."""
 
-    def __init__(self, root: Path, name: str = "state", **config: Any) -> None:
+    def __init__(self, root: Path, name: str = "state", *, code: Path | None = None,
+                 **config: Any) -> None:
+        """``code``: run the daemon of another source tree (a :func:`code_tree` of a
+        checkout), the same interpreter and dependencies: a before/after in one run."""
+        self.code = code
         self.state_dir = root / name
         self.socket = str(root / f"{name}.sock")
         self.config_path = root / f"{name}.toml"
@@ -224,8 +242,13 @@ class BenchDaemon:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOPACK_")}
         env.pop("NOTIFY_SOCKET", None)
+        argv = [str(BIN / "autopackd")]
+        if self.code is not None:  # PYTHONPATH comes before the editable install's finder
+            env["PYTHONPATH"] = str(self.code)
+            argv = [sys.executable, "-c",
+                    "import sys; from autopack.daemon._main import main; sys.exit(main())"]
         with open(self.log, "ab") as logf:
-            self.proc = subprocess.Popen([str(BIN / "autopackd"), "--config", str(self.config_path)],
+            self.proc = subprocess.Popen([*argv, "--config", str(self.config_path)],
                                          stdout=logf, stderr=subprocess.STDOUT, env=env,
                                          start_new_session=True)
 

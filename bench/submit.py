@@ -4,7 +4,7 @@ process run, interleaved, over repetitions; then submit latency while runs execu
 Usage::
 
     .venv/bin/python bench/submit.py [--submits 2000] [--reps 3] [--clients 8]
-                                     [--load-runs 50] [--json]
+                                     [--load-runs 50] [--baseline CHECKOUT] [--json]
 
 (``pip install -e '.[bench]'`` installs the peer, ``huey``.)
 
@@ -32,6 +32,11 @@ execute (each of 3 command phases of ``sleep 1``, so they keep writing
 events), and while they do, submits are timed one after the other on one
 connection (those runs queue). The same number of submits to a daemon with no
 run executing, just before, on the same disk, is the peer. Target: p50 ≤ 1 ms under load.
+
+``--baseline CHECKOUT`` (a checkout of an earlier revision: ``git worktree add
+/tmp/base REV``) adds, in each repetition of part 1, the sequential (normal) and
+K-connection submits against that tree's daemon, same interpreter and disk: a
+before/after of a change in one run (``this/baseline`` ratios; < 1 p50 = faster).
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from typing import Any
 
 from _common import (
     BenchDaemon,
+    code_tree,
     command_spec,
     disk_of,
     emit,
@@ -136,13 +142,15 @@ def autopack_concurrent(d: BenchDaemon, repo: Path, n: int, clients: int) -> dic
     return {"per_s": per * clients / total}
 
 
-def part1(root: Path, repo: Path, n: int, reps: int, clients: int) -> dict[str, Any]:
+def part1(root: Path, repo: Path, n: int, reps: int, clients: int,
+          baseline: Path | None = None) -> dict[str, Any]:
     rows = []
     for rep in range(reps):
         row: dict[str, Any] = {}
-        for sync in ("normal", "full"):
-            with BenchDaemon(root, f"submit{rep}{sync}", max_concurrent_runs=1,
-                             store_synchronous=sync) as d:
+        for sync in ("normal", "full", *(["baseline"] if baseline else [])):
+            code = baseline if sync == "baseline" else None
+            with BenchDaemon(root, f"submit{rep}{sync}", max_concurrent_runs=1, code=code,
+                             store_synchronous="full" if sync == "full" else "normal") as d:
                 d.start()
                 with d.client() as c:
                     c.request(Submit(spec=command_spec([["sleep 600"]], goal="holds the slot"),
@@ -151,11 +159,17 @@ def part1(root: Path, repo: Path, n: int, reps: int, clients: int) -> dict[str, 
                 if sync == "normal":
                     row["huey_seq"] = huey_sequential(root / f"huey{rep}.db", n)
                     row["autopack_conc"] = autopack_concurrent(d, repo, n, clients)
+                if sync == "baseline":
+                    row["baseline_conc"] = autopack_concurrent(d, repo, n, clients)
                 d.stop()
         huey = row["huey_seq"]
         row["p50_ratio"] = row["autopack_seq_normal"]["p50_ms"] / huey["p50_ms"]
         row["p50_ratio_full"] = row["autopack_seq_full"]["p50_ms"] / huey["p50_ms"]
         row["conc_rate_ratio"] = row["autopack_conc"]["per_s"] / huey["per_s"]
+        if baseline:
+            row["vs_baseline_p50"] = (row["autopack_seq_normal"]["p50_ms"]
+                                      / row["autopack_seq_baseline"]["p50_ms"])
+            row["vs_baseline_conc"] = row["autopack_conc"]["per_s"] / row["baseline_conc"]["per_s"]
         rows.append(row)
 
     def over(*path: str) -> dict[str, float]:
@@ -167,7 +181,15 @@ def part1(root: Path, repo: Path, n: int, reps: int, clients: int) -> dict[str, 
             values.append(v)
         return spread(values)
 
+    extra = {}
+    if baseline:
+        extra = {"baseline": str(baseline),
+                 "baseline_seq_p50_ms": over("autopack_seq_baseline", "p50_ms"),
+                 "baseline_conc_per_s": over("baseline_conc", "per_s"),
+                 "vs_baseline_p50": over("vs_baseline_p50"),
+                 "vs_baseline_conc": over("vs_baseline_conc")}
     return {
+        **extra,
         "repetitions": rows,
         "autopack_seq_p50_ms": over("autopack_seq_normal", "p50_ms"),
         "autopack_seq_p99_ms": over("autopack_seq_normal", "p99_ms"),
@@ -224,12 +246,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--load-runs", type=int, default=50)
     ap.add_argument("--load-submits", type=int, default=300)
     ap.add_argument("--tmpdir", default=tempfile.gettempdir())
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="a checkout of an earlier revision to compare with, same run")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     with workspace("submit", args.tmpdir) as root:
         disk = disk_of(root)
         repo = make_repo(root / "repo", 10)
-        p1 = part1(root, repo, args.submits, args.reps, args.clients)
+        base = code_tree(args.baseline, root) if args.baseline else None
+        p1 = part1(root, repo, args.submits, args.reps, args.clients, base)
         p2 = part2(root, repo, args.load_runs, args.load_submits)
     result = {"bench": "submit", "machine": machine(), "disk": disk, "submits": args.submits,
               "reps": args.reps, "clients": args.clients, "vs_huey": p1, "under_load": p2,
@@ -263,6 +288,13 @@ def main(argv: list[str] | None = None) -> int:
         f"p99 {p2['loaded']['p99_ms']:.3f} ms   (target p50 ≤ 1 ms); no run executing: "
         f"p50 {p2['idle']['p50_ms']:.3f} ms",
     ]
+    if args.baseline:
+        lines += [
+            f"baseline {args.baseline}: sequential p50 ms {mmm(p1['baseline_seq_p50_ms'])}, "
+            f"{args.clients} connections {mmm(p1['baseline_conc_per_s'], '{:.0f}')} /s",
+            f"  this tree / baseline: p50 {mmm(p1['vs_baseline_p50'], '{:.2f}')} (< 1 = faster), "
+            f"connections rate {mmm(p1['vs_baseline_conc'], '{:.2f}')} (> 1 = faster)",
+        ]
     emit(result, args.json, lines)
     return 0
 

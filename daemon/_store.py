@@ -3,7 +3,8 @@
 Theory of operation
 -------------------
 Two dedicated threads, each owning one ``sqlite3`` connection (aiosqlite does
-not run under trio):
+not run under trio), each a :class:`~autopack.actors._sqlworker.SqlWorker` (the
+machinery shared with the memory actor; this module supplies how a batch runs):
 
 * the **writer**: callers on the trio side ``await store.call(fn, *args)``; the
   job goes on a queue, the thread takes *every* job waiting (group commit), runs
@@ -33,7 +34,6 @@ The SQL lives in ``_queries.py``; this module is the machinery.
 from __future__ import annotations
 
 import logging
-import queue
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -41,6 +41,7 @@ from typing import Any, TypeVar
 
 import msgspec
 import trio
+from autopack.actors._sqlworker import Job, SqlWorker
 from autopack.protocol import StorageError
 
 from ._errors import StoreUnavailable as StoreUnavailable
@@ -48,7 +49,6 @@ from ._schema import migrate
 
 LOGGER = logging.getLogger(__name__)
 T = TypeVar("T")
-_MAX_BATCH = 512
 
 
 class StoreStats(msgspec.Struct, frozen=True, kw_only=True):
@@ -64,49 +64,16 @@ class StoreStats(msgspec.Struct, frozen=True, kw_only=True):
     write_failures: int = 0
 
 
-class _Job:
-    __slots__ = ("fn", "args", "kwargs", "result", "error", "done", "token", "posted")
-
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-                 token: Any, posted: bool = False) -> None:
-        self.fn, self.args, self.kwargs, self.token = fn, args, kwargs, token
-        self.posted = posted  # nobody waits: errors are logged, followers woken after commit
-        self.result: Any = None
-        self.error: BaseException | None = None
-        self.done = trio.Event()
-
-
-def _take_batch(q: queue.SimpleQueue[_Job | None], first: _Job) -> tuple[list[_Job], bool]:
-    """``first`` and every job already waiting (at most ``_MAX_BATCH``); ``True`` = stop after."""
-    batch = [first]
-    while len(batch) < _MAX_BATCH:
-        try:
-            nxt = q.get_nowait()
-        except queue.Empty:
-            break
-        if nxt is None:
-            return batch, True
-        batch.append(nxt)
-    return batch, False
-
-
 class Store:
     """Owner of ``path``. Start with ``await store.open()``, stop with ``close()``."""
 
     def __init__(self, path: str, *, synchronous: str = "NORMAL") -> None:
         self.path = path
         self.synchronous = synchronous
-        self._q: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._rq: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._reader: threading.Thread | None = None
-        self._alive = False
-        self._reader_alive = False
-        self._jobs = 0
-        self._batches = 0  # counted after each commit, before its callers wake
+        self._writer: SqlWorker[sqlite3.Connection] | None = None
+        self._reader: SqlWorker[sqlite3.Connection] | None = None
+        self._jobs = self._batches = self._reads = self._read_batches = 0  # of stopped workers
         self._cached: dict[str, tuple[int, Any]] = {}  # read_cached: key -> (batches, result)
-        self._reads = 0
-        self._read_batches = 0
         self._last_error: str | None = None
         self.write_error: str | None = None
         self.write_failures = 0
@@ -117,31 +84,12 @@ class Store:
     # ------------------------------------------------------------------ lifecycle
     async def open(self) -> None:
         """Open the database, run migrations, start the writer, reader and checkpoint threads."""
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def main() -> None:
-            try:
-                conn = self._connect()
-            except BaseException as exc:  # reported to open()'s caller below
-                failure.append(exc)
-                ready.set()
-                return
-            self._alive = True
-            ready.set()
-            try:
-                self._loop(conn)
-            finally:
-                self._alive = False
-                conn.close()
-
-        self._thread = threading.Thread(target=main, name="autopack-store", daemon=True)
-        self._thread.start()
-        await trio.to_thread.run_sync(ready.wait)
-        if failure:
-            self._thread = None
-            raise failure[0]
-        self._start_reader()
+        writer = SqlWorker("autopack-store", self._connect, run_batch=self._run_batch,
+                           close=sqlite3.Connection.close, on_posted=self.notify_changed)
+        writer.start()
+        await writer.connected()  # re-raises what opening (or migrating) raised
+        self._writer = writer
+        await self._start_reader()
         self._ckpt_stop = threading.Event()
         self._ckpt = threading.Thread(target=self._checkpointer, args=(self._ckpt_stop,),
                                       name="autopack-checkpoint", daemon=True)
@@ -160,28 +108,29 @@ class Store:
         migrate(conn)
         return conn
 
-    def _start_reader(self) -> None:
+    async def _start_reader(self) -> None:
         """The read-only connection and its thread. Without it (it could not open), reads
         go through the writer: slower under load, still correct."""
+        reader = SqlWorker("autopack-store-reader", self._connect_reader,
+                           run_batch=self._run_reads, close=sqlite3.Connection.close)
+        reader.start()
         try:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA busy_timeout=5000")
-            conn.execute("PRAGMA query_only=ON")
+            await reader.connected()
         except sqlite3.Error as exc:
             LOGGER.warning("reader connection unavailable (%s); reads go through the writer", exc)
             return
+        self._reader = reader
 
-        def main() -> None:
-            self._reader_alive = True
-            try:
-                self._read_loop(conn)
-            finally:
-                self._reader_alive = False
-                conn.close()
-
-        self._reader = threading.Thread(target=main, name="autopack-store-reader", daemon=True)
-        self._reader.start()
+    def _connect_reader(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA busy_timeout=5000")
+            conn.execute("PRAGMA query_only=ON")
+        except sqlite3.Error:
+            conn.close()
+            raise
+        return conn
 
     def _checkpointer(self, stop: threading.Event) -> None:
         """Copy the WAL back into the database once a second, without blocking writers
@@ -207,14 +156,16 @@ class Store:
     async def close(self) -> None:
         """Stop the threads after the jobs already queued. Safe to call twice."""
         if self._reader is not None:
-            self._rq.put(None)
             reader, self._reader = self._reader, None
-            await trio.to_thread.run_sync(reader.join)
-        if self._thread is None:
+            await reader.join()
+            self._reads += reader.jobs
+            self._read_batches += reader.batches
+        if self._writer is None:
             return
-        self._q.put(None)
-        thread, self._thread = self._thread, None
-        await trio.to_thread.run_sync(thread.join)
+        writer, self._writer = self._writer, None
+        await writer.join()
+        self._jobs += writer.jobs
+        self._batches += writer.batches
         if self._ckpt is not None:
             self._ckpt_stop.set()
             await trio.to_thread.run_sync(self._ckpt.join)
@@ -222,18 +173,19 @@ class Store:
 
     @property
     def alive(self) -> bool:
-        return self._alive
+        return self._writer is not None and self._writer.alive
 
     def statistics(self) -> StoreStats:
+        w, r = self._writer, self._reader
         return StoreStats(
-            state="ok" if self._alive else "down",
-            jobs=self._jobs,
-            batches=self._batches,
-            queue_depth=self._q.qsize(),
+            state="ok" if self.alive else "down",
+            jobs=self._jobs + (w.jobs if w else 0),
+            batches=self._batches + (w.batches if w else 0),
+            queue_depth=w.queue_depth if w else 0,
             last_error=self._last_error,
-            reads=self._reads,
-            read_batches=self._read_batches,
-            read_queue_depth=self._rq.qsize(),
+            reads=self._reads + (r.jobs if r else 0),
+            read_batches=self._read_batches + (r.batches if r else 0),
+            read_queue_depth=r.queue_depth if r else 0,
             write_error=self.write_error,
             write_failures=self.write_failures,
         )
@@ -246,9 +198,10 @@ class Store:
         cancellable once queued (the job may still commit): callers that are
         cancelled simply stop waiting.
         """
-        if not self._alive:
+        writer = self._writer
+        if writer is None or not writer.alive:
             raise StoreUnavailable("the store is not running")
-        return await self._submit(self._q, fn, args, kwargs)
+        return await writer.call(fn, *args, **kwargs)
 
     def post(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         """Queue ``fn(conn, *args)`` on the writer without waiting for it (call on the trio side).
@@ -258,9 +211,10 @@ class Store:
         after it, so a later :meth:`call` returning means it is committed too. An error
         is logged, not raised. :meth:`changed_event` fires once the batch committed.
         """
-        if not self._alive:
+        writer = self._writer
+        if writer is None or not writer.alive:
             raise StoreUnavailable("the store is not running")
-        self._q.put(_Job(fn, args, kwargs, trio.lowlevel.current_trio_token(), posted=True))
+        writer.post(fn, *args, **kwargs)
 
     async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn(conn, *args)`` on the read-only connection; returns its result.
@@ -268,11 +222,12 @@ class Store:
         ``fn`` must not write (the connection is ``query_only``). It sees every write
         acknowledged before this call, and one consistent snapshot throughout.
         """
-        if not self._alive:
+        writer, reader = self._writer, self._reader
+        if writer is None or not writer.alive:
             raise StoreUnavailable("the store is not running")
-        if not self._reader_alive:
-            return await self._submit(self._q, fn, args, kwargs)
-        return await self._submit(self._rq, fn, args, kwargs)
+        if reader is None or not reader.alive:
+            return await writer.call(fn, *args, **kwargs)
+        return await reader.call(fn, *args, **kwargs)
 
     async def read_cached(self, key: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """:meth:`read`, answered from the previous result under ``key`` when no write batch
@@ -280,7 +235,7 @@ class Store:
         ``/metrics`` ask at every probe while nothing changes). Exact, not a time-based
         cache: every write acknowledged before this call is seen. The result is shared
         between callers: do not mutate it."""
-        generation = self._batches  # taken before the read: a commit after it invalidates
+        generation = self._write_batches()  # before the read: a later commit invalidates
         hit = self._cached.get(key)
         if hit is not None and hit[0] == generation:
             return hit[1]  # type: ignore[no-any-return]
@@ -288,15 +243,10 @@ class Store:
         self._cached[key] = (generation, result)
         return result
 
-    @staticmethod
-    async def _submit(q: queue.SimpleQueue[_Job | None], fn: Callable[..., T],
-                      args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
-        job = _Job(fn, args, kwargs, trio.lowlevel.current_trio_token())
-        q.put(job)
-        await job.done.wait()
-        if job.error is not None:
-            raise job.error
-        return job.result  # type: ignore[no-any-return]
+    def _write_batches(self) -> int:
+        """Write batches committed so far (the worker counts one before its callers wake)."""
+        writer = self._writer
+        return self._batches + (writer.batches if writer else 0)
 
     def notify_changed(self) -> None:
         """Wake everyone holding :meth:`changed_event` (call on the trio side)."""
@@ -308,27 +258,7 @@ class Store:
         return self._changed
 
     # ------------------------------------------------------------------ thread side
-    def _loop(self, conn: sqlite3.Connection) -> None:
-        while True:
-            first = self._q.get()
-            if first is None:
-                return
-            batch, stop = _take_batch(self._q, first)
-            self._run_batch(conn, batch)
-            if stop:
-                return
-
-    def _read_loop(self, conn: sqlite3.Connection) -> None:
-        while True:
-            first = self._rq.get()
-            if first is None:
-                return
-            batch, stop = _take_batch(self._rq, first)
-            self._run_reads(conn, batch)
-            if stop:
-                return
-
-    def _run_reads(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
+    def _run_reads(self, conn: sqlite3.Connection, batch: list[Job]) -> None:
         # one read transaction: one snapshot for the batch, taken after every job in it
         # was queued (so each sees the writes acknowledged before it was asked)
         try:
@@ -336,22 +266,15 @@ class Store:
         except sqlite3.Error as exc:
             for job in batch:
                 job.error = exc
-            self._wake(batch)
             return
         for job in batch:
-            try:
-                job.result = job.fn(conn, *job.args, **job.kwargs)
-            except Exception as exc:  # the caller gets it; others in the batch are unaffected
-                job.error = exc
+            job.run(conn)  # an error stays its caller's; others in the batch are unaffected
         try:
             conn.execute("COMMIT")
         except sqlite3.Error:
             pass  # a failed statement may already have ended it
-        self._reads += len(batch)
-        self._read_batches += 1
-        self._wake(batch)
 
-    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[Job]) -> None:
         try:
             conn.execute("BEGIN IMMEDIATE")
             for job in batch:
@@ -375,12 +298,9 @@ class Store:
             if self.write_error is not None:
                 LOGGER.info("store writes succeed again")
             self.write_error = None
-        self._jobs += len(batch)
-        self._batches += 1
-        self._wake(batch)
 
     @staticmethod
-    def _run_job(conn: sqlite3.Connection, job: _Job) -> None:
+    def _run_job(conn: sqlite3.Connection, job: Job) -> None:
         """One job in its savepoint; its own error stays its own, unless the transaction
         itself is gone or the disk failed (then the whole batch fails: re-raised)."""
         conn.execute("SAVEPOINT job")
@@ -400,27 +320,6 @@ class Store:
         except (StorageError, StoreUnavailable):
             return False
         return True
-
-    def _wake(self, batch: list[_Job]) -> None:
-        # one hop back per trio run (normally one), not one per job
-        by_token: dict[Any, list[_Job]] = {}
-        for job in batch:
-            if job.posted and job.error is not None:
-                LOGGER.error("store: a posted write failed: %s", job.error)
-            by_token.setdefault(job.token, []).append(job)
-        for token, jobs in by_token.items():
-            notify = self.notify_changed if any(j.posted for j in jobs) else None
-            try:
-                token.run_sync_soon(_set_all, jobs, notify)
-            except trio.RunFinishedError:
-                pass
-
-
-def _set_all(jobs: list[_Job], notify: Callable[[], None] | None) -> None:
-    for job in jobs:
-        job.done.set()
-    if notify is not None:
-        notify()
 
 
 # SQLite primary result codes that mean "the storage failed", not "this job is wrong"
