@@ -7,7 +7,7 @@ Usage::
 What it does. Every scenario of ``bench/ab/scenarios/*.json`` (see
 ``bench/ab/gen_scenarios.py`` for the format) is a tiny git repository, a run
 spec and the scripted Builder/Doctor conversation. One scripted Messages API
-server (``autopack.actors._modelserver``) answers all of them; one real
+server (``autopack.testing``) answers all of them; one real
 ``autopackd`` (``max_concurrent_runs = 4``) runs every scenario twice, once per
 arm (``Submit(arm="hardened")`` and ``Submit(arm="baseline")``), each on its
 own copy of the repository. Missing dependencies are local wheels written here
@@ -128,7 +128,7 @@ class ModelServer:
     def __init__(self, scenario: Path, log: Path) -> None:
         self.logf = open(log, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "autopack.actors._modelserver", "--scenario", str(scenario),
+            [sys.executable, "-m", "autopack.testing", "--scenario", str(scenario),
              "--port", "0"], stdout=subprocess.PIPE, stderr=self.logf, text=True)
         assert self.proc.stdout is not None
         self.url = self.proc.stdout.readline().strip()

@@ -34,8 +34,8 @@ import trio
 from autopack.actors._budget import DEFAULT_PRICES, cost_pusd, usd
 from autopack.actors._builder import run_builder
 from autopack.actors._llm import LLM
-from autopack.actors._modelserver import serve_scripted
 from autopack.protocol import PhaseSpec
+from autopack.testing import serve_scripted
 
 PHASE = PhaseSpec(id="long", goal="Explore the numbers", scope=["src/**"], checks=["true"])
 

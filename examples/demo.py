@@ -48,13 +48,13 @@ def start_model_server(work: Path, env: dict[str, str]) -> subprocess.Popen[str]
     if os.environ.get("ANTHROPIC_API_KEY"):
         say("ANTHROPIC_API_KEY is set: the Builder uses Claude for real (this costs tokens)")
         return None
-    scenario = HERE.parent / "actors" / "scenarios" / "demo.json"
+    scenario = HERE.parent / "actors" / "testing" / "scenarios" / "demo.json"
     if not scenario.exists():
         return None
     say("no ANTHROPIC_API_KEY: using the bundled scripted model server instead of Claude "
         "(offline demo; no tokens are spent)")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "autopack.actors._modelserver", "--scenario", str(scenario),
+        [sys.executable, "-m", "autopack.testing", "--scenario", str(scenario),
          "--port", "0"], stdout=subprocess.PIPE, text=True, env=env)
     assert proc.stdout is not None
     url = proc.stdout.readline().strip()

@@ -10,7 +10,7 @@ import pytest
 import trio
 from autopack.actors._budget import DEFAULT_PRICES, Budget, cost_pusd, to_pusd
 from autopack.actors._llm import LLM, BudgetExhausted
-from autopack.actors._modelserver import serve_scripted
+from autopack.testing import serve_scripted
 
 SONNET = DEFAULT_PRICES["claude-sonnet-4-6"]
 
@@ -158,7 +158,7 @@ def test_exhausted_budget_shows_its_figures_in_status_json_and_report(daemon_fac
     (JSON and Markdown) show the limit, what was spent and the refused call's worst case."""
     import json
 
-    from autopack.actors._modelserver import ScriptedServer
+    from autopack.testing import ScriptedServer
 
     from tests.conftest import make_repo, write_spec
 

@@ -22,7 +22,7 @@ DEMO_REPO = Path(__file__).parent.parent / "examples" / "demo-repo"
 class ModelServer:
     def __init__(self, scenario: Path) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "autopack.actors._modelserver", "--scenario", str(scenario),
+            [sys.executable, "-m", "autopack.testing", "--scenario", str(scenario),
              "--port", "0"], stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         self.url = self.proc.stdout.readline().strip()

@@ -23,9 +23,9 @@ from autopack.actors._builder import (
     run_builder,
 )
 from autopack.actors._llm import LLM, RetryPolicy
-from autopack.actors._modelserver import TokenModel, serve_scripted
 from autopack.actors.classifier import classify
 from autopack.protocol import Classification, ClassifyContext, PhaseSpec
+from autopack.testing import TokenModel, serve_scripted
 
 from tests.conftest import make_repo
 

@@ -13,10 +13,10 @@ from autopack.actors._budget import Budget
 from autopack.actors._builder import builder_system_prompt, run_builder
 from autopack.actors._drift import changed_files, outside_scope
 from autopack.actors._llm import LLM
-from autopack.actors._modelserver import load_scenario, serve_scripted
 from autopack.protocol import Classification, PhaseSpec
+from autopack.testing import load_scenario, serve_scripted
 
-SCENARIOS = Path(__file__).resolve().parent.parent / "actors" / "scenarios"
+SCENARIOS = Path(__file__).resolve().parent.parent / "actors" / "testing" / "scenarios"
 PHASE = PhaseSpec(id="add-greet", goal="Add src/greet.py with greet(name)", scope=["src/**"],
                   checks=["python -c 'import greet'"])
 ENV = {"PATH": os.environ["PATH"], "LC_ALL": "C"}
@@ -208,7 +208,7 @@ async def test_rate_limit_storm_across_ten_concurrent_builders(tmp_path: Path) -
 
 
 async def test_demo_scenario_builds_the_demo_repository(tmp_path: Path) -> None:
-    """The offline demo's script (actors/scenarios/demo.json) on a copy of examples/demo-repo:
+    """The offline demo's script (actors/testing/scenarios/demo.json) on a copy of examples/demo-repo:
     the Builder adds subtract() and the repository's own tests pass afterwards."""
     import shutil
     import sys

@@ -20,7 +20,7 @@ from autopack.actors._llm import (
     call_cost_usd,
     read_api_key,
 )
-from autopack.actors._modelserver import serve_scripted
+from autopack.testing import serve_scripted
 
 KEY = "sk-ant-test-0123456789-SECRET"
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from autopack.actors._doctor import ask_doctor, normalize_with_llm, run_fix, spec_tool
 from autopack.actors._llm import LLM, DoctorMalformed
-from autopack.actors._modelserver import serve_scripted
 from autopack.protocol import Classification, PhaseSpec, SpecError
+from autopack.testing import serve_scripted
 
 PHASE = PhaseSpec(id="api", goal="Add GET /health", scope=["src/**"], checks=["pytest -q"])
 MATCH = "Diagnose the failure of phase api"

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 from autopack.actors._llm import LLM, LLMRequestError
-from autopack.actors._modelserver import ScriptedServer, load_scenario, serve_scripted
+from autopack.testing import ScriptedServer, load_scenario, serve_scripted
 
-SCENARIOS = Path(__file__).resolve().parent.parent / "actors" / "scenarios"
+SCENARIOS = Path(__file__).resolve().parent.parent / "actors" / "testing" / "scenarios"
 
 
 def llm_for(url: str) -> LLM:
@@ -93,7 +93,7 @@ async def test_streaming_through_the_sdk() -> None:
 def test_process_mode_prints_url_and_serves_stats(tmp_path: Path) -> None:
     scenario = tmp_path / "s.json"
     scenario.write_text(json.dumps([{"match": "hi", "steps": []}]))
-    proc = subprocess.Popen([sys.executable, "-m", "autopack.actors._modelserver",
+    proc = subprocess.Popen([sys.executable, "-m", "autopack.testing",
                              "--scenario", str(scenario), "--port", "0"],
                             stdout=subprocess.PIPE, text=True)
     try:
@@ -111,7 +111,7 @@ def test_process_mode_prints_url_and_serves_stats(tmp_path: Path) -> None:
 
 
 def test_process_mode_bad_scenario_exits_2(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "autopack.actors._modelserver",
+    result = subprocess.run([sys.executable, "-m", "autopack.testing",
                              "--scenario", str(tmp_path / "missing.json")],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2

@@ -27,7 +27,7 @@ class ModelServer:
         import sys
 
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "autopack.actors._modelserver", "--scenario", str(scenario),
+            [sys.executable, "-m", "autopack.testing", "--scenario", str(scenario),
              "--port", str(port)], stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         self.url = self.proc.stdout.readline().strip()

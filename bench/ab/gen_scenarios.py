@@ -7,7 +7,7 @@ so that each scenario can be read on its own. One file per scenario::
      "wheels": {module: __init__.py source}  # built as local wheels, offline
      "files": {path: text}          # the repository template (one commit)
      "spec": {...}                  # the run spec (RunSpec JSON)
-     "scripts": [...]}              # scripted Builder/Doctor replies (actors/_modelserver.py)
+     "scripts": [...]}              # scripted Builder/Doctor replies (actors/testing/_modelserver.py)
 
 Token figures are *scripted* (what a real call of that shape typically costs):
 Builder turns 0.9-6K input (plus a cached 2.6K prefix of tools + system prompt),

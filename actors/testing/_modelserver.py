@@ -98,7 +98,7 @@ what the client accounted.
 
 Run it as a process for the demo::
 
-    python -m autopack.actors._modelserver --scenario FILE [--port 0]
+    python -m autopack.testing --scenario FILE [--port 0]
 
 It prints its base URL (``http://127.0.0.1:PORT``) as the first line of
 stdout and serves until SIGINT/SIGTERM.
@@ -662,8 +662,8 @@ async def serve_scripted(scenario: str | Path | list[Any] | dict[str, Any]
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m autopack.actors._modelserver --scenario FILE [--port N] [--host H]``."""
-    parser = argparse.ArgumentParser(prog="python -m autopack.actors._modelserver",
+    """``python -m autopack.testing --scenario FILE [--port N] [--host H]``."""
+    parser = argparse.ArgumentParser(prog="python -m autopack.testing",
                                      description="Scripted Messages API server (offline demo, tests)")
     parser.add_argument("--scenario", required=True, help="scenario JSON file")
     parser.add_argument("--host", default="127.0.0.1")
