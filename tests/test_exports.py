@@ -49,6 +49,7 @@ ERRORS_MODULE = {
 #: added here; names leave as their modules settle.
 PENDING = {
     "autopack.actors._run": {"Drained", "PhaseEnded", "RunEnded"},
+    "autopack.actors._engine": {"EngineError", "ReplayDivergence"},
     "autopack.actors._failpoints": {"FailpointPanic", "FailpointError", "FailpointSyntaxError"},
     "autopack.actors._memory": {"MemoryStuck", "_Unavailable"},
     "autopack.actors.classifier._actor": {"ClassifierUnavailable"},
