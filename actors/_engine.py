@@ -48,6 +48,7 @@ from typing import Literal
 import msgspec
 from msgspec.structs import replace
 
+from ._errors import EngineError, ReplayDivergence
 from ._states import (
     TERMINAL_PHASE_STATES,
     TERMINAL_RUN_STATES,
@@ -60,7 +61,7 @@ from ._states import (
 
 __all__ = [
     "TERMINAL_PHASE_STATES", "TERMINAL_RUN_STATES", "Action", "EngineLimits", "EngineState",
-    "Event", "FailureFacts", "InvalidTransition", "Next", "PhaseState", "ReplayDivergence",
+    "EngineError", "Event", "FailureFacts", "InvalidTransition", "Next", "PhaseState", "ReplayDivergence",
     "RunState", "crash_verdict", "decide", "decode", "initial_state", "replay", "step",
     "to_record", "zero_tests_verdict",
 ]
@@ -565,10 +566,6 @@ AnyAction = (SetRunState | SetPhaseState | FindCommit | BeginAttempt | RunBuilde
 
 
 # ===================================================================== step
-class EngineError(Exception):
-    """An event that makes no sense in the state (a bug in the shell or a corrupt log)."""
-
-
 def step(state: EngineState, event: Event) -> tuple[EngineState, list[Action]]:
     """Apply ``event``; return the new state and the one action to perform next.
     Raises :class:`InvalidTransition` for a recorded state change the tables refuse."""
@@ -918,10 +915,6 @@ def next_action(state: EngineState) -> Action:
 
 
 # ===================================================================== records and replay
-class ReplayDivergence(Exception):
-    """Raised by :func:`replay` when a recorded decision differs from the engine's."""
-
-
 Record = tuple[str, str | None, int | None, Mapping[str, object]]  # kind, phase, attempt, payload
 _ENGINE_KIND = "engine"  # rows of engine events with no kind of their own
 _DECODE = msgspec.json.Decoder(AnyEvent)

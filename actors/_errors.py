@@ -20,8 +20,11 @@ Hierarchy::
     └── RunLocked                         another live process executes the run
 
     Exception
-    └── InvalidTransition                 a bug in autopack: a state change the table
-                                          forbids (deliberately no AutopackError)
+    ├── InvalidTransition                 a bug in autopack: a state change the table
+    │                                     forbids (deliberately no AutopackError)
+    ├── EngineError                       a bug: an event the run engine cannot place
+    └── ReplayDivergence                  a bug or a damaged log: replaying a run's events
+                                          does not reproduce what was recorded
 
 A "bug in autopack" is any exception outside ``AutopackError``: a run that meets one
 fails with ``internal error: …`` and the log holds the traceback. The run engine's own
@@ -41,8 +44,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BudgetExhausted", "DoctorMalformed", "ExternalError", "GitError", "InputError",
-    "InvalidTransition", "LLMAuthError", "LLMError", "LLMRequestError", "LLMUnavailable",
-    "PathRefused", "PlanError", "PriceError",
+    "EngineError", "InvalidTransition", "LLMAuthError", "LLMError", "LLMRequestError", "LLMUnavailable",
+    "PathRefused", "PlanError", "PriceError", "ReplayDivergence",
     "RunLocked", "SandboxUnavailable",
 ]
 
@@ -167,3 +170,13 @@ class InvalidTransition(Exception):
     def __init__(self, what: str, current: str, target: str) -> None:
         self.what, self.current, self.target = what, current, target
         super().__init__(f"{what}: no transition {str(current)!r} -> {str(target)!r}")
+
+
+class EngineError(Exception):
+    """Raised by the run engine (``actors._engine.step``) for an event that names no phase
+    of the run or comes where none can: a bug in the shell feeding it, or a damaged log."""
+
+
+class ReplayDivergence(Exception):
+    """Raised by ``actors._engine.replay`` when a recorded decision or state change is not
+    what the engine makes of the events before it; the message names the row."""
