@@ -1,21 +1,25 @@
-"""RunActor: carries out one run, phase by phase, in its own worktree.
+"""RunActor: the shell of the run engine. Carries out one run in its own worktree.
 
 Theory of operation
 -------------------
-The scheduler starts one :class:`RunActor` per run inside a cancel scope it
-owns; cancelling that scope cancels the run (the running check's process group
-is killed by ``run_command`` on the way out). Every step that a person could
-observe is written through ``records`` before the actor moves on, so a daemon
-killed at any instant resumes from the last completed phase:
+Every rule of a run lives in :mod:`._engine` (pure). The actor feeds it events
+and performs the one action it answers with, until the run ends:
 
-* a phase commit carries an ``Autopack-Phase`` trailer, so a phase committed
-  on the branch but not yet recorded (killed in between) is recorded on resume
-  instead of being done twice;
-* the in-flight phase starts a new attempt (the attempt counter is durable);
-* the worktree is re-attached from the branch, or recreated.
+* at start it replays the run's recorded events (``replay``): a run resumed
+  after ``kill -9`` continues from the state its log describes; the attempt that
+  was in flight was interrupted and does not count against ``max_attempts``;
+* each event is written to the run's event log before the action it leads to
+  is performed (the classification row carries the engine's decision); run and
+  phase states change only through the store's calls, whose rows are events too;
+* the attempt's I/O (Builder, checks, classifier, mitigations, Doctor, commit)
+  is in :mod:`._steps`; the workspace (worktree, sandbox, install step) and the
+  end (cleanup) are here.
 
-Decisions about a failed check (classify, mitigate, ask the Doctor, retry,
-give up) are taken by :mod:`._policy` (pure); this module only does the I/O.
+The scheduler starts one actor per run inside a cancel scope it owns;
+:meth:`RunActor.cancel` cancels the run (the running check's process group is
+killed on the way out), a daemon shutdown cancels from outside and leaves the
+run resumable. A phase committed on the branch but not recorded (killed in
+between) is found by its ``Autopack-Phase`` trailer and recorded, never redone.
 """
 
 from __future__ import annotations
@@ -33,32 +37,37 @@ from typing import Any
 import anyio
 from autopack.protocol import PhaseSpec, RunSpec, SpecError, StorageError, validate_spec
 
+from . import _engine as E
 from . import _worktree as wt
-from ._env import base_env, ensure_venv, run_env_dir, with_venv
+from ._env import base_env, run_env_dir, with_venv
 from ._failpoints import hit
 from ._ports import PoolPort, RecordsPort, SandboxPort, SettingsPort
 from ._proc import CommandResult, run_command
+from ._states import TERMINAL_RUN_STATES
+from ._steps import (
+    AttemptSteps,
+    Emitted,
+    RunTools,
+    RunWorkspace,
+    excerpt,
+    judge_test_count,
+)
+
+__all__ = ["RecordsPort", "RunActor", "RunServices", "RunTools", "RunWorkspace",
+           "end_run_directly", "engine_limits", "excerpt", "judge_test_count"]
 
 LOGGER = logging.getLogger(__name__)
-EXCERPT_BYTES = 4000
 INSTALL_TIMEOUT_S = 1800  # one install step (a cold install of a large project downloads a lot)
 READY_MARK = ".autopack-ready"  # in the run's venv once its install step succeeded
-
-
-class Drained(Exception):
-    """Raised at a phase boundary when the daemon is stopping: the run stays resumable."""
-
-
-class PhaseEnded(Exception):
-    """Raised inside a phase to end it (failed) with a named reason; the run then fails."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-        super().__init__(reason)
+ENDED = frozenset(s.value for s in TERMINAL_RUN_STATES)
+# performed under the phase's and the run's wall-time limits (state records are not:
+# a limit firing mid-write would leave a row the engine never saw)
+_TIMED = (E.RunBuilder, E.RunCheck, E.Classify, E.Mitigate, E.AskDoctor, E.RunFix, E.Commit,
+          E.EndAttempt)
 
 
 class RunEnded(Exception):
-    """Raised inside the actor to end the run with a state and a named reason."""
+    """Raised while preparing the workspace to fail the run with a named reason."""
 
     def __init__(self, state: str, reason: str) -> None:
         self.state, self.reason = state, reason
@@ -72,7 +81,7 @@ class RunServices:
     records: RecordsPort
     state_dir: Path
     settings: SettingsPort  # a frozen snapshot; a reload swaps it (take it once per decision)
-    phase_runner: Any  # the attempt loop: Builder, checks, failure policy (``_phase.PhaseRunner``)
+    tools: RunTools = field(default_factory=RunTools)
     free_disk_mb: Callable[[Path], float] | None = None
     draining: bool = False  # set on shutdown: stop at the next phase boundary
     pool: PoolPort | None = None  # ready worktrees so runs start without a checkout
@@ -92,62 +101,25 @@ def disk_free_mb(path: Path) -> float:
     return usage.free / (1024 * 1024)
 
 
-@dataclass
-class RunWorkspace:
-    """The run's working state, shared with the phase runner."""
+def engine_limits(spec: RunSpec, settings: Any = None) -> E.EngineLimits:
+    """The engine's limits for ``spec`` (and the daemon's crash bound)."""
+    lim = spec.limits
+    return E.EngineLimits(
+        max_attempts=lim.max_attempts, wall_time_s=lim.wall_time_s,
+        phase_wall_time_s=lim.phase_wall_time_s,
+        doctor_calls_per_phase=lim.doctor_calls_per_phase,
+        doctor_calls_per_run=lim.doctor_calls_per_run,
+        output_limit_bytes=lim.check_output_limit_bytes,
+        crash_limit=int(getattr(settings, "run_crash_limit", 3) or 3))
 
-    run_id: str
-    spec: RunSpec
-    repo: Path
-    worktree: Path
-    venv: Path
-    base_sha: str = ""
-    arm: str = "hardened"
-    env: dict[str, str] = field(default_factory=dict)
-    started: float = field(default_factory=time.monotonic)
-    toolchain: str | None = None
-    repo_modules: list[str] = field(default_factory=list)
-    node_manager: str | None = None
-    intention_recorded: bool = False
-    described: bool = False
-    doctor_calls: int = 0  # in this run so far (durable: counted in the phases table)
-    box: Any = None  # _sandbox.RunBox: the confinement every command of the run gets
-    scratch: Path | None = None  # the run's private /tmp (host side)
 
-    async def activate_venv(self) -> Path:
-        python = await ensure_venv(self.venv)
-        self.env = with_venv(self.env, self.venv)
-        return python
+def initial_state(spec: RunSpec, settings: Any = None) -> E.EngineState:
+    return E.initial_state([(p.id, p.kind) for p in spec.phases], engine_limits(spec, settings))
 
-    async def describe(self) -> None:
-        """What the classifier may know of the repository (toolchain, own module names).
 
-        Read once, lazily (only a failure needs it), in a thread: on a large
-        repository it takes tens of milliseconds of file reads."""
-        if self.described:
-            return
-        self.described = True
-        from ._toolchain import detect_toolchains, repo_modules
-
-        def read() -> tuple[list[Any], list[str]]:
-            return detect_toolchains(self.worktree), repo_modules(self.worktree)
-
-        try:
-            tcs, self.repo_modules = await anyio.to_thread.run_sync(read)
-        except OSError:
-            return
-        if tcs:
-            self.toolchain = tcs[0].name
-        self.node_manager = next((tc.manager for tc in tcs if tc.name == "node"), None)
-
-    @property
-    def cwd(self) -> Path:
-        """The phases' working directory: the worktree, or the spec's ``workdir`` in it."""
-        return self.worktree / self.spec.workdir if self.spec.workdir else self.worktree
-
-    @property
-    def venv_active(self) -> bool:
-        return self.env.get("VIRTUAL_ENV") == str(self.venv)
+def rows_of(events: list[dict[str, Any]]) -> list[E.Record]:
+    """Stored event rows as the engine's records."""
+    return [(ev["kind"], ev["phase_id"], ev["attempt"], ev["payload"] or {}) for ev in events]
 
 
 class RunActor:
@@ -160,6 +132,11 @@ class RunActor:
         self._scope: anyio.CancelScope | None = None
         self._cancel_reason: str | None = None
         self._cancel_early = False
+        self.state = E.EngineState()
+        self._ready = False  # workspace prepared (worktree, sandbox, environment)
+        self._started = time.time()  # the run's clock (wall_time_s), kept across restarts
+        self._phase_deadline: float | None = None  # wall clock, for the phase in flight
+        self._steps: AttemptSteps | None = None
 
     def cancel(self, reason: str = "cancelled by user") -> None:
         """Cancel the run: the running check's process group is killed, the run ends
@@ -172,7 +149,7 @@ class RunActor:
 
     # -------------------------------------------------------------- entry point
     async def execute(self) -> str:
-        """Run to an end state; returns it. Raises ``wt.RunLocked`` if another process holds the run."""
+        """Run to an end state; returns it. Raises ``RunLocked`` if another process holds the run."""
         lock = wt.acquire_run_lock(self.s.state_dir / "locks", self.run_id)
         try:
             hit("run.execute")
@@ -182,7 +159,7 @@ class RunActor:
 
     async def _execute_locked(self) -> str:
         run = await self.rec.run(self.run_id)
-        if run["state"] in ("succeeded", "failed", "cancelled"):
+        if run["state"] in ENDED:
             return str(run["state"])
         try:
             # the same validation as at submit: a spec stored by an older version that
@@ -199,39 +176,185 @@ class RunActor:
             venv=run_env_dir(self.s.state_dir, self.run_id),
             base_sha=run.get("base_commit") or "", arm=run.get("arm") or "hardened",
         )
-        if run.get("started_at"):
-            # a resumed run keeps its clock: restarts (and downtime) count toward wall_time_s
-            ws.started = time.monotonic() - max(0.0, time.time() - float(run["started_at"]))
-        resumed = run["state"] in ("interrupted", "running")
-        await self.rec.set_run_state(self.run_id, "running",
-                                     "resumed after restart" if resumed else None)
-        end_state: str = "failed"
-        reason: str | None = "internal error"
+        if run.get("started_at"):  # a resumed run keeps its clock: downtime counts too
+            self._started = float(run["started_at"])
+        # recovery: the state the run's log describes (a fresh run: its submitted state)
+        self.state = E.replay(initial_state(spec, self.s.settings),
+                              rows_of(await self.rec.all_events(self.run_id)))
+        self._steps = AttemptSteps(run_id=self.run_id, records=self.rec, settings=lambda: self.s.settings,
+                                   tools=self.s.tools, ws=ws, time_left=self._time_left)
+        opened = E.Opened(now=time.time(), fresh=run["state"] == "queued")
+        pending: E.Event | None = None
+        end: E.Action | None = None
         with anyio.CancelScope() as self._scope:
             if self._cancel_early:
                 self._scope.cancel()
             try:
-                end_state, reason = await self._run_phases(ws, run)
-            except RunEnded as ended:
-                end_state, reason = ended.state, ended.reason
-            except Drained:
-                with anyio.CancelScope(shield=True):
-                    await self.rec.set_run_state(self.run_id, "interrupted", "daemon stopping")
-                return "interrupted"
+                end = await self._drive(ws, opened)
             except wt.GitError as exc:  # git refused (a corrupt index, an unreadable .git)
                 LOGGER.warning("run %s failed: %s", self.run_id, exc)
-                end_state, reason = "failed", str(exc)
+                pending = E.Fatal(reason=str(exc))
             except Exception as exc:  # a bug or an environment failure: the run fails, the daemon lives
                 LOGGER.exception("run %s failed with an internal error", self.run_id)
-                end_state, reason = "failed", f"internal error: {type(exc).__name__}: {exc}"
+                pending = E.Fatal(reason=f"internal error: {type(exc).__name__}: {exc}")
         if self._scope.cancel_called:
-            end_state, reason = "cancelled", self._cancel_reason or "cancelled"
+            pending = E.Cancel(reason=self._cancel_reason or "cancelled")
         # daemon shutdown cancels from outside and skips this: the run stays resumable
         with anyio.CancelScope(shield=True):
-            await self._finish(ws, end_state, reason)
-        return end_state
+            try:
+                if pending is not None or end is None:
+                    end = await self._close(pending or E.Fatal(reason="internal error"))
+            finally:
+                if not isinstance(end, E.Stopped):  # even when the end cannot be recorded
+                    await self._cleanup(ws)
+        if isinstance(end, E.Finished):
+            return end.state
+        return "interrupted"
 
-    async def _run_phases(self, ws: RunWorkspace, run: dict[str, Any]) -> tuple[str, str | None]:
+    # -------------------------------------------------------------- the engine loop
+    async def _drive(self, ws: RunWorkspace, first: E.Event) -> E.Action:
+        action = await self._feed([Emitted(first, {})])
+        while not isinstance(action, E.Finished | E.Stopped):
+            action = await self._feed(await self._perform(ws, action))
+        return action
+
+    async def _close(self, event: E.Event) -> E.Action:
+        """End the run after ``event`` (a cancel, a failure): only records are left to do."""
+        action = await self._feed([Emitted(event, {})])
+        while not isinstance(action, E.Finished | E.Stopped):
+            match action:
+                case E.SetRunState() | E.SetPhaseState():
+                    action = await self._feed([await self._record_state(action)])
+                case _:
+                    raise AssertionError(f"run {self.run_id}: {action!r} after the run's end")
+        return action
+
+    async def _feed(self, emitted: list[Emitted]) -> E.Action:
+        """Step the engine through ``emitted``, recording each event (with the engine's
+        decision, for a classification) before anything else happens."""
+        action: E.Action = E.Stopped()
+        for em in emitted:
+            self.state, actions = E.step(self.state, em.event)
+            action = actions[0]
+            if em.extra is not None:
+                await self._record(em)
+        return action
+
+    async def _record(self, em: Emitted) -> None:
+        kind, phase_id, attempt, payload = E.to_record(em.event)
+        payload = {**em.extra, **payload} if em.extra else dict(payload)
+        payload.pop("attempt", None)  # the row's own column
+        if phase_id is not None:
+            p = next(p for p in self.state.phases if p.id == phase_id)
+            attempt = attempt if attempt is not None else (p.attempts or None)
+            if kind == "classified":
+                payload.update(decision=p.decision, reason=p.decision_reason,
+                               doctor_avoidable=p.avoidable)
+        await self.rec.event(self.run_id, phase_id, attempt, kind, **payload)
+
+    async def _perform(self, ws: RunWorkspace, action: E.Action) -> list[Emitted]:
+        if isinstance(action, E.SetRunState):
+            return [await self._record_state(action, ws)]
+        if isinstance(action, E.SetPhaseState) and action.to != "running":
+            return [await self._record_state(action)]
+        try:
+            if not self._ready:
+                await self._prepare(ws)
+            if isinstance(action, E.SetPhaseState):  # entering a phase
+                if self.s.draining:
+                    return [Emitted(E.Drained(), {})]
+                self._check_disk()
+                limit = ws.spec.limits.phase_wall_time_s
+                self._phase_deadline = time.time() + limit if limit else None
+                return [await self._record_state(action)]
+        except RunEnded as ended:
+            return [Emitted(E.Fatal(reason=ended.reason), {})]
+        if isinstance(action, _TIMED):
+            return await self._timed(ws, action)
+        return await self._attempt_step(ws, action)
+
+    async def _timed(self, ws: RunWorkspace, action: E.Action) -> list[Emitted]:
+        """``action`` under the run's and the phase's wall-time limits."""
+        now = time.time()
+        run_end = self._started + ws.spec.limits.wall_time_s
+        end = min(run_end, self._phase_deadline or run_end)
+        out: list[Emitted] = []
+        with anyio.move_on_after(max(end - now, 0.0)) as scope:
+            out = await self._attempt_step(ws, action)
+        if scope.cancelled_caught:
+            idx = getattr(action, "idx", None)
+            phase = ws.spec.phases[idx].id if isinstance(idx, int) else None
+            which = "phase" if self._phase_deadline is not None and \
+                self._phase_deadline < run_end else "run"
+            return [Emitted(E.TimedOut(scope=which, phase=phase), {})]
+        return out
+
+    async def _attempt_step(self, ws: RunWorkspace, action: E.Action) -> list[Emitted]:
+        steps = self._steps
+        assert steps is not None
+        idx = getattr(action, "idx", 0)
+        phase: PhaseSpec = ws.spec.phases[idx]
+        match action:
+            case E.FindCommit():
+                sha = await wt.committed_phase(ws.worktree, ws.base_sha, self.run_id, phase.id)
+                return [Emitted(E.CommitFound(phase=phase.id, sha=sha), {})]
+            case E.BeginAttempt():
+                n = await self.rec.begin_attempt(self.run_id, idx)
+                return [Emitted(E.AttemptStarted(phase=phase.id, attempt=n))]
+            case E.RunBuilder():
+                return await steps.builder(phase, action)
+            case E.RunCheck():
+                return await steps.check(phase, action)
+            case E.Classify():
+                return await steps.classify(phase, action)
+            case E.Mitigate():
+                return await steps.mitigate(phase, action, self.state.phases[idx].done_actions)
+            case E.CountDoctorCall():
+                return await steps.count_doctor(phase, action)
+            case E.AskDoctor():
+                return await steps.doctor(phase, action)
+            case E.RunFix():
+                return await steps.fix(phase, action)
+            case E.CreditAvoided():
+                return [Emitted(E.AvoidedCredited(phase=phase.id, pattern=action.pattern,
+                                                  tokens_avoided=action.tokens), {})]
+            case E.Commit():
+                return await steps.commit(phase, action)
+            case E.EndAttempt():
+                return await steps.end_attempt(phase, action)
+        raise AssertionError(f"run {self.run_id}: no shell for {action!r}")
+
+    async def _record_state(self, action: E.SetRunState | E.SetPhaseState,
+                            ws: RunWorkspace | None = None) -> Emitted:
+        """Record a run or phase state (its row is the engine's event)."""
+        if isinstance(action, E.SetRunState):
+            extra: dict[str, Any] = {}
+            if action.to == "running":
+                extra["at"] = time.time()
+            if action.to == "succeeded" and ws is not None:
+                with contextlib.suppress(wt.GitError):
+                    head = await wt.git(ws.worktree, "rev-parse", "HEAD")
+                    await self.rec.set_run_fields(self.run_id, final_commit=head)
+            await self.rec.set_run_state(self.run_id, action.to, action.reason, **extra)
+            return Emitted(E.RunStateChanged(to=action.to, reason=action.reason,
+                                             at=extra.get("at")))
+        notes: dict[str, Any] = {}
+        if action.to == "running":
+            notes["resumed"] = action.resumed
+        if action.recovered:
+            notes["recovered"] = True
+        await self.rec.set_phase_state(self.run_id, action.idx, action.to, reason=action.reason,
+                                       commit=action.commit, **notes)
+        if action.to != "running":
+            self._phase_deadline = None
+        return Emitted(E.PhaseStateChanged(phase=self.state.phases[action.idx].id, to=action.to,
+                                           reason=action.reason, commit=action.commit))
+
+    # -------------------------------------------------------------- the workspace
+    async def _prepare(self, ws: RunWorkspace) -> None:
+        """Worktree, sandbox and environment, once per actor, before the first phase step.
+        Raises :class:`RunEnded` when the run cannot go on."""
+        self._ready = True
         self._check_disk()
         if not wt.is_git_repo(ws.repo):
             raise RunEnded("failed", f"{ws.repo} is not a git repository")
@@ -241,7 +364,7 @@ class RunActor:
             except wt.GitError:
                 raise RunEnded("failed", f"base ref {ws.spec.base!r} not found in {ws.repo}") from None
             await self.rec.set_run_fields(self.run_id, base_commit=ws.base_sha)
-        fresh = run["state"] == "queued"
+        fresh = self.state.fresh
         lock = self.s.repo_lock(str(ws.repo))
         branch = f"autopack/{self.run_id}"
         pooled = fresh and self.s.pool is not None and await self.s.pool.take(
@@ -255,35 +378,12 @@ class RunActor:
         self._refill_pool(ws)
         ws.env = base_env()
         await self._confine(ws)
-        if any(p["state"] not in ("succeeded", "skipped") for p in run["phases"]):
+        if any(p.state not in ("succeeded", "skipped") for p in self.state.phases):
             await self._prepare_env(ws)
-        for idx, phase in enumerate(ws.spec.phases):
-            prow = run["phases"][idx]
-            if prow["state"] in ("succeeded", "skipped"):
-                continue
-            if prow["state"] in ("failed", "cancelled"):
-                return prow["state"], prow["reason"]
-            # only a resumed run can have a phase committed but not recorded
-            sha = None if fresh else await wt.committed_phase(ws.worktree, ws.base_sha,
-                                                               self.run_id, phase.id)
-            if sha is not None:
-                # killed between the commit and its record: record it, never redo it
-                if prow["state"] == "queued":
-                    await self.rec.set_phase_state(self.run_id, idx, "running")
-                await self.rec.set_phase_state(self.run_id, idx, "succeeded", commit=sha,
-                                               recovered=True)
-                continue
-            if self.s.draining:
-                raise Drained()
-            self._check_limits(ws)
-            self._check_disk()
-            await self.rec.set_phase_state(self.run_id, idx, "running",
-                                           resumed=prow["state"] == "running")
-            outcome, reason, commit = await self._limited_phase(ws, idx, phase)
-            await self.rec.set_phase_state(self.run_id, idx, outcome, reason=reason, commit=commit)
-            if outcome == "failed":
-                return "failed", f"phase {phase.id}: {reason}"
-        return "succeeded", None
+
+    def _time_left(self) -> float:
+        wall = self._steps.ws.spec.limits.wall_time_s if self._steps else 0.0
+        return max(wall - (time.time() - self._started), 0.1)
 
     async def _confine(self, ws: RunWorkspace) -> None:
         """Build the run's sandbox (:mod:`._sandbox`); refuse build phases without one."""
@@ -397,7 +497,7 @@ class RunActor:
         limits = ws.spec.limits
         result = await run_command(
             command, cwd=ws.cwd, env=install_env(ws.env, ws.venv, self.s.state_dir),
-            timeout_s=min(INSTALL_TIMEOUT_S, self._run_time_left(ws)),
+            timeout_s=min(INSTALL_TIMEOUT_S, self._time_left()),
             max_output=limits.max_output_bytes, output_limit=limits.check_output_limit_bytes,
             on_start=on_start, on_end=on_end, box=ws.box, step="install")
         await self.rec.event(self.run_id, None, None, "install_finished", command=command,
@@ -413,7 +513,7 @@ class RunActor:
             str | None, str]:
         from autopack.protocol import ClassifyContext
 
-        classify = getattr(self.s.phase_runner, "classify", None)
+        classify = self.s.tools.classify
         last = [ln.strip() for ln in result.output.strip().splitlines() if ln.strip()][-1:]
         if classify is None:
             return None, last[0][:200] if last else ""
@@ -432,121 +532,7 @@ class RunActor:
         evidence = "; ".join(c.evidence) if c.evidence else (last[0] if last else "")
         return c.pattern, evidence[:300]
 
-    # -------------------------------------------------------------- one phase
-    async def _limited_phase(self, ws: RunWorkspace, idx: int,
-                             phase: PhaseSpec) -> tuple[str, str | None, str | None]:
-        """The phase under its wall-time limit (and the run's); limits end it with a reason."""
-        limit = ws.spec.limits.phase_wall_time_s
-        budget = min(limit if limit else float("inf"), self._run_time_left(ws))
-        with anyio.move_on_after(budget) as scope:
-            try:
-                return await self._run_phase(ws, idx, phase)
-            except PhaseEnded as ended:
-                return "failed", ended.reason, None
-        if scope.cancelled_caught:
-            if limit and budget == limit:
-                return "failed", f"phase wall time limit of {limit:g} s reached", None
-            raise RunEnded("failed", f"wall time limit of {ws.spec.limits.wall_time_s:g} s reached")
-        raise AssertionError("unreachable")
-
-    async def _run_phase(self, ws: RunWorkspace, idx: int,
-                         phase: PhaseSpec) -> tuple[str, str | None, str | None]:
-        """Attempts until success or a limit; returns (state, reason, commit)."""
-        result: tuple[str, str | None, str | None] = await self.s.phase_runner.run_phase(
-            self, ws, idx, phase)
-        return result
-
-    async def checks_for(self, ws: RunWorkspace, idx: int, phase: PhaseSpec,
-                         attempt: int) -> list[str]:
-        """The phase's checks, or the toolchain's defaults when it lists none."""
-        if phase.checks:
-            return list(phase.checks)
-        from ._toolchain import default_checks
-
-        checks, reasons = await anyio.to_thread.run_sync(default_checks, ws.cwd)
-        await self.rec.event(self.run_id, phase.id, attempt, "checks_detected", checks=checks,
-                             reasons=reasons)
-        if not checks:
-            raise RunEnded("failed", f"phase {phase.id}: no checks given and none detected")
-        return checks
-
-    async def run_checks(self, ws: RunWorkspace, idx: int, phase: PhaseSpec, attempt: int,
-                         checks: list[str]) -> CommandResult | None:
-        """Run checks in order; return the first failing result, or ``None`` if all passed."""
-        for command in checks:
-            self._check_limits(ws)
-            result = await self.run_one(ws, phase, attempt, command)
-            if not result.ok:
-                return result
-        return None
-
-    async def run_one(self, ws: RunWorkspace, phase: PhaseSpec, attempt: int,
-                      command: str) -> CommandResult:
-        await self.rec.event(self.run_id, phase.id, attempt, "check_started", command=command)
-        limits = ws.spec.limits
-        timeout = min(phase.timeout_s, self._run_time_left(ws))
-
-        async def on_start(pgid: int) -> None:
-            await self.rec.add_process(pgid, self.run_id, command)
-
-        async def on_end(pgid: int) -> None:
-            await self.rec.remove_process(pgid)
-
-        result = await run_command(command, cwd=ws.cwd, env=ws.env, timeout_s=timeout,
-                                   max_output=limits.max_output_bytes,
-                                   output_limit=limits.check_output_limit_bytes,
-                                   on_start=on_start, on_end=on_end, box=ws.box)
-        # regexes over up to max_output_bytes (16 MiB) of output: off the event loop, so
-        # /healthz and every other request keep answering while a loud check ends
-        result, tests = await anyio.to_thread.run_sync(
-            lambda: judge_test_count(result, allow_no_tests=phase.allow_no_tests))
-        await self.rec.event(
-            self.run_id, phase.id, attempt, "check_finished", command=command,
-            exit_code=result.exit_code, duration_s=result.duration_s, timed_out=result.timed_out,
-            truncated=result.truncated, output_bytes=result.output_bytes,
-            output_limited=result.output_limited, tests=tests, no_tests=result.no_tests,
-            excerpt=excerpt(result.output),
-        )
-        if result.output_limited:
-            raise PhaseEnded(f"output limit: `{command}` printed more than "
-                             f"{limits.check_output_limit_bytes} bytes and was stopped")
-        if result.timed_out and self._run_time_left(ws) <= 0.2:
-            raise RunEnded("failed", f"wall time limit of {limits.wall_time_s:g} s reached")
-        return result
-
-    async def budget(self, ws: RunWorkspace, phase: PhaseSpec) -> Any:
-        """The phase's and run's budget (tokens and USD), charged with what the database says
-        was already spent, so budgets hold across attempts, phases and restarts."""
-        from ._budget import Budget
-
-        spent = await self.rec.spend(self.run_id, phase.id)
-        limits = ws.spec.limits
-        return Budget(token_limit=limits.token_budget, usd_limit=limits.usd_budget,
-                      phase_token_limit=getattr(limits, "phase_token_budget", None),
-                      phase_usd_limit=getattr(limits, "phase_usd_budget", None),
-                      prices=getattr(self.s.settings, "prices", {}) or {},
-                      tokens_used=spent["run_tokens"], pusd_used=spent["run_pusd"],
-                      phase_tokens_used=spent["phase_tokens"], phase_pusd_used=spent["phase_pusd"])
-
-    async def record_usage(self, phase: PhaseSpec, attempt: int, usage: Any) -> None:
-        await self.rec.record_llm_call(
-            self.run_id, phase.id, attempt, usage.role, usage.model,
-            {"input": usage.input_tokens, "output": usage.output_tokens,
-             "cache_creation": usage.cache_creation_input_tokens,
-             "cache_read": usage.cache_read_input_tokens},
-            cost_pusd=getattr(usage, "cost_pusd", None))
-
-    async def commit(self, ws: RunWorkspace, phase: PhaseSpec) -> str | None:
-        return await wt.commit_phase(ws.worktree, self.run_id, phase.id, phase.goal)
-
     # -------------------------------------------------------------- limits
-    def _run_time_left(self, ws: RunWorkspace) -> float:
-        return max(ws.spec.limits.wall_time_s - (time.monotonic() - ws.started), 0.1)
-
-    def _check_limits(self, ws: RunWorkspace) -> None:
-        if time.monotonic() - ws.started > ws.spec.limits.wall_time_s:
-            raise RunEnded("failed", f"wall time limit of {ws.spec.limits.wall_time_s:g} s reached")
-
     def _check_disk(self) -> None:
         need = float(getattr(self.s.settings, "min_free_disk_mb", 0) or 0)
         if need <= 0:
@@ -556,30 +542,7 @@ class RunActor:
             raise RunEnded("failed", f"not enough free disk: {free:.0f} MB free in "
                                      f"{self.s.state_dir}, {need:.0f} MB required (min_free_disk_mb)")
 
-    # -------------------------------------------------------------- endings
-    async def _finish(self, ws: RunWorkspace, state: str, reason: str | None) -> None:
-        try:
-            await self._record_end(ws, state, reason)
-        finally:  # even when the end cannot be recorded (full disk): free the disk it holds
-            await self._cleanup(ws)
-
-    async def _record_end(self, ws: RunWorkspace, state: str, reason: str | None) -> None:
-        run = await self.rec.run(self.run_id)
-        for prow in run["phases"]:
-            if prow["state"] == "running":
-                await self.rec.set_phase_state(self.run_id, prow["idx"], "cancelled"
-                                               if state == "cancelled" else "failed", reason=reason)
-            elif prow["state"] == "queued" and state != "succeeded":
-                await self.rec.set_phase_state(self.run_id, prow["idx"], "cancelled",
-                                               reason=f"run {state} before this phase")
-        if state == "succeeded":
-            try:
-                head = await wt.git(ws.worktree, "rev-parse", "HEAD")
-                await self.rec.set_run_fields(self.run_id, final_commit=head)
-            except wt.GitError:
-                pass
-        await self.rec.set_run_state(self.run_id, state, reason)
-
+    # -------------------------------------------------------------- the end
     async def _cleanup(self, ws: RunWorkspace) -> None:
         lock = self.s.repo_lock(str(ws.repo))
         pool = self.s.pool
@@ -621,38 +584,12 @@ async def _drop_build_leftovers(worktree: Path) -> None:
             await anyio.to_thread.run_sync(shutil.rmtree, worktree / path, True)
 
 
-def judge_test_count(result: CommandResult, *,
-                     allow_no_tests: bool) -> tuple[CommandResult, dict[str, Any] | None]:
-    """The check's result under the zero-tests rule, and its test counts (``None`` when the
-    output holds no runner summary).
-
-    A runner that reports zero tests ran fails the check (``no_tests`` set), even when it
-    exited 0 (unittest does on Python 3.11), unless the phase allows it; then pytest's
-    "no tests collected" exit status 5 counts as a pass too.
-    """
-    from msgspec.structs import replace
-
-    from ._testcount import test_counts, zero_tests
-
-    if result.timed_out or result.output_limited:
-        return result, None
-    counts = test_counts(result.output)
-    if not zero_tests(counts):
-        return result, counts
-    if allow_no_tests:
-        if result.exit_code == 5 and counts is not None and counts.get("runner") == "pytest":
-            return replace(result, exit_code=0), counts
-        return result, counts
-    if result.exit_code == 0:
-        return replace(result, no_tests=True), counts
-    return result, counts
-
 
 async def end_run_directly(records: RecordsPort, run_id: str, state: str, reason: str) -> None:
     """End a run that no actor is executing (cancelled while queued, a spec that cannot
     load, an actor that keeps crashing): its open phases end too, then the run."""
     run = await records.run(run_id)
-    if run["state"] in ("succeeded", "failed", "cancelled"):
+    if run["state"] in ENDED:
         return
     for prow in run["phases"]:
         if prow["state"] == "running":
@@ -663,14 +600,6 @@ async def end_run_directly(records: RecordsPort, run_id: str, state: str, reason
             await records.set_phase_state(run_id, prow["idx"], "cancelled",
                                           reason=f"run {state} before this phase")
     await records.set_run_state(run_id, state, reason)
-
-
-def excerpt(output: str, limit: int = EXCERPT_BYTES) -> str:
-    """The tail of ``output`` within ``limit`` UTF-8 bytes (errors are usually at the end)."""
-    data = output.encode("utf-8", "replace")
-    if len(data) <= limit:
-        return output
-    return "[…]\n" + data[-limit:].decode("utf-8", "ignore")
 
 
 def _loads(text: str) -> Any:

@@ -12,6 +12,7 @@ read it; the scheduler never waits for them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -23,12 +24,13 @@ from anyio.streams.memory import MemoryObjectSendStream
 from autopack.protocol import StorageError
 
 from . import _worktree as wt
-from ._run import RunActor, RunServices, end_run_directly
+from ._engine import crash_backoff, crash_verdict
+from ._run import ENDED, RunActor, RunServices, end_run_directly
 
 LOGGER = logging.getLogger(__name__)
 
 
-TERMINAL = ("succeeded", "failed", "cancelled")
+TERMINAL = ENDED  # the engine's terminal run states
 
 
 class RunEnded(msgspec.Struct, frozen=True):
@@ -176,15 +178,14 @@ class Scheduler:
         limit = max(self.crash_limit(), 1)
         LOGGER.error("run %s: actor crashed (%d of %d in a row): %s: %s", run_id, n, limit,
                      type(exc).__name__, exc, exc_info=exc)
-        if run_id in self._cancelling:
-            end = ("cancelled", "cancelled by user")
-        elif isinstance(exc, StorageError):  # retrying cannot help the run: it fails cleanly
-            end = ("failed", f"storage: {exc}")
-        elif n >= limit:
-            end = ("failed", f"the run's actor crashed {n} times in a row "
-                             f"(run_crash_limit {limit}); last: {type(exc).__name__}: {exc}")
-        else:
-            self._retry_at[run_id] = anyio.current_time() + min(0.5 * 2 ** (n - 1), 30.0)
+        error = f"{type(exc).__name__}: {exc}"
+        with contextlib.suppress(Exception):  # a note for the log and the engine's replay
+            await self.services.records.event(run_id, None, None, "actor_crashed", error=error)
+        end = crash_verdict(n, limit, cancelling=run_id in self._cancelling,
+                            storage_error=isinstance(exc, StorageError),
+                            error=str(exc) if isinstance(exc, StorageError) else error)
+        if end is None:
+            self._retry_at[run_id] = anyio.current_time() + crash_backoff(n)
             return "unknown"
         self._crashes.pop(run_id, None)
         self._retry_at.pop(run_id, None)

@@ -32,11 +32,10 @@ import trio
 from autopack.actors import _worktree as wt
 from autopack.actors._llm import LLM, RetryPolicy, read_api_key
 from autopack.actors._memory import MemoryActor
-from autopack.actors._phase import PhaseRunner
 from autopack.actors._pool import WorktreePool
 from autopack.actors._ports import Classify, MitigatePort
 from autopack.actors._proc import kill_group
-from autopack.actors._run import RunServices
+from autopack.actors._run import RunServices, RunTools
 from autopack.actors._sandbox import Sandbox
 from autopack.actors._scheduler import Scheduler
 from autopack.protocol import (
@@ -101,13 +100,11 @@ class Daemon:
         from autopack.actors.classifier import ClassifierActor
 
         self.classifier = ClassifierActor()
-        self.phase_runner = PhaseRunner(
-            settings=settings, classify=self._classify_fn(), mitigate=self._mitigate_fn(),
-            memory=self.memory.client(), llm=self.llm,
-            mean_doctor_tokens=lambda: self.records.mean_doctor_tokens())
+        tools = RunTools(classify=self._classify_fn(), mitigate=self._mitigate_fn(),
+                         memory=self.memory.client(), llm=self.llm,
+                         mean_doctor_tokens=lambda: self.records.mean_doctor_tokens())
         self.services = RunServices(
-            records=self.records, state_dir=self.state_dir, settings=settings,
-            phase_runner=self.phase_runner,
+            records=self.records, state_dir=self.state_dir, settings=settings, tools=tools,
             pool=WorktreePool(self.state_dir / "worktrees" / ".pool", enabled=settings.worktree_pool,
                               per_repo=settings.worktree_pool_size,
                               budget_bytes=settings.worktree_pool_budget_mb << 20))
@@ -155,7 +152,6 @@ class Daemon:
     def _settings_swapped(self, snapshot: Settings) -> None:
         """A reload swapped the snapshot: hand it to the holders of a copy."""
         self.services.settings = snapshot
-        self.phase_runner.settings = snapshot
         self.memory.deadline_s = snapshot.memory_deadline_ms / 1000
         self.memory.enabled = snapshot.enable_intention_context
 

@@ -183,9 +183,16 @@ def begin_attempt(conn: sqlite3.Connection, run_id: str, idx: int, ts: float,
     return n
 
 
-def add_doctor_call(conn: sqlite3.Connection, run_id: str, idx: int) -> int:
+def add_doctor_call(conn: sqlite3.Connection, run_id: str, idx: int, ts: float = 0.0) -> int:
+    """Count one Doctor call of the phase, with its ``doctor_asked`` event in the same
+    transaction (the run engine's replay counts the calls from the events)."""
+    row = conn.execute("SELECT id, attempts FROM phases WHERE run_id = ? AND idx = ?",
+                       (run_id, idx)).fetchone()
+    if row is None:
+        raise UnknownRun(f"{run_id} phase #{idx}")
     conn.execute("UPDATE phases SET doctor_calls = doctor_calls + 1 WHERE run_id = ? AND idx = ?",
                  (run_id, idx))
+    _event(conn, run_id, row["id"], row["attempts"] or None, "doctor_asked", ts, {})
     (total,) = conn.execute("SELECT SUM(doctor_calls) FROM phases WHERE run_id = ?",
                             (run_id,)).fetchone()
     return int(total or 0)

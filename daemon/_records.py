@@ -82,7 +82,9 @@ class Records:
         return await self.store.read(q.events_after, run_id, after, limit)
 
     async def add_doctor_call(self, run_id: str, idx: int) -> int:
-        return await self.store.call(q.add_doctor_call, run_id, idx)
+        n: int = await self.store.call(q.add_doctor_call, run_id, idx, time.time())
+        self.store.notify_changed()
+        return n
 
     async def record_llm_call(self, run_id: str, phase_id: str | None, attempt: int | None,
                               role: str, model: str, usage: dict[str, int],

@@ -149,6 +149,14 @@ def daemon_factory(tmp_path: Path) -> Iterator[Any]:
         if d.proc is not None and d.proc.poll() is None:
             d.proc.kill()
             d.proc.wait()
+    # every store a daemon test produced: each run's recorded events, replayed through
+    # the run engine, must give the stored state (issue 14)
+    from ._replay import replay_problems
+
+    problems = [line for db in {d.state_dir / "autopack.db" for d in started}
+                if db.exists() for line in replay_problems(db)]
+    if problems:
+        pytest.fail("replay differs from the store:\n" + "\n".join(problems), pytrace=False)
 
 
 @pytest.fixture
