@@ -679,12 +679,23 @@ class MemoryClient:
 
     async def record_intention(self, run_id: str, repo: str, spec: RunSpec) -> bool:
         """Store the run's intention (idempotent: call again on resume). False if not stored."""
-        intention = Intention(
-            goal=spec.goal, constraints=tuple(spec.constraints), non_goals=tuple(spec.non_goals),
-            acceptance=tuple(spec.acceptance), phases=tuple((p.id, p.goal) for p in spec.phases))
+        intention = _intention_of(spec)
         ok, _ = await self._actor._call(
             lambda db: db.record_intention(run_id, repo, intention), "record_intention")
         return ok
+
+    def preview(self, spec: RunSpec, phase_id: str | None, role: str) -> ContextResult:
+        """The context a prompt of ``role`` gets for a run memory has not recorded yet (its
+        first prompt records the intention, then asks): the intention and the phase's goal,
+        bounded like :meth:`context_for`. Pure: no thread, no SQL; empty when memory is off."""
+        actor = self._actor
+        if not actor.enabled:
+            return ContextResult("", 0, degraded=False)
+        intention = _intention_of(spec)
+        limit = actor.doctor_bytes if role == "doctor" else actor.builder_bytes
+        text = build_context(intention, intention.phase_goal(phase_id), [], [], role=role,
+                             limit_bytes=limit, phase_id=phase_id)
+        return ContextResult(text, utf8_len(text), degraded=False)
 
     async def record_outcome(self, run_id: str, phase_id: str, attempt: int, *, tried: str,
                              pattern: str | None, evidence: str, worked: bool,
@@ -720,15 +731,27 @@ class MemoryClient:
         return found if ok else None
 
 
+def _intention_of(spec: RunSpec) -> Intention:
+    return Intention(
+        goal=spec.goal, constraints=tuple(spec.constraints), non_goals=tuple(spec.non_goals),
+        acceptance=tuple(spec.acceptance), phases=tuple((p.id, p.goal) for p in spec.phases))
+
+
 # ---------------------------------------------------------------------- control-server helpers
 async def handle_get_context(memory: MemoryClient, req: GetContext, *,
-                             current_phase: str | None = None) -> ContextReply | Error:
-    """Answer ``autopackctl context``. ``current_phase`` (from the Store) is used when the
-    request names no phase. Degraded memory is a normal reply with ``degraded=True``."""
+                             current_phase: str | None = None,
+                             pending_spec: RunSpec | None = None) -> ContextReply | Error:
+    """Answer ``autopackctl context``: what the run's next prompt would get. ``current_phase``
+    (from the Store) is used when the request names no phase. ``pending_spec`` (a run that
+    can still prompt) stands in for an intention memory has not recorded yet: a run whose
+    phases have not called a model. Degraded memory is a normal reply with ``degraded=True``."""
     if req.role not in ("builder", "doctor"):
         return Error(code=ErrorCode.NOT_SUPPORTED,
                      message=f"unknown role {req.role!r} (builder or doctor)")
-    result = await memory.context_for(req.run_id, req.phase or current_phase, req.role)
+    phase = req.phase or current_phase
+    result = await memory.context_for(req.run_id, phase, req.role)
+    if pending_spec is not None and not result.degraded and not result.text:
+        result = memory.preview(pending_spec, phase, req.role)
     return ContextReply(text=result.text, bytes=result.bytes, degraded=result.degraded)
 
 

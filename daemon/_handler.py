@@ -115,8 +115,9 @@ class RequestHandler:
         """Requests answered by memory, the stats query or the normalizer."""
         match req:
             case GetContext():
-                current = await self.runs.current_phase(req.run_id)
-                return await handle_get_context(self.memory.client(), req, current_phase=current)
+                current, spec = await self.runs.next_prompt(req.run_id)
+                return await handle_get_context(self.memory.client(), req, current_phase=current,
+                                                pending_spec=spec)
             case GetLessons():
                 return await handle_get_lessons(self.memory.client(), req)
             case GetStats():

@@ -202,13 +202,18 @@ class Runs:
     async def diff(self, req: GetDiff) -> DiffReply:
         return await runops.diff(self.store, req)
 
-    async def current_phase(self, run_id: str) -> str | None:
-        """The phase a run's next prompt is for: the running one, else the first queued."""
+    async def next_prompt(self, run_id: str) -> tuple[str | None, RunSpec | None]:
+        """What a run's next prompt is for: the phase (the running one, else the first
+        queued) and, while the run can still prompt (not ended, not the ``baseline`` arm,
+        which goes without context), its spec, from which memory builds the intention
+        context when it has not recorded the run yet."""
         run = await self.records.run(run_id)
         current = next((p["id"] for p in run["phases"] if p["state"] == "running"), None)
         if current is None:
             current = next((p["id"] for p in run["phases"] if p["state"] == "queued"), None)
-        return current
+        if run["state"] in TERMINAL or run.get("arm") == "baseline":
+            return current, None
+        return current, validate_spec(q.loads(run["spec"]))
 
     async def stats(self, since_s: float | None, by_arm: bool) -> dict[str, Any]:
         from ._stats import compute_stats

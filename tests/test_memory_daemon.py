@@ -87,3 +87,36 @@ def test_unusable_memory_tables_degrade_but_run_completes(daemon_factory, model,
     status, body = d.http("/readyz")
     assert status == 200
     assert "memory" in body["degraded"]
+
+
+def test_context_of_a_running_run_before_any_model_call_is_its_intention(daemon_factory, repo,
+                                                                         tmp_path):
+    """``autopackctl context RUN`` shows what the next prompt would get: while the first
+    phase (a command phase: no model call) holds the run, that is the run's intention and
+    the phase's goal, not 0 bytes; once the run ended there is no next prompt."""
+    d = daemon_factory()
+    check = "for i in $(seq 600); do test -f go && exit 0; sleep 0.05; done; exit 9"
+    spec = write_spec(tmp_path / "s.json", [
+        {"id": "wait", "goal": "wait for the gate", "kind": "command", "checks": [check]}],
+        constraints=[f"respect {MARKER}"], goal="exercise the context preview")
+    res = d.ctl("submit", str(spec), "--repo", str(repo), "--json")
+    assert res.returncode == 0, res.stderr
+    run_id = json.loads(res.stdout)["run_id"]
+    wait_state(d, run_id, states=("running",))
+    out = d.ctl("context", run_id, "--json")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["degraded"] is False
+    assert doc["bytes"] == len(doc["text"].encode()) > 0
+    assert "exercise the context preview" in doc["text"]
+    assert MARKER in doc["text"]
+    assert "wait for the gate" in doc["text"]
+    doctor = json.loads(d.ctl("context", run_id, "--role", "doctor", "--json").stdout)
+    assert 0 < doctor["bytes"] <= 512
+    human = d.ctl("context", run_id)
+    assert human.returncode == 0
+    assert "exercise the context preview" in human.stdout
+    (d.state_dir / "worktrees" / run_id / "go").write_text("")  # the sandbox sees the worktree
+    assert wait_state(d, run_id).state == "succeeded"
+    ended = json.loads(d.ctl("context", run_id, "--json").stdout)
+    assert ended["bytes"] == 0  # memory never recorded it, and it will not prompt again
