@@ -7,10 +7,11 @@ Usage::
 What it does. Every scenario of ``bench/ab/scenarios/*.json`` (see
 ``bench/ab/gen_scenarios.py`` for the format) is a tiny git repository, a run
 spec and the scripted Builder/Doctor conversation. One scripted Messages API
-server (``autopack.testing``) answers all of them; one real
-``autopackd`` (``max_concurrent_runs = 4``) runs every scenario twice, once per
-arm (``Submit(arm="hardened")`` and ``Submit(arm="baseline")``), each on its
-own copy of the repository. Missing dependencies are local wheels written here
+server (``autopack.testing``) and one real ``autopackd``
+(``max_concurrent_runs = 4``) per arm run every scenario once per arm
+(``Submit(arm="hardened")``, then ``Submit(arm="baseline")``), each on its own
+copy of the repository; one server per arm so that neither arm reads what the
+other wrote to the prompt cache (``--shared-cache``: one of each, interleaved). Missing dependencies are local wheels written here
 (offline; the daemon gets ``PIP_NO_INDEX=1`` and ``PIP_FIND_LINKS``).
 
 What is measured. Per arm: runs, runs succeeded, tokens spent (input, output,
