@@ -51,10 +51,6 @@ NAMES: dict[str, str] = {
                    "(retried, then failed after run_crash_limit)",
     "scheduler.fill": "the scheduler looks for runs to start: panic crashes the scheduler "
                       "(runs it was executing are resumed when it restarts)",
-    "control.accept": "the control server accepted a connection: panic crashes the server "
-                      "(it restarts on the same socket)",
-    "health.request": "the health server got an HTTP request: panic crashes the server "
-                      "(it restarts on the same port)",
     "request.<tag>": "the control server is about to handle a request with this tag "
                      "(request.status, request.submit, ...): panic answers `internal`",
 }

@@ -25,6 +25,7 @@ from autopack.protocol import StorageError
 
 from . import _worktree as wt
 from ._engine import crash_backoff, crash_verdict
+from ._failpoints import hit_async
 from ._run import ENDED, RunActor, RunServices, end_run_directly
 
 LOGGER = logging.getLogger(__name__)
@@ -113,6 +114,9 @@ class Scheduler:
                               skipped_locked=self._skipped, actor_crashes=self._crashed_total)
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Start runs until cancelled. Restart-safe: when it crashes, the run actors it owned
+        are cancelled with it and their runs are resumed (from their last committed phase)
+        by the next ``serve``; the supervisor restarts it."""
         async with anyio.create_task_group() as tg:
             self._tg = tg
             self.services.spawn = self._spawn
@@ -120,6 +124,7 @@ class Scheduler:
             while True:
                 await self._record_pending_ends()
                 if self._accepting:
+                    await hit_async("scheduler.fill")
                     await self._fill(tg)
                 with anyio.move_on_after(self.poll_s):
                     await self._wake.wait()
@@ -222,6 +227,19 @@ class Scheduler:
             LOGGER.info("%s; skipping it", exc)
         except Exception as exc:  # never let one run take the scheduler down
             state = await self._crashed(run_id, exc)
+        except BaseException:
+            # cancelled with the scheduler: by a crash of the scheduler (resume the run when
+            # it restarts, like a crashed run but not counted as one) or by a stop (the
+            # daemon records it interrupted)
+            if self._accepting and run_id not in self._cancelling:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                    try:
+                        await self.services.records.set_run_state(
+                            run_id, "interrupted", "the scheduler restarted")
+                    except Exception:
+                        LOGGER.exception("run %s: cannot record it interrupted", run_id)
+                        self._crashes.setdefault(run_id, 0)  # retried as a crashed run
+            raise
         finally:
             self.active.pop(run_id, None)
             ended = self._ended.pop(run_id, None)

@@ -122,6 +122,7 @@ class Connection:
         self.server = server
         self.buf = FrameBuffer(server.limits.max_frame)
         self._held = 0  # bytes of this connection counted in server.buffered
+        self.peer_uid: int | None = None  # SO_PEERCRED, once checked
 
     async def send(self, msg: Reply) -> None:
         frame = encode_frame(msg)
@@ -305,6 +306,7 @@ class ControlServer:
                     await conn.error(ErrorCode.FORBIDDEN,
                                      f"uid {uid} is not allowed to use this daemon")
                     return
+                conn.peer_uid = uid
                 await self._converse(conn)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # client went away

@@ -14,6 +14,7 @@ from autopack.actors._memory import MemoryActor, handle_get_context, handle_get_
 from autopack.protocol import (
     Backup,
     Cancel,
+    DebugFailpoint,
     ErrorCode,
     Follow,
     GetContext,
@@ -79,6 +80,10 @@ class RequestHandler:
                     await conn.send(await self.runs.diff(req))
                 case Backup(path=path):
                     await conn.send(await self.runs.backup(path))
+                case DebugFailpoint():
+                    from ._debug import debug_failpoint
+
+                    await conn.send(debug_failpoint(req, conn.peer_uid))
                 case NormalizePlan() | GetContext() | GetLessons() | GetStats():
                     reply = await self.extension_request(req)
                     if isinstance(reply, ProtoError):

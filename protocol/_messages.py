@@ -136,6 +136,16 @@ class Backup(Request, tag="backup", frozen=True):
     path: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
 
 
+class DebugFailpoint(Request, tag="debug_failpoint", frozen=True):
+    """Arm or disarm failpoints in the running daemon (``autopackctl debug failpoint``).
+
+    ``arm``: ``NAME=ACTION;NAME=ACTION`` (``off`` disarms one); ``clear``: disarm all
+    first. Both empty: only list. Only the daemon's own uid and root may send it."""
+
+    arm: Annotated[str, msgspec.Meta(max_length=4096)] = ""
+    clear: bool = False
+
+
 # ---------------------------------------------------------------- replies
 class Welcome(Reply, tag="welcome", frozen=True):
     version: int = PROTOCOL_VERSION
@@ -266,17 +276,26 @@ class BackedUp(Reply, tag="backed_up", frozen=True):
     bytes: int
 
 
+class Failpoints(Reply, tag="failpoints", frozen=True):
+    """The failpoints armed now: name -> term (``N*`` counts what is left), and how often
+    each fired since it was armed."""
+
+    armed: dict[str, str] = {}
+    fired: dict[str, int] = {}
+
+
 class Classified(Reply, tag="classified", frozen=True):
     classification: Classification
 
 
 ClientMessage = (
     Hello | Submit | NormalizePlan | ListRuns | GetStatus | GetReport | Cancel | Follow
-    | GetHealth | GetContext | GetLessons | GetStats | Retry | GetDiff | Backup
+    | GetHealth | GetContext | GetLessons | GetStats | Retry | GetDiff | Backup | DebugFailpoint
 )
 ServerMessage = (
     Welcome | Error | Submitted | RunStatus | RunList | Report | Ok | EventMsg | LogsEnd
     | Health | Normalized | ContextReply | Lessons | Stats | Classified | Diff | BackedUp
+    | Failpoints
 )
 
-__all__ = ['BackedUp', 'Backup', 'Cancel', 'Classified', 'ClientMessage', 'ContextReply', 'Diff', 'Error', 'EventMsg', 'Follow', 'GetContext', 'GetDiff', 'GetHealth', 'GetLessons', 'GetReport', 'GetStats', 'GetStatus', 'Health', 'Hello', 'Lessons', 'ListRuns', 'LogsEnd', 'NormalizePlan', 'Normalized', 'Ok', 'PROTOCOL_VERSION', 'PhaseState', 'Reply', 'Report', 'Request', 'Retry', 'RunList', 'RunStatus', 'ServerMessage', 'Stats', 'Submit', 'Submitted', 'Welcome']
+__all__ = ['BackedUp', 'Backup', 'Cancel', 'Classified', 'ClientMessage', 'ContextReply', 'DebugFailpoint', 'Diff', 'Error', 'EventMsg', 'Failpoints', 'Follow', 'GetContext', 'GetDiff', 'GetHealth', 'GetLessons', 'GetReport', 'GetStats', 'GetStatus', 'Health', 'Hello', 'Lessons', 'ListRuns', 'LogsEnd', 'NormalizePlan', 'Normalized', 'Ok', 'PROTOCOL_VERSION', 'PhaseState', 'Reply', 'Report', 'Request', 'Retry', 'RunList', 'RunStatus', 'ServerMessage', 'Stats', 'Submit', 'Submitted', 'Welcome']

@@ -95,3 +95,19 @@ def test_every_name_in_the_docs():
     text = (Path(__file__).parent.parent / "docs" / "operations.md").read_text()
     for name in fp.NAMES:
         assert f"`{name}`" in text, name
+
+
+def test_debug_failpoint_is_refused_to_other_uids_and_changes_nothing():
+    import os
+
+    from autopack.daemon._debug import debug_failpoint
+    from autopack.daemon._runs import RequestError
+    from autopack.protocol import DebugFailpoint
+
+    other = os.getuid() + 1 if os.getuid() else 65534
+    with pytest.raises(RequestError) as err:
+        debug_failpoint(DebugFailpoint(arm="classifier.classify=panic"), other)
+    assert err.value.code == "forbidden"
+    assert fp.armed() == {}
+    assert debug_failpoint(DebugFailpoint(arm="classifier.classify=panic"),
+                           os.getuid()).armed == {"classifier.classify": "panic"}

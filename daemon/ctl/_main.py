@@ -40,6 +40,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "classify": ("_classify", "classify a failure log (no daemon needed)"),
     "patterns": ("_classify", "list the failure patterns"),
     "backup": ("_backup", "write an online backup of the daemon's database to PATH"),
+    "debug": ("_debug", "fault injection: debug failpoint NAME=ACTION | --list | --clear"),
     "detect": ("_detect", "what a run would install and check on a repository (no daemon)"),
     "completion": ("_completion", "print a shell completion script (bash, zsh, fish)"),
 }
