@@ -27,14 +27,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import msgspec
 import trio
-from autopack.actors import _worktree as wt
 from autopack.actors._llm import LLM, RetryPolicy, read_api_key
 from autopack.actors._memory import MemoryActor
 from autopack.actors._pool import WorktreePool
 from autopack.actors._ports import Classify, MitigatePort
-from autopack.actors._proc import kill_group
 from autopack.actors._run import RunServices, RunTools
 from autopack.actors._sandbox import Sandbox
 from autopack.actors._scheduler import Scheduler
@@ -52,7 +49,14 @@ from ._handler import RequestHandler
 from ._healthview import HealthView
 from ._records import Records
 from ._runs import Runs
-from ._services import BasePinner, ReportsWriter, Retention, WorktreeSweeper, open_run_ended_channel
+from ._services import (
+    BasePinner,
+    ReportsWriter,
+    Retention,
+    WorktreeSweeper,
+    open_run_ended_channel,
+    reconcile,
+)
 from ._store import Store
 from ._supervisor import Supervisor
 
@@ -415,52 +419,17 @@ class Daemon:
         return f"{host}:{self.health_port}"
 
     def _health_server(self) -> HealthServer:
-        from ._health import HealthServer, json_body
-
-        host, _, port = self.settings.health_listen.rpartition(":")
-        host = host.strip("[]") or "127.0.0.1"
-
-        async def healthz() -> tuple[int, str, bytes]:
-            return json_body(200, {"alive": True, "pid": os.getpid(), "version": VERSION,
-                                   "sandbox": self.view.sandbox_mode()})
-
-        async def readyz() -> tuple[int, str, bytes]:
-            h = await self.view.health()
-            return json_body(200 if h.ready else 503, msgspec.to_builtins(h))
-
-        async def metrics() -> tuple[int, str, bytes]:
-            from ._metrics import METRICS_CONTENT_TYPE
-
-            return 200, METRICS_CONTENT_TYPE, await self.view.metrics_text()
-
         dashboard = None
         if self.settings.dashboard:
             from .web import Dashboard
 
+            host = self.settings.health_listen.rpartition(":")[0].strip("[]") or "127.0.0.1"
             dashboard = Dashboard(self, host=host).handle
-        return HealthServer(host, int(port or 0), {"/healthz": healthz, "/readyz": readyz,
-                                                   "/metrics": metrics}, fallback=dashboard)
+        return self.view.http_server(self.settings.health_listen, dashboard=dashboard)
 
     async def reconcile(self) -> None:
-        """After a crash: kill leftover process groups, mark orphaned running runs
-        interrupted, sweep worktrees that belong to no live run, apply retention."""
-        from autopack.actors._sandbox import reap_leftovers
-
-        # sandboxes an earlier daemon of this state dir left (its watcher normally ends them)
-        for pid in await trio.to_thread.run_sync(reap_leftovers, self.state_dir):
-            LOGGER.warning("killed a leftover sandbox process %d of an earlier daemon", pid)
-        for proc in await self.records.take_stale_processes():
-            if proc["boot_id"] and proc["boot_id"] != self.records.boot_id:
-                continue  # recorded before a reboot: the pgid may now be someone else's
-            if kill_group(proc["pgid"], signal.SIGKILL):
-                LOGGER.warning("killed leftover process group %d of run %s (%s)", proc["pgid"],
-                               proc["run_id"], proc["command"])
-                await self.records.event(proc["run_id"], None, None, "leftover_killed",
-                                         pgid=proc["pgid"], command=proc["command"])
-        lock_dir = self.state_dir / "locks"
-        for run_id in await self.records.runs_in("running"):
-            if not wt.lock_is_held(lock_dir, run_id):
-                await self.records.set_run_state(run_id, "interrupted", "daemon died while running")
+        """After a crash: kill leftovers, mark orphaned runs interrupted, sweep, prune."""
+        await reconcile(self.records, self.state_dir)
         await self.sweeper.sweep()
         await self.retention.apply()
 

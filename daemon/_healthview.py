@@ -7,6 +7,7 @@ them. A part that crashed recently, or whose last request failed, is
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,7 @@ from autopack.protocol import Health
 
 from ._config import LiveSettings
 from ._control import ControlServer
+from ._health import Fallback, HealthServer, json_body
 from ._records import Records
 from ._store import Store
 from ._supervisor import Supervisor, supervised_children
@@ -41,6 +43,29 @@ class HealthView:
         self.control: ControlServer | None = None
         self.sandbox: Sandbox | None = None
         self._metrics_cache: Any = None  # _stats.MetricsCache, made on first use
+
+    def http_server(self, listen: str, *,
+                    dashboard: Fallback | None = None) -> HealthServer:
+        """The HTTP listener on ``listen`` (``host:port``): ``/healthz``, ``/readyz``,
+        ``/metrics``; every other path goes to ``dashboard`` (if any)."""
+        host, _, port = listen.rpartition(":")
+        host = host.strip("[]") or "127.0.0.1"
+
+        async def healthz() -> tuple[int, str, bytes]:
+            return json_body(200, {"alive": True, "pid": os.getpid(), "version": self.version,
+                                   "sandbox": self.sandbox_mode()})
+
+        async def readyz() -> tuple[int, str, bytes]:
+            h = await self.health()
+            return json_body(200 if h.ready else 503, msgspec.to_builtins(h))
+
+        async def metrics() -> tuple[int, str, bytes]:
+            from ._metrics import METRICS_CONTENT_TYPE
+
+            return 200, METRICS_CONTENT_TYPE, await self.metrics_text()
+
+        return HealthServer(host, int(port or 0), {"/healthz": healthz, "/readyz": readyz,
+                                                   "/metrics": metrics}, fallback=dashboard)
 
     def sandbox_mode(self) -> str:
         """``bwrap``, ``unavailable`` or ``off`` (``""`` before the start-up probe)."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import shutil
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -43,7 +44,7 @@ LOGGER = logging.getLogger(__name__)
 HOURLY_S = 3600.0
 
 __all__ = ["BasePinner", "ReportsWriter", "Retention", "RunEnded", "WorktreeSweeper",
-           "open_run_ended_channel"]
+           "open_run_ended_channel", "reconcile"]
 
 
 def open_run_ended_channel() -> tuple[MemoryObjectSendStream[RunEnded],
@@ -210,3 +211,26 @@ class WorktreeSweeper:
         for path in sorted(scratch_root.iterdir()) if scratch_root.exists() else []:
             if path.name not in live and not wt.lock_is_held(lock_dir, path.name):
                 shutil.rmtree(path, ignore_errors=True)
+
+
+async def reconcile(records: Records, state_dir: Path) -> None:
+    """After a crash: kill the process groups and sandboxes a dead daemon of this state
+    dir left running, and mark its running runs (their lock is free) interrupted."""
+    from autopack.actors._proc import kill_group
+    from autopack.actors._sandbox import reap_leftovers
+
+    # sandboxes an earlier daemon of this state dir left (its watcher normally ends them)
+    for pid in await trio.to_thread.run_sync(reap_leftovers, state_dir):
+        LOGGER.warning("killed a leftover sandbox process %d of an earlier daemon", pid)
+    for proc in await records.take_stale_processes():
+        if proc["boot_id"] and proc["boot_id"] != records.boot_id:
+            continue  # recorded before a reboot: the pgid may now be someone else's
+        if kill_group(proc["pgid"], signal.SIGKILL):
+            LOGGER.warning("killed leftover process group %d of run %s (%s)", proc["pgid"],
+                           proc["run_id"], proc["command"])
+            await records.event(proc["run_id"], None, None, "leftover_killed",
+                                pgid=proc["pgid"], command=proc["command"])
+    lock_dir = state_dir / "locks"
+    for run_id in await records.runs_in("running"):
+        if not wt.lock_is_held(lock_dir, run_id):
+            await records.set_run_state(run_id, "interrupted", "daemon died while running")
