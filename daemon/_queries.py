@@ -12,7 +12,11 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
-from autopack.actors._states import check_phase_transition, check_run_transition
+from autopack.actors._states import (
+    TERMINAL_RUN_STATES,
+    check_phase_transition,
+    check_run_transition,
+)
 from autopack.protocol import RunSpec
 
 from ._errors import UnknownRun as UnknownRun
@@ -126,7 +130,7 @@ def set_run_state(conn: sqlite3.Connection, run_id: str, target: str, reason: st
     if target == "running":
         sets += ", started_at = COALESCE(started_at, ?)"
         args.append(ts)
-    if target in ("succeeded", "failed", "cancelled"):
+    if target in TERMINAL_RUN_STATES:
         sets += ", ended_at = ?"
         args.append(ts)
     conn.execute(f"UPDATE runs SET {sets} WHERE id = ?", (*args, run_id))

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from autopack.actors import _worktree as wt
+from autopack.actors._states import TERMINAL_RUN_STATES
 from autopack.protocol import Diff, GetDiff, Retry, RunSpec, validate_spec
 
 from . import _queries as q
@@ -35,7 +36,7 @@ from ._store import Store
 __all__ = ["AmbiguousRun", "DiffUnavailable", "RetryRefused", "diff", "diff_base", "insert_retry",
            "plan_retry", "resolve_run_id", "retry"]
 
-TERMINAL = ("succeeded", "failed", "cancelled")
+TERMINAL = TERMINAL_RUN_STATES  # the run engine's one set
 
 
 def resolve_run_id(conn: sqlite3.Connection, ref: str) -> str:
