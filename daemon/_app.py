@@ -306,7 +306,7 @@ class Daemon:
         """Probe bubblewrap once (health shows the outcome); ``sandbox = "bwrap"`` makes a
         missing sandbox fatal, ``auto`` refuses build phases without it, ``off`` is said
         everywhere."""
-        from autopack.actors._install import uv_binary
+        from autopack.actors._install import poetry_binary, uv_binary
         from autopack.actors._sandbox import Sandbox, SandboxLimits, probe
 
         found = await trio.to_thread.run_sync(probe, self.settings.sandbox)
@@ -318,9 +318,14 @@ class Daemon:
             LOGGER.warning("sandbox: %s (%s)", found.mode, found.detail)
         s = self.settings
         hide = [Path(p) for p in (s.api_key_file, self.config_file, self.socket_path) if p]
-        # tools the daemon hands to runs (uv for the install step) must be visible inside,
-        # even when the daemon is installed under /tmp, which the sandbox makes private
+        # tools the daemon hands to runs (uv, poetry for the install step) must be visible
+        # inside, even when the daemon is installed under /tmp, which the sandbox makes
+        # private; poetry is a Python script: its whole virtualenv, read-only
         tools = [Path(p) for p in (uv_binary(),) if p]
+        poetry = poetry_binary()
+        if poetry:
+            venv = Path(poetry).parent.parent
+            tools.append(venv if (venv / "pyvenv.cfg").is_file() else Path(poetry))
         self.sandbox = Sandbox(
             probe=found, state_dir=self.state_dir, default_network=s.sandbox_network,
             limits=SandboxLimits(memory_mb=s.sandbox_memory_mb, processes=s.sandbox_processes,

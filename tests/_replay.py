@@ -36,6 +36,13 @@ def replay_problems(db_path: Path) -> list[str]:
     db.row_factory = sqlite3.Row
     problems: list[str] = []
     try:
+        verdict = [tuple(row) for row in db.execute("PRAGMA quick_check").fetchall()]
+    except sqlite3.DatabaseError:
+        verdict = []
+    if verdict != [("ok",)]:  # a store a test corrupted on purpose: the daemon refused it
+        db.close()
+        return []
+    try:
         for run in db.execute("SELECT id, state, spec FROM runs ORDER BY seq").fetchall():
             phases = db.execute("SELECT id, kind, state, attempts, doctor_calls FROM phases"
                                 " WHERE run_id = ? ORDER BY idx", (run["id"],)).fetchall()

@@ -213,9 +213,8 @@ async def test_demo_scenario_builds_the_demo_repository(tmp_path: Path) -> None:
     import shutil
     import sys
 
-    source = SCENARIOS.parent.parent / "examples" / "demo-repo"
-    if not source.is_dir():  # noqa: ASYNC240 (test setup)
-        pytest.skip("examples/demo-repo is not present")
+    source = Path(__file__).resolve().parent.parent / "examples" / "demo-repo"  # noqa: ASYNC240
+    assert source.is_dir(), source  # noqa: ASYNC240 (test setup)
     wt = tmp_path / "demo"
     shutil.copytree(source, wt)  # noqa: ASYNC240
     phase = PhaseSpec(id="add-subtract", goal="Add subtract(a, b) to calc, exported, with a test",
