@@ -14,19 +14,18 @@ from pathlib import Path
 
 import msgspec
 from autopack.actors import _engine as E
-from autopack.protocol import Limits
+from autopack.actors._run import initial_state
+from autopack.protocol import SpecError, validate_spec
 
 
-def _limits(raw: object) -> E.EngineLimits:
+def _initial(spec_text: str | None, phases: list[sqlite3.Row]) -> E.EngineState:
+    """The run's initial engine state, built as the daemon's recovery builds it
+    (``actors._run.initial_state``); a spec that no longer validates (the daemon ends such a
+    run directly) gets the stored phases and default limits."""
     try:
-        lim = msgspec.convert(raw if isinstance(raw, dict) else {}, Limits)
-    except msgspec.ValidationError:
-        lim = Limits()
-    return E.EngineLimits(max_attempts=lim.max_attempts, wall_time_s=lim.wall_time_s,
-                          phase_wall_time_s=lim.phase_wall_time_s,
-                          doctor_calls_per_phase=lim.doctor_calls_per_phase,
-                          doctor_calls_per_run=lim.doctor_calls_per_run,
-                          output_limit_bytes=lim.check_output_limit_bytes)
+        return initial_state(validate_spec(msgspec.json.decode(spec_text or "{}")))
+    except (SpecError, msgspec.DecodeError, msgspec.ValidationError, ValueError):
+        return E.initial_state([(p["id"], p["kind"]) for p in phases], E.EngineLimits())
 
 
 def replay_problems(db_path: Path) -> list[str]:
@@ -46,9 +45,7 @@ def replay_problems(db_path: Path) -> list[str]:
         for run in db.execute("SELECT id, state, spec FROM runs ORDER BY seq").fetchall():
             phases = db.execute("SELECT id, kind, state, attempts, doctor_calls FROM phases"
                                 " WHERE run_id = ? ORDER BY idx", (run["id"],)).fetchall()
-            spec = json.loads(run["spec"] or "{}")
-            initial = E.initial_state([(p["id"], p["kind"]) for p in phases],
-                                      _limits(spec.get("limits")))
+            initial = _initial(run["spec"], phases)
             rows = [(r["kind"], r["phase_id"], r["attempt"], json.loads(r["payload"] or "{}"))
                     for r in db.execute("SELECT kind, phase_id, attempt, payload FROM events"
                                         " WHERE run_id = ? ORDER BY id", (run["id"],))]
