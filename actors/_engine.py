@@ -176,7 +176,6 @@ class EngineLimits(msgspec.Struct, frozen=True, kw_only=True):
     doctor_calls_per_run: int = 6
     output_limit_bytes: int = 64 * 1024 * 1024
     max_interruptions: int = 5  # attempts of one phase interrupted in a row: a crash loop
-    crash_limit: int = 3  # the scheduler's run_crash_limit
 
 
 class Stage(StrEnum):

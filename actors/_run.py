@@ -101,20 +101,19 @@ def disk_free_mb(path: Path) -> float:
     return usage.free / (1024 * 1024)
 
 
-def engine_limits(spec: RunSpec, settings: Any = None) -> E.EngineLimits:
-    """The engine's limits for ``spec`` (and the daemon's crash bound)."""
+def engine_limits(spec: RunSpec) -> E.EngineLimits:
+    """The engine's limits for ``spec``."""
     lim = spec.limits
     return E.EngineLimits(
         max_attempts=lim.max_attempts, wall_time_s=lim.wall_time_s,
         phase_wall_time_s=lim.phase_wall_time_s,
         doctor_calls_per_phase=lim.doctor_calls_per_phase,
         doctor_calls_per_run=lim.doctor_calls_per_run,
-        output_limit_bytes=lim.check_output_limit_bytes,
-        crash_limit=int(getattr(settings, "run_crash_limit", 3) or 3))
+        output_limit_bytes=lim.check_output_limit_bytes)
 
 
-def initial_state(spec: RunSpec, settings: Any = None) -> E.EngineState:
-    return E.initial_state([(p.id, p.kind) for p in spec.phases], engine_limits(spec, settings))
+def initial_state(spec: RunSpec) -> E.EngineState:
+    return E.initial_state([(p.id, p.kind) for p in spec.phases], engine_limits(spec))
 
 
 def rows_of(events: list[dict[str, Any]]) -> list[E.Record]:
@@ -179,7 +178,7 @@ class RunActor:
         if run.get("started_at"):  # a resumed run keeps its clock: downtime counts too
             self._started = float(run["started_at"])
         # recovery: the state the run's log describes (a fresh run: its submitted state)
-        self.state = E.replay(initial_state(spec, self.s.settings),
+        self.state = E.replay(initial_state(spec),
                               rows_of(await self.rec.all_events(self.run_id)))
         self._steps = AttemptSteps(run_id=self.run_id, records=self.rec, settings=lambda: self.s.settings,
                                    tools=self.s.tools, ws=ws, time_left=self._time_left)

@@ -69,6 +69,7 @@ class World:
     rng: random.Random
     phases: list[tuple[str, str]]
     checks: dict[str, int]
+    crash_limit: int = 3  # the scheduler's run_crash_limit
     log: list[eng.Record] = field(default_factory=list)
     commits: dict[str, int] = field(default_factory=dict)  # phase id -> commits made
     attempt_counter: dict[str, int] = field(default_factory=dict)  # durable, like the store's
@@ -104,13 +105,15 @@ def simulate(seed: int, *, trace: bool = False) -> dict[str, Any]:
         max_attempts=rng.randint(1, 4), wall_time_s=rng.choice([60.0, 600.0, 7200.0]),
         phase_wall_time_s=rng.choice([None, None, 30.0]),
         doctor_calls_per_phase=rng.randint(0, 2), doctor_calls_per_run=rng.randint(0, 4),
-        max_interruptions=rng.randint(1, 5), crash_limit=rng.randint(1, 4))
+        max_interruptions=rng.randint(1, 5))
+    crash_limit = rng.randint(1, 4)  # the scheduler's run_crash_limit setting
     knobs = Knobs(p_check_fail=rng.choice([0.1, 0.4, 0.7]), p_kill=rng.choice([0.0, 0.02, 0.08]),
                   p_actor_crash=rng.choice([0.0, 0.01, 0.04]), p_cancel=rng.choice([0.0, 0.005]),
                   p_drain=rng.choice([0.0, 0.01]), p_timeout=rng.choice([0.0, 0.003]),
                   p_budget=rng.choice([0.0, 0.01]), p_model_error=rng.choice([0.0, 0.05]),
                   max_faults=rng.randint(0, 12))
-    world = World(rng=rng, phases=phases, checks={p: rng.randint(1, 3) for p, _ in phases})
+    world = World(rng=rng, phases=phases, checks={p: rng.randint(1, 3) for p, _ in phases},
+                  crash_limit=crash_limit)
     initial = eng.initial_state(phases, limits)
 
     def fail(message: str) -> SimFailure:
@@ -233,7 +236,7 @@ def _actor_crash(initial: eng.EngineState, world: World, live: eng.EngineState, 
     if state.run_state in (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED):
         return state, eng.next_action(state)
     state, _ = _feed(state, eng.ActorCrashed(error="RuntimeError: simulated"), world, note, fail)
-    verdict = eng.crash_verdict(state.crashes_in_row, state.limits.crash_limit, cancelling=False,
+    verdict = eng.crash_verdict(state.crashes_in_row, world.crash_limit, cancelling=False,
                                 storage_error=False, error="RuntimeError: simulated")
     if verdict is not None:  # the scheduler ends the run directly, one record at a time
         return _end_directly(state, world, verdict, note, fail)
