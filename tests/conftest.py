@@ -164,6 +164,22 @@ def daemon(daemon_factory: Any) -> DaemonProc:
     return daemon_factory()
 
 
+def submit_phase(d: Any, tmp_path: Path, repo: Path, phase: dict[str, Any] | None = None,
+                 name: str = "s.json", **extra: Any) -> str:
+    """Submit a one-phase run (a ``command`` phase unless ``phase`` says otherwise); its id."""
+    ph = {"id": "tests", "goal": "the tests pass", "kind": "command", **(phase or {})}
+    spec = write_spec(tmp_path / name, [ph], **extra)
+    res = d.ctl("submit", str(spec), "--repo", str(repo), "--json")
+    assert res.returncode == 0, res.stderr
+    return str(json.loads(res.stdout)["run_id"])
+
+
+def event_payloads(d: Any, run_id: str, kind: str) -> list[dict[str, Any]]:
+    """The payloads of the run's events of ``kind``, oldest first (``logs --json``)."""
+    rows = [json.loads(x) for x in d.ctl("logs", run_id, "--json").stdout.splitlines()]
+    return [e["payload"] for e in rows if e["kind"] == kind]
+
+
 def wait_state(d: DaemonProc, run_id: str, states: tuple[str, ...] = ("succeeded", "failed", "cancelled"),
                timeout: float = 60.0) -> Any:
     from autopack.protocol import GetStatus

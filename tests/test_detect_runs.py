@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 
 from tests._wheels import build_wheelhouse, offline_env
-from tests.conftest import make_repo, require_system, wait_state, write_spec
+from tests.conftest import event_payloads as events
+from tests.conftest import make_repo, require_system, wait_state
+from tests.conftest import submit_phase as submit
 
 PYTEST = "python -m pytest -q"
 SETUP_PY = "from setuptools import setup\nsetup(name='calc', version='1.0', packages=['calc'])\n"
@@ -36,20 +38,6 @@ def offline_daemon(daemon_factory: Any, wheelhouse: Path) -> Any:
     # the wheelhouse sits in the host's /tmp: the operator lets sandboxes read it
     return daemon_factory(env={**offline_env(wheelhouse), "ANTHROPIC_API_KEY": ""},
                           config={"sandbox_read_only": [str(wheelhouse)]})
-
-
-def submit(d: Any, tmp_path: Path, repo: Path, phase: dict[str, Any] | None = None,
-           name: str = "s.json", **extra: Any) -> str:
-    ph = {"id": "tests", "goal": "the tests pass", "kind": "command", **(phase or {})}
-    spec = write_spec(tmp_path / name, [ph], **extra)
-    res = d.ctl("submit", str(spec), "--repo", str(repo), "--json")
-    assert res.returncode == 0, res.stderr
-    return str(json.loads(res.stdout)["run_id"])
-
-
-def events(d: Any, run_id: str, kind: str) -> list[dict[str, Any]]:
-    rows = [json.loads(x) for x in d.ctl("logs", run_id, "--json").stdout.splitlines()]
-    return [e["payload"] for e in rows if e["kind"] == kind]
 
 
 def test_pytest_style_tests_without_config_run_under_pytest(offline_daemon: Any,

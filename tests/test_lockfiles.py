@@ -13,7 +13,6 @@ loopback (the install step has the network by default; loopback is the host's).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -24,7 +23,7 @@ import pytest
 from autopack.actors._install import poetry_binary, uv_binary
 
 from tests._wheels import build_wheelhouse, make_wheel, offline_env, serve, simple_index
-from tests.conftest import git, make_repo, wait_state, write_spec
+from tests.conftest import event_payloads, git, make_repo, submit_phase, wait_state
 
 CHECK = "python -m pytest -q"
 TEST_FILE = ("import pinme\nimport proj\n\n\ndef test_locked_version():\n"
@@ -98,16 +97,10 @@ def _daemon(daemon_factory: Any, wheelhouse: Path) -> Any:
 
 
 def _submit(d: Any, tmp_path: Path, repo: Path, name: str) -> str:
-    spec = write_spec(tmp_path / name, [{"id": "tests", "goal": "the tests pass",
-                                         "kind": "command", "checks": [CHECK]}])
-    res = d.ctl("submit", str(spec), "--repo", str(repo), "--json")
-    assert res.returncode == 0, res.stderr
-    return str(json.loads(res.stdout)["run_id"])
+    return submit_phase(d, tmp_path, repo, {"checks": [CHECK]}, name=name)
 
 
-def _events(d: Any, run_id: str, kind: str) -> list[dict[str, Any]]:
-    rows = [json.loads(x) for x in d.ctl("logs", run_id, "--json").stdout.splitlines()]
-    return [e["payload"] for e in rows if e["kind"] == kind]
+_events = event_payloads
 
 
 def _tool_env(tmp_path: Path, extra: dict[str, str]) -> dict[str, str]:
